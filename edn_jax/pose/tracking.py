@@ -1,0 +1,275 @@
+"""Choosing one subject in multi-person footage and following it without swaps.
+
+The detectors see at most one person per call, so several people are found by
+detecting, masking the found person out, and detecting again. The subject is
+chosen once on the first frame with a person (largest, most central, or nearest a
+given point) and then followed by detecting inside a window around its last
+position. A detection is accepted only if its torso lies where the subject's
+torso was, relative to the subject's size; anything else (the person walking in
+front, a bystander) is rejected and the frame is left missing for the gap filler,
+so identities are never swapped. After a long loss the whole frame is searched,
+still accepting only a person near the last known position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout
+from edn_jax.pose.detector import PoseDetector
+
+B = layout.B
+TORSO = (B["Neck"], B["RShoulder"], B["LShoulder"], B["MidHip"], B["RHip"], B["LHip"])
+SUBJECT_POLICIES = ("largest", "central", "point")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerConfig:
+    subject: str = "largest"           # how the subject is chosen on its first frame
+    subject_point: tuple[float, float] = (0.5, 0.5)  # (x, y) as fractions of the frame, for "point"
+    max_people: int = 3                # people enumerated when choosing / re-acquiring
+    conf_threshold: float = 0.3        # a point counts as present above this
+    window_margin: float = 0.5         # search window = subject box grown by this fraction of its size per side
+    max_torso_shift: float = 0.15      # accepted torso move per frame, in subject sizes (grows for 3 lost frames)
+    max_appearance_distance: float = 0.65  # Bhattacharyya distance of torso colours; 1.0 turns the check off
+    reacquire_after: int = 15          # frames lost before searching the whole frame
+
+    def validate(self) -> None:
+        if self.subject not in SUBJECT_POLICIES:
+            raise EdnError(f"pose.subject={self.subject!r} is not a subject policy", f"use one of {SUBJECT_POLICIES}")
+        if self.max_people < 1:
+            raise EdnError(f"pose.max_people={self.max_people} must be >= 1", "set it to the number of people to consider")
+        if not 0.0 <= self.conf_threshold < 1.0:
+            raise EdnError(f"pose.conf_threshold={self.conf_threshold} is outside [0, 1)", "use e.g. 0.3")
+        if self.window_margin <= 0 or self.max_torso_shift <= 0 or self.reacquire_after < 1:
+            raise EdnError("pose.window_margin, pose.max_torso_shift and pose.reacquire_after must be positive",
+                           "use the defaults 0.5, 0.15 and 15")
+        if not 0.0 < self.max_appearance_distance <= 1.0:
+            raise EdnError(f"pose.max_appearance_distance={self.max_appearance_distance} is outside (0, 1]",
+                           "use e.g. 0.65 (1.0 disables the colour check)")
+        if not all(0.0 <= v <= 1.0 for v in self.subject_point):
+            raise EdnError(f"pose.subject_point={self.subject_point} is outside the frame", "give (x, y) fractions in [0, 1]")
+
+
+def person_box(kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """(x0, y0, x1, y1) of a person's present body points."""
+    box = layout.bounding_box(kps[layout.BODY], threshold)
+    return None if box is None else np.array(box, np.float32)
+
+
+def person_size(kps: np.ndarray, threshold: float) -> float:
+    """A scale of the person robust to pose: the larger side of its body box."""
+    box = person_box(kps, threshold)
+    return 0.0 if box is None else float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Mean of the present torso points, else of any present body point."""
+    for idx in (list(TORSO), list(range(layout.NUM_BODY))):
+        mask = kps[idx, 2] > threshold
+        if mask.any():
+            return kps[idx][mask, :2].mean(0)
+    return None
+
+
+def select_subject(people: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
+    """Index of the subject among the people found on one frame."""
+    if cfg.subject == "largest":
+        return int(np.argmax([person_size(p, cfg.conf_threshold) for p in people]))
+    target = (np.array([width, height], np.float32) * 0.5 if cfg.subject == "central"
+              else np.array(cfg.subject_point, np.float32) * np.array([width, height], np.float32))
+    boxes = [person_box(p, cfg.conf_threshold) for p in people]
+    return int(np.argmin([np.linalg.norm((b[:2] + b[2:]) / 2 - target) for b in boxes]))
+
+
+def is_same_person(track: np.ndarray, candidate: np.ndarray, cfg: TrackerConfig, frames_since: int = 1) -> bool:
+    """Whether ``candidate`` continues ``track``: torso within a bound that grows with time lost."""
+    c0, c1 = torso_centre(track, cfg.conf_threshold), torso_centre(candidate, cfg.conf_threshold)
+    size0, size1 = person_size(track, cfg.conf_threshold), person_size(candidate, cfg.conf_threshold)
+    if c0 is None or c1 is None or size0 <= 0 or size1 <= 0:
+        return False
+    if not 0.5 <= size1 / size0 <= 2.0:
+        return False
+    allowed = cfg.max_torso_shift * min(frames_since, 3)
+    return float(np.linalg.norm(c1 - c0)) <= allowed * size0
+
+
+def torso_colours(frame: np.ndarray, kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Normalised hue-saturation histogram of the torso: cheap identity evidence."""
+    idx = [i for i in TORSO if kps[i, 2] > threshold]
+    if len(idx) < 3:
+        return None
+    xy = kps[idx, :2]
+    lo, hi = xy.min(0), xy.max(0)
+    lo, hi = lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo)  # stay inside the torso
+    h, w = frame.shape[:2]
+    x0, y0 = np.clip(lo.astype(int), 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(hi).astype(int), 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    hsv = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).astype(np.float32)
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
+
+
+def _masked(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A copy of ``frame`` with ``box`` painted in the frame's mean colour."""
+    out = frame.copy()
+    h, w = frame.shape[:2]
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    out[y0:y1, x0:x1] = frame.reshape(-1, frame.shape[2]).mean(0).astype(frame.dtype)
+    return out
+
+
+def _grow(box: np.ndarray, margin: float, height: int, width: int) -> np.ndarray:
+    size = np.maximum(box[2:] - box[:2], 1.0)
+    grown = np.concatenate([box[:2] - margin * size, box[2:] + margin * size])
+    return np.clip(grown, 0, [width, height, width, height]).astype(np.float32)
+
+
+def detect_people(detector: PoseDetector, frame: np.ndarray, max_people: int, threshold: float) -> list[np.ndarray]:
+    """Everyone the detector finds, by detecting and masking out repeatedly."""
+    people, image = [], frame
+    for _ in range(max_people):
+        kps = detector.detect(image)
+        box = None if kps is None else person_box(kps, threshold)
+        if box is None:
+            break
+        people.append(kps)
+        image = _masked(image, _grow(box, 0.1, *frame.shape[:2]))
+    return people
+
+
+def detect_in_window(detector: PoseDetector, frame: np.ndarray, window: np.ndarray) -> np.ndarray | None:
+    """Detects inside a window of the frame; keypoints come back in frame pixels."""
+    x0, y0, x1, y1 = (int(v) for v in np.round(window))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    kps = detector.detect(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+    if kps is None:
+        return None
+    present = kps[:, 2] > 0
+    kps[present, 0] += x0
+    kps[present, 1] += y0
+    return kps
+
+
+@dataclasses.dataclass
+class TrackStats:
+    frames: int = 0
+    tracked: int = 0
+    rejected: int = 0       # detections refused as another person
+    reacquired: int = 0
+
+
+class SubjectTracker:
+    """Follows one subject through frames fed in order; see the module docstring."""
+
+    def __init__(self, detector: PoseDetector, cfg: TrackerConfig):
+        cfg.validate()
+        self.detector, self.cfg = detector, cfg
+        self.last: np.ndarray | None = None  # last accepted keypoints
+        self.colours: np.ndarray | None = None  # running torso colour histogram of the subject
+        self.lost = 0                        # frames since the last accepted detection
+        self.stats = TrackStats()
+
+    def _looks_like_subject(self, frame: np.ndarray, kps: np.ndarray) -> bool:
+        if self.colours is None or self.cfg.max_appearance_distance >= 1.0:
+            return True
+        colours = torso_colours(frame, kps, self.cfg.conf_threshold)
+        return colours is None or colour_distance(self.colours, colours) <= self.cfg.max_appearance_distance
+
+    def _accept(self, frame: np.ndarray, kps: np.ndarray) -> None:
+        self.last, self.lost = kps, 0
+        colours = torso_colours(frame, kps, self.cfg.conf_threshold)
+        if colours is not None:  # slow running average: follows lighting, not a passer-by
+            self.colours = colours if self.colours is None else 0.9 * self.colours + 0.1 * colours
+        self.stats.tracked += 1
+
+    def _matches(self, frame: np.ndarray, kps: np.ndarray) -> bool:
+        return is_same_person(self.last, kps, self.cfg, self.lost + 1) and self._looks_like_subject(frame, kps)
+
+    def _search_whole_frame(self, frame: np.ndarray) -> np.ndarray | None:
+        people = detect_people(self.detector, frame, self.cfg.max_people, self.cfg.conf_threshold)
+        if not people:
+            return None
+        if self.last is None:
+            return people[select_subject(people, *frame.shape[:2], self.cfg)]
+        matches = [p for p in people if self._matches(frame, p)]
+        self.stats.rejected += len(people) - len(matches)
+        if not matches:
+            return None
+        self.stats.reacquired += 1
+        c0 = torso_centre(self.last, self.cfg.conf_threshold)
+        return min(matches, key=lambda p: float(np.linalg.norm(torso_centre(p, self.cfg.conf_threshold) - c0)))
+
+    def _follow(self, frame: np.ndarray) -> np.ndarray | None:
+        h, w = frame.shape[:2]
+        box = person_box(self.last, self.cfg.conf_threshold)
+        for margin in (self.cfg.window_margin, self.cfg.window_margin / 4):
+            kps = detect_in_window(self.detector, frame, _grow(box, margin, h, w))
+            if kps is None:
+                continue
+            if self._matches(frame, kps):
+                return kps
+            self.stats.rejected += 1
+        return None
+
+    def update(self, frame: np.ndarray) -> np.ndarray | None:
+        """The subject's keypoints on this frame, or None (missing) if not found."""
+        self.stats.frames += 1
+        if self.last is None or self.lost >= self.cfg.reacquire_after:
+            kps = self._search_whole_frame(frame)
+        else:
+            kps = self._follow(frame)
+        if kps is None:
+            self.lost += 1
+            return None
+        self._accept(frame, kps)
+        return kps
+
+
+def track_video(detector: PoseDetector, frames: Iterable[np.ndarray], cfg: TrackerConfig,
+                on_frame=None) -> tuple[np.ndarray, TrackStats]:
+    """Keypoints [T, 137, 3] of the tracked subject; missing frames are all zero."""
+    tracker = SubjectTracker(detector, cfg)
+    out = []
+    for frame in frames:
+        kps = tracker.update(frame)
+        out.append(layout.empty_pose() if kps is None else kps)
+        if on_frame is not None:
+            on_frame(len(out), kps)
+    if not out:
+        raise EdnError("the video has no frames", "pass a video with at least one frame")
+    return np.stack(out), tracker.stats
+
+
+def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width: int,
+                     cfg: TrackerConfig) -> Iterator[np.ndarray | None]:
+    """The same subject choice and identity rule over per-frame people lists (e.g. OpenPose JSON)."""
+    cfg.validate()
+    last, lost = None, 0
+    for people in candidates:
+        people = [p for p in people if person_box(p, cfg.conf_threshold) is not None]
+        if last is None:
+            choice = people[select_subject(people, height, width, cfg)] if people else None
+        else:
+            matches = [p for p in people if is_same_person(last, p, cfg, lost + 1)]
+            c0 = torso_centre(last, cfg.conf_threshold)
+            choice = min(matches, key=lambda p: float(np.linalg.norm(torso_centre(p, cfg.conf_threshold) - c0)),
+                         default=None)
+        if choice is None:
+            lost += 1
+        else:
+            last, lost = choice, 0
+        yield choice

@@ -1,0 +1,148 @@
+"""Video reading and writing at the edges of the pipeline.
+
+Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
+ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264.
+Every output is written to a hidden temporary file beside its destination and
+renamed into place only when complete, so an interrupted run never leaves a file
+that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from edn_jax.errors import EdnError
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int  # as reported by the container; may be an estimate
+    fps: float
+    height: int
+    width: int
+
+
+def _open(path: str) -> cv2.VideoCapture:
+    if not os.path.exists(path):
+        raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
+    if os.path.isdir(path):
+        raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise EdnError(f"cannot read {path} as a video", "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
+    return cap
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Metadata of a video; fails with EdnError if it is missing, unreadable or empty."""
+    cap = _open(path)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise EdnError(f"{path} has no decodable frames", "pass a video with at least one frame")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        return VideoInfo(path=path, num_frames=max(count, 1), fps=float(fps) if fps and fps > 0 else 30.0,
+                         height=frame.shape[0], width=frame.shape[1])
+    finally:
+        cap.release()
+
+
+def iter_frames(path: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yields RGB uint8 frames one at a time, so memory stays flat in video length."""
+    probe_video(path)
+    cap = _open(path)
+    try:
+        n = 0
+        while max_frames is None or n < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            n += 1
+    finally:
+        cap.release()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str | None = None):
+    """Yields a temporary path beside ``path``; renames it onto ``path`` on success only."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
+    suffix = suffix if suffix is not None else os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial" + suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+class VideoWriter:
+    """Streams RGB frames into an H.264 mp4 that appears at ``path`` only once closed cleanly.
+
+    Use as a context manager; on an exception the partial file is deleted.
+    """
+
+    def __init__(self, path: str, fps: float, quality: float = 7.0):
+        self.path = path
+        self.fps = float(fps)
+        self.quality = quality
+        self._atomic = atomic_path(path, suffix=".mp4")
+        self._tmp: str | None = None
+        self._gen = None
+        self._size: tuple[int, int] | None = None
+        self.frames_written = 0
+
+    def __enter__(self) -> "VideoWriter":
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        h, w = frame.shape[:2]
+        if self._gen is None:
+            if h % 2 or w % 2:
+                raise EdnError(f"frame size {w}x{h} is odd", "H.264 (yuv420p) needs even width and height")
+            import imageio_ffmpeg
+
+            self._size = (w, h)
+            self._gen = imageio_ffmpeg.write_frames(
+                self._tmp, (w, h), fps=self.fps, codec="libx264", quality=self.quality,
+                macro_block_size=2, pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                output_params=["-movflags", "+faststart"])
+            self._gen.send(None)
+        elif (w, h) != self._size:
+            raise ValueError(f"frame size changed from {self._size} to {(w, h)}")
+        self._gen.send(frame)
+        self.frames_written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if self._gen is not None:
+                self._gen.close()
+            elif exc_type is None:
+                raise EdnError(f"no frames were written to {self.path}", "nothing to encode")
+        except BaseException as close_error:
+            self._atomic.__exit__(type(close_error), close_error, close_error.__traceback__)
+            raise
+        return bool(self._atomic.__exit__(exc_type, exc, tb))
+
+
+def write_video(path: str, frames, fps: float) -> int:
+    """Writes an iterable of RGB frames atomically; returns the frame count."""
+    with VideoWriter(path, fps) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.frames_written

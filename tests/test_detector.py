@@ -1,0 +1,110 @@
+"""MediaPipe -> canonical mapping, and detection on real footage."""
+
+import numpy as np
+import pytest
+
+from edn_jax.pose import detector, layout
+
+B = layout.B
+W, H = 200, 100
+
+
+def _fake_landmarks(seed=0):
+    rng = np.random.default_rng(seed)
+    pose = np.concatenate([rng.uniform(0.1, 0.9, (33, 2)), rng.uniform(0.5, 1.0, (33, 1))], 1).astype(np.float32)
+    face = rng.uniform(0.3, 0.6, (478, 3)).astype(np.float32)
+    left, right = rng.uniform(0, 1, (21, 3)).astype(np.float32), rng.uniform(0, 1, (21, 3)).astype(np.float32)
+    return pose, face, left, right
+
+
+def test_body_mapping_and_derived_points():
+    pose, face, left, right = _fake_landmarks()
+    kps = detector.mediapipe_to_canonical(pose, face, left, right, W, H)
+    scale = np.array([W, H])
+    np.testing.assert_allclose(kps[B["RWrist"], :2], pose[16, :2] * scale, rtol=1e-6)
+    np.testing.assert_allclose(kps[B["LAnkle"], :2], pose[27, :2] * scale, rtol=1e-6)
+    assert kps[B["LAnkle"], 2] == pose[27, 2]
+    np.testing.assert_allclose(kps[B["Neck"], :2], (pose[11, :2] + pose[12, :2]) / 2 * scale, rtol=1e-6)
+    np.testing.assert_allclose(kps[B["MidHip"], :2], (pose[23, :2] + pose[24, :2]) / 2 * scale, rtol=1e-6)
+    assert kps[B["Neck"], 2] == min(pose[11, 2], pose[12, 2])
+    # Small toe on the heel -> big toe line, most of the way to the big toe.
+    heel, toe, small = kps[B["RHeel"], :2], kps[B["RBigToe"], :2], kps[B["RSmallToe"], :2]
+    t = np.dot(small - heel, toe - heel) / np.dot(toe - heel, toe - heel)
+    assert 0.5 < t < 1.0
+    np.testing.assert_allclose(small, heel + t * (toe - heel), atol=1e-3)
+
+
+def test_face_and_hands_mapping():
+    pose, face, left, right = _fake_landmarks(1)
+    kps = detector.mediapipe_to_canonical(pose, face, left, right, W, H)
+    scale = np.array([W, H])
+    np.testing.assert_allclose(kps[layout.LEFT_HAND, :2], left[:, :2] * scale, rtol=1e-6)
+    np.testing.assert_allclose(kps[layout.RIGHT_HAND, :2], right[:, :2] * scale, rtol=1e-6)
+    f = kps[layout.FACE]
+    assert (f[:, 2] == 1.0).all()
+    np.testing.assert_allclose(f[8, :2], face[152, :2] * scale, rtol=1e-6)      # chin
+    np.testing.assert_allclose(f[30, :2], face[4, :2] * scale, rtol=1e-6)       # nose tip
+    np.testing.assert_allclose(f[68, :2], face[468, :2] * scale, rtol=1e-6)     # right pupil = iris centre
+    np.testing.assert_allclose(f[69, :2], face[473, :2] * scale, rtol=1e-6)
+    # All 68 contour points come from distinct mesh vertices.
+    assert len(set(detector._MESH_TO_IBUG68)) == 68
+    # Without irises the pupils are the eye contours' centres.
+    kps468 = detector.mediapipe_to_canonical(pose, face[:468], None, None, W, H)
+    np.testing.assert_allclose(kps468[layout.FACE][68, :2], kps468[layout.FACE][36:42, :2].mean(0), rtol=1e-6)
+    assert (kps468[layout.LEFT_HAND] == 0).all() and (kps468[layout.RIGHT_HAND] == 0).all()
+
+
+def test_missing_body_and_low_visibility():
+    pose, face, left, right = _fake_landmarks(2)
+    assert detector.mediapipe_to_canonical(None, face, left, right, W, H) is None
+    pose[28, 2] = 0.1  # right ankle barely visible
+    kps = detector.mediapipe_to_canonical(pose, None, None, None, W, H, min_visibility=0.3)
+    assert (kps[B["RAnkle"]] == 0).all()
+    assert kps[B["LAnkle"], 2] > 0.3
+    assert (kps[layout.FACE] == 0).all()
+
+
+def test_mesh_jaw_is_left_right_symmetric_in_index_pairs():
+    # The jaw runs from the subject's right (mesh 127/234 side) to the left (356/454 side).
+    jaw = detector._MESH_TO_IBUG68[:17]
+    assert jaw[0] == 127 and jaw[-1] == 356 and jaw[8] == 152
+
+
+def test_real_video_body_found_in_at_least_98_frames(tracked_real):
+    kps, stats = tracked_real("single_person_cam01.mp4")
+    found = (kps[:, layout.BODY, 2] > 0).any(1)
+    assert found.sum() >= 98, stats
+    # The subject is the man on the treadmill: a whole body, standing (ankles below hips below shoulders).
+    body = kps[found]
+    assert (body[:, B["RAnkle"], 1] > body[:, B["RHip"], 1]).mean() > 0.95
+    assert (body[:, B["RHip"], 1] > body[:, B["RShoulder"], 1]).all()
+    height = body[:, B["RAnkle"], 1] - body[:, B["Nose"], 1]
+    assert np.median(height) > 500  # pixels of a 1920-high frame: not the small bystander
+
+
+@pytest.mark.parametrize("subject", ["largest", "central"])
+def test_two_people_no_identity_swap(tracked_real, subject):
+    from edn_jax.pose import tracking
+
+    kps, stats = tracked_real("two_people_cam01.mp4", subject)
+    idx = [t for t in range(len(kps)) if (kps[t, layout.BODY, 2] > 0).any()]
+    assert len(idx) >= 80, stats
+    centres = np.array([tracking.torso_centre(kps[t], 0.3) for t in idx])
+    sizes = np.array([tracking.person_size(kps[t], 0.3) for t in idx])
+    # Between consecutive tracked frames, also across gaps, the torso never jumps.
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1) / sizes[:-1]
+    assert steps.max() < 0.1, (subject, steps.max())
+
+
+def test_two_people_policies_follow_different_people_throughout(tracked_real):
+    """'largest' follows the woman in front, 'central' the man behind: never the same person."""
+    from edn_jax.pose import tracking
+
+    woman, _ = tracked_real("two_people_cam01.mp4", "largest")
+    man, _ = tracked_real("two_people_cam01.mp4", "central")
+    for t in range(len(woman)):
+        if (woman[t, :, 2] > 0).any() and (man[t, :, 2] > 0).any():
+            gap = np.linalg.norm(tracking.torso_centre(woman[t], 0.3) - tracking.torso_centre(man[t], 0.3))
+            assert gap > 0.25 * tracking.person_size(man[t], 0.3), t
+    # The woman walks in front, lower in the frame; the man stays on the treadmill.
+    assert np.median(woman[:, layout.B["MidHip"], 1]) > np.median(man[man[:, 8, 2] > 0, layout.B["MidHip"], 1]) + 200
