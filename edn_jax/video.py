@@ -2,23 +2,21 @@
 
 Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
 ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264.
-Every output is written to a hidden temporary file beside its destination and
-renamed into place only when complete, so an interrupted run never leaves a file
-that looks finished.
+Videos are written through ``fileio.atomic_path``, so an interrupted run never
+leaves a file that looks finished.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
 from edn_jax.errors import EdnError
+from edn_jax.fileio import atomic_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +28,17 @@ class VideoInfo:
     width: int
 
 
+def _is_media_container(path: str) -> bool:
+    """Whether ffmpeg parses the file as a media container (it may still hold no frames)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
+                           capture_output=True, text=True, check=False)
+    return "Input #0" in probe.stderr
+
+
 def _open(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
         raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
@@ -37,6 +46,8 @@ def _open(path: str) -> cv2.VideoCapture:
         raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
+        if _is_media_container(path):
+            raise EdnError(f"{path} contains no video frames", "pass a video with at least one frame")
         raise EdnError(f"cannot read {path} as a video", "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
     return cap
 
@@ -70,23 +81,6 @@ def iter_frames(path: str, max_frames: int | None = None) -> Iterator[np.ndarray
             n += 1
     finally:
         cap.release()
-
-
-@contextlib.contextmanager
-def atomic_path(path: str, suffix: str | None = None):
-    """Yields a temporary path beside ``path``; renames it onto ``path`` on success only."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    suffix = suffix if suffix is not None else os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial" + suffix, dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 class VideoWriter:

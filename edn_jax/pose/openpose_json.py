@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Union
 
 import numpy as np
 
 from edn_jax.errors import EdnError
+from edn_jax.fileio import atomic_path
 from edn_jax.pose import layout
 
 PathLike = Union[str, os.PathLike]
@@ -99,16 +99,9 @@ def json_dict_to_people(d: dict, source: str = "keypoint JSON") -> list[np.ndarr
 
 def write_frame_json(path: PathLike, people: list[np.ndarray]) -> None:
     """Write one frame's people atomically, so readers never see a partial file."""
-    path = Path(path)
     text = json.dumps(people_to_json_dict(people), allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(str(path)) as tmp, open(tmp, "w") as f:
+        f.write(text)
 
 
 def read_frame_json(path: PathLike) -> list[np.ndarray]:
