@@ -77,6 +77,19 @@ def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
     return None
 
 
+def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
+    """Mean distance of the body points present in both poses, in units of ``a``'s size.
+
+    Two people whose torsos overlap (one walking past the other) still differ in
+    where their limbs, heads and feet are, so this ranks candidates reliably.
+    """
+    both = (a[layout.BODY, 2] > threshold) & (b[layout.BODY, 2] > threshold)
+    size = person_size(a, threshold)
+    if not both.any() or size <= 0:
+        return float("inf")
+    return float(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1).mean() / size)
+
+
 def select_subject(people: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
     """Index of the subject among the people found on one frame."""
     if cfg.subject == "largest":
@@ -210,8 +223,7 @@ class SubjectTracker:
         if not matches:
             return None
         self.stats.reacquired += 1
-        c0 = torso_centre(self.last, self.cfg.conf_threshold)
-        return min(matches, key=lambda p: float(np.linalg.norm(torso_centre(p, self.cfg.conf_threshold) - c0)))
+        return min(matches, key=lambda p: pose_distance(self.last, p, self.cfg.conf_threshold))
 
     def _follow(self, frame: np.ndarray) -> np.ndarray | None:
         h, w = frame.shape[:2]
@@ -265,9 +277,7 @@ def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width:
             choice = people[select_subject(people, height, width, cfg)] if people else None
         else:
             matches = [p for p in people if is_same_person(last, p, cfg, lost + 1)]
-            c0 = torso_centre(last, cfg.conf_threshold)
-            choice = min(matches, key=lambda p: float(np.linalg.norm(torso_centre(p, cfg.conf_threshold) - c0)),
-                         default=None)
+            choice = min(matches, key=lambda p: pose_distance(last, p, cfg.conf_threshold), default=None)
         if choice is None:
             lost += 1
         else:
