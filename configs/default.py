@@ -1,0 +1,59 @@
+"""Default configuration: every field edn_jax reads, with its default.
+
+Other configs start from this one and change what they need. Run, e.g.:
+
+  python -m edn_jax.main --config configs/default.py --workdir runs/pose \
+      --config.input.video=../shared/data/single_person_cam01.mp4
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.mode = "pose"          # what main runs; see edn_jax.main.MODES
+    config.overwrite = False      # replace outputs already in the workdir
+    config.seed = 0
+
+    # Where poses come from: a video, OpenPose JSON, or (both empty) the synthetic subject.
+    config.input = ml_collections.ConfigDict()
+    config.input.video = ""           # a video file to run the detector on
+    config.input.openpose_dir = ""    # a directory of OpenPose *_keypoints.json (skips detection)
+    config.input.openpose_size = (0, 0)  # (height, width) of the frames the JSON refers to; needed without a video
+    config.input.max_frames = 0       # 0 = every frame
+
+    # The built-in synthetic subject (used when no video/JSON is given).
+    config.synthetic = ml_collections.ConfigDict()
+    config.synthetic.seed = 0         # picks the motion: different seeds = different dancers' motions
+    config.synthetic.num_frames = 120
+    config.synthetic.height = 256
+    config.synthetic.width = 256
+    config.synthetic.fps = 30.0
+    config.synthetic.appearance = 0   # picks the clothes
+
+    config.pose = ml_collections.ConfigDict()
+    config.pose.min_detection_confidence = 0.5  # MediaPipe person detection threshold
+    config.pose.min_visibility = 0.3   # body points MediaPipe sees less visible than this are dropped
+    # Subject selection and tracking (edn_jax.pose.tracking.TrackerConfig).
+    config.pose.subject = "largest"    # largest | central | point
+    config.pose.subject_point = (0.5, 0.5)  # (x, y) fractions of the frame, for subject="point"
+    config.pose.max_people = 3
+    config.pose.conf_threshold = 0.3
+    config.pose.window_margin = 0.5
+    config.pose.max_torso_shift = 0.15
+    config.pose.max_appearance_distance = 0.65
+    config.pose.reacquire_after = 15
+    # Temporal cleanup (edn_jax.pose.cleanup).
+    config.pose.max_gap = 10           # fill detection gaps up to this many frames
+    config.pose.fill_confidence = 0.5  # filled points get this times their neighbours' confidence
+    config.pose.smoothing = "one_euro"  # none | median | one_euro | savgol
+    config.pose.median_window = 5
+    config.pose.one_euro_min_cutoff = 1.0
+    config.pose.one_euro_beta = 0.05
+    config.pose.savgol_window = 9
+    config.pose.savgol_order = 2
+    # Outputs of pose mode.
+    config.pose.write_json = True      # OpenPose JSON per frame under workdir/openpose_json
+    config.pose.output_height = 512    # stick-figure/overlay video height (0 = source height)
+    config.pose.render_conf_threshold = 0.05
+    return config

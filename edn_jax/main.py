@@ -1,0 +1,65 @@
+"""Command line entry point.
+
+  python -m edn_jax.main --config configs/<x>.py --workdir DIR [--config.field=value ...]
+
+The job is chosen by ``config.mode``. A problem with the user's input is printed
+as one ``error: ...`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Quiet TensorFlow/MediaPipe C++ logs before anything imports them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from edn_jax.errors import EdnError  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's outputs (created if missing).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _pose(config, workdir: str) -> None:
+    from edn_jax.pose import pipeline
+
+    outputs = pipeline.run_pose_mode(config, workdir)
+    print("pose outputs:")
+    for name, path in outputs.items():
+        print(f"  {name:14s} {path}")
+
+
+MODES = {"pose": _pose}
+
+
+def run(config, workdir: str) -> None:
+    """Runs ``config.mode``; importable so tests and notebooks need no subprocess."""
+    mode = MODES.get(config.mode)
+    if mode is None:
+        raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
+    if not workdir:
+        raise EdnError("--workdir is empty", "pass a directory for the outputs")
+    mode(config, workdir)
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except EdnError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; completed outputs are kept, partial files were removed", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,212 @@
+"""The pose stage end to end: a source (video, OpenPose JSON or the synthetic
+subject) -> tracked subject keypoints -> temporal cleanup -> files a person and
+the later stages use (keypoints .npz, OpenPose JSON, stick-figure and overlay
+videos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from edn_jax import progress, video
+from edn_jax.errors import EdnError
+from edn_jax.pose import cleanup, layout, openpose_json, render, tracking
+
+KEYPOINTS_FILE = "keypoints.npz"
+LAYOUT_NAME = "openpose_body25_face70_hands21"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseSequence:
+    """One subject's keypoints through a clip, in pixels of its frames."""
+
+    keypoints: np.ndarray      # [T, 137, 3] after cleanup
+    raw_keypoints: np.ndarray  # [T, 137, 3] as detected (missing frames all zero)
+    fps: float
+    height: int
+    width: int
+    source: str                # the video path, JSON dir, or "synthetic:<seed>"
+
+    @property
+    def detected(self) -> np.ndarray:
+        """[T] bool: a body was detected on the frame (before gap filling)."""
+        return self.raw_keypoints[:, layout.BODY, 2].max(axis=1) > 0
+
+
+def tracker_config(pose_cfg) -> tracking.TrackerConfig:
+    return tracking.TrackerConfig(
+        subject=pose_cfg.subject, subject_point=tuple(pose_cfg.subject_point), max_people=pose_cfg.max_people,
+        conf_threshold=pose_cfg.conf_threshold, window_margin=pose_cfg.window_margin,
+        max_torso_shift=pose_cfg.max_torso_shift, max_appearance_distance=pose_cfg.max_appearance_distance,
+        reacquire_after=pose_cfg.reacquire_after)
+
+
+def clean_keypoints(raw: np.ndarray, fps: float, pose_cfg) -> np.ndarray:
+    smoother_params = {
+        "none": {},
+        "median": {"window": pose_cfg.median_window},
+        "one_euro": {"min_cutoff": pose_cfg.one_euro_min_cutoff, "beta": pose_cfg.one_euro_beta},
+        "savgol": {"window": pose_cfg.savgol_window, "order": pose_cfg.savgol_order},
+    }.get(pose_cfg.smoothing, {})
+    return cleanup.clean_sequence(raw, fps=fps, max_gap=pose_cfg.max_gap, smoothing=pose_cfg.smoothing,
+                                  fill_confidence=pose_cfg.fill_confidence, **smoother_params)
+
+
+def validate_pose_config(config) -> None:
+    """Checks every pose-stage value up front, before any slow work starts."""
+    tracker_config(config.pose).validate()
+    clean_keypoints(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32), 30.0, config.pose)
+    if config.input.video and config.input.openpose_dir:
+        raise EdnError("both input.video and input.openpose_dir are set", "give one source of poses")
+    if config.input.max_frames < 0:
+        raise EdnError(f"input.max_frames={config.input.max_frames} is negative", "use 0 for all frames")
+    if config.pose.output_height < 0 or config.pose.output_height % 2:
+        raise EdnError(f"pose.output_height={config.pose.output_height} must be even and >= 0",
+                       "use e.g. 512, or 0 for the source height")
+
+
+def _detect_video(config) -> PoseSequence:
+    from edn_jax.pose.detector import MediaPipeHolisticDetector
+
+    path = config.input.video
+    info = video.probe_video(path)
+    limit = config.input.max_frames or None
+    total = min(info.num_frames, limit) if limit else info.num_frames
+    with MediaPipeHolisticDetector(config.pose.min_detection_confidence,
+                                   min_visibility=config.pose.min_visibility) as detector, \
+            progress.Progress(total, f"detecting poses in {os.path.basename(path)}") as bar:
+        raw, stats = tracking.track_video(detector, video.iter_frames(path, limit), tracker_config(config.pose),
+                                          on_frame=lambda n, kps: bar.update())
+    if stats.tracked == 0:
+        raise EdnError(f"no person detected in any of the {stats.frames} frames of {path}",
+                       "use a video where a person is visible (whole body, not too small)")
+    return PoseSequence(raw, raw, info.fps, info.height, info.width, path)
+
+
+def _read_openpose(config) -> PoseSequence:
+    height, width = config.input.openpose_size
+    if height <= 0 or width <= 0:
+        raise EdnError("input.openpose_size is not set", "give the (height, width) of the frames the JSON describes")
+    people = openpose_json.read_sequence_people(config.input.openpose_dir)
+    if config.input.max_frames:
+        people = people[:config.input.max_frames]
+    chosen = tracking.track_candidates(people, height, width, tracker_config(config.pose))
+    raw = np.stack([layout.empty_pose() if p is None else p for p in chosen])
+    return PoseSequence(raw, raw, 30.0, height, width, config.input.openpose_dir)
+
+
+def _synthetic(config) -> PoseSequence:
+    from edn_jax import synthetic
+
+    s = config.synthetic
+    raw = synthetic.synthetic_keypoints(s.seed, s.num_frames, s.height, s.width, s.fps)
+    if config.input.max_frames:
+        raw = raw[:config.input.max_frames]
+    return PoseSequence(raw, raw, s.fps, s.height, s.width, f"synthetic:{s.seed}")
+
+
+def extract_poses(config) -> PoseSequence:
+    """The configured source's subject keypoints, tracked and cleaned."""
+    validate_pose_config(config)
+    if config.input.video:
+        seq = _detect_video(config)
+    elif config.input.openpose_dir:
+        seq = _read_openpose(config)
+    else:
+        return _synthetic(config)  # exact keypoints: nothing to fill or smooth
+    return dataclasses.replace(seq, keypoints=clean_keypoints(seq.raw_keypoints, seq.fps, config.pose))
+
+
+def source_frames(seq: PoseSequence, config) -> Iterator[np.ndarray] | None:
+    """The source's RGB frames again (streamed), or None for JSON input."""
+    if seq.source.startswith("synthetic:"):
+        from edn_jax import synthetic
+
+        s = config.synthetic
+        return (synthetic.render_synthetic_frame(k, s.height, s.width, s.appearance) for k in seq.raw_keypoints)
+    if config.input.video:
+        return video.iter_frames(config.input.video, len(seq.keypoints))
+    return None
+
+
+def save_keypoints(path: str, seq: PoseSequence) -> None:
+    """Atomically writes the sequence with the metadata needed to use it alone."""
+    face_boxes, face_valid = render.face_boxes(seq.keypoints, seq.height, seq.width)
+    with video.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f, keypoints=seq.keypoints, raw_keypoints=seq.raw_keypoints, fps=np.float32(seq.fps),
+                height=np.int32(seq.height), width=np.int32(seq.width), source=np.str_(seq.source),
+                layout=np.str_(LAYOUT_NAME), face_boxes=face_boxes, face_valid=face_valid)
+
+
+def load_keypoints(path: str) -> PoseSequence:
+    if not os.path.exists(path):
+        raise EdnError(f"keypoint file not found: {path}", "run pose mode first or fix the path")
+    try:
+        with np.load(path) as z:
+            if str(z["layout"]) != LAYOUT_NAME:
+                raise EdnError(f"{path} uses keypoint layout {z['layout']}", f"re-run pose mode ({LAYOUT_NAME})")
+            return PoseSequence(z["keypoints"], z["raw_keypoints"], float(z["fps"]), int(z["height"]),
+                                int(z["width"]), str(z["source"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise EdnError(f"{path} is not a readable edn_jax keypoint file ({e})", "re-run pose mode to recreate it")
+
+
+def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
+    if not output_height:
+        return seq.height - seq.height % 2, seq.width - seq.width % 2
+    width = int(round(seq.width * output_height / seq.height))
+    return output_height, width + width % 2
+
+
+def run_pose_mode(config, workdir: str) -> dict[str, str]:
+    """Pose mode: writes keypoints, JSON, stick-figure and overlay videos into ``workdir``."""
+    outputs = {"keypoints": os.path.join(workdir, KEYPOINTS_FILE),
+               "stick_video": os.path.join(workdir, "stick.mp4"),
+               "overlay_video": os.path.join(workdir, "overlay.mp4"),
+               "summary": os.path.join(workdir, "pose_summary.json")}
+    if config.pose.write_json:
+        outputs["openpose_json"] = os.path.join(workdir, "openpose_json")
+    existing = [p for p in outputs.values() if os.path.exists(p)]
+    if existing and not config.overwrite:
+        raise EdnError(f"{workdir} already holds pose outputs ({os.path.basename(existing[0])})",
+                       "choose another --workdir or pass --config.overwrite=True")
+    os.makedirs(workdir, exist_ok=True)
+
+    seq = extract_poses(config)
+    detected = seq.detected
+    save_keypoints(outputs["keypoints"], seq)
+    if config.pose.write_json:
+        openpose_json.write_sequence(outputs["openpose_json"], seq.keypoints)
+
+    height, width = _output_size(seq, config.pose.output_height)
+    tf = render.fit_transform((seq.height, seq.width), (height, width), mode="pad")
+    kps_out = render.transform_keypoints(seq.keypoints, tf)
+    threshold = config.pose.render_conf_threshold
+    with progress.Progress(len(kps_out), "rendering stick figures") as bar, \
+            video.VideoWriter(outputs["stick_video"], seq.fps) as writer:
+        for k in kps_out:
+            writer.write(render.render_stick_figure(k, height, width, conf_threshold=threshold))
+            bar.update()
+    frames = source_frames(seq, config)
+    if frames is None:
+        del outputs["overlay_video"]
+    else:
+        with progress.Progress(len(kps_out), "rendering overlay") as bar, \
+                video.VideoWriter(outputs["overlay_video"], seq.fps) as writer:
+            for frame, k in zip(frames, kps_out):
+                writer.write(render.draw_overlay(render.transform_image(frame, tf), k, conf_threshold=threshold))
+                bar.update()
+
+    summary = {"source": seq.source, "frames": int(len(seq.keypoints)), "frames_with_person": int(detected.sum()),
+               "frames_filled": int((~detected & (seq.keypoints[:, layout.BODY, 2].max(1) > 0)).sum()),
+               "fps": seq.fps, "height": seq.height, "width": seq.width, "outputs": outputs}
+    with video.atomic_path(outputs["summary"]) as tmp, open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+    return outputs

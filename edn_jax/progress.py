@@ -1,0 +1,64 @@
+"""Progress lines for long loops: count, rate and ETA, at most about once a second."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """Reports ``desc: n/total (pct) rate unit/s ETA`` to stderr.
+
+    On a terminal the line is redrawn in place; in logs (CI, Cloud TPU) a full
+    line is written every ``interval`` seconds, so progress stays readable.
+    """
+
+    def __init__(self, total: int | None, desc: str, unit: str = "frames", interval: float = 1.0, stream=None):
+        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.stream = stream or sys.stderr
+        self.count = 0
+        self.start = self._last = time.monotonic()
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.count / elapsed
+        text = f"{self.desc}: {self.count}"
+        if self.total:
+            text += f"/{self.total} ({100.0 * self.count / self.total:.0f}%)"
+        text += f" {rate:.1f} {self.unit}/s"
+        if self.total and rate > 0 and self.count < self.total:
+            text += f" ETA {_duration((self.total - self.count) / rate)}"
+        else:
+            text += f" elapsed {_duration(elapsed)}"
+        return text
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._emit(final=False)
+
+    def _emit(self, final: bool) -> None:
+        if self._tty:
+            self.stream.write("\r" + self.line() + ("\n" if final else ""))
+        else:
+            self.stream.write(self.line() + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._emit(final=True)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

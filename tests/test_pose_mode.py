@@ -1,0 +1,111 @@
+"""Pose mode end to end: synthetic subject, real footage, OpenPose JSON input."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import REPO, real_video
+from configs import default
+from edn_jax import main, video
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout, openpose_json, pipeline, render
+
+
+def _synthetic_config(frames=24, size=128):
+    config = default.get_config()
+    config.synthetic.num_frames = frames
+    config.synthetic.height = size
+    config.synthetic.width = size
+    config.pose.output_height = size
+    return config
+
+
+def test_synthetic_pose_mode_outputs_agree(tmp_path):
+    from edn_jax import synthetic
+
+    workdir = str(tmp_path / "work")
+    main.run(_synthetic_config(), workdir)
+    seq = pipeline.load_keypoints(os.path.join(workdir, "keypoints.npz"))
+    exact = synthetic.synthetic_keypoints(0, 24, 128, 128, 30.0)
+    np.testing.assert_array_equal(seq.keypoints, exact)  # exact keypoints are not smoothed
+    np.testing.assert_array_equal(openpose_json.read_sequence(os.path.join(workdir, "openpose_json")), exact)
+
+    sticks = list(video.iter_frames(os.path.join(workdir, "stick.mp4")))
+    assert len(sticks) == 24
+    expected = render.render_stick_figure(exact[5], 128, 128)
+    assert np.abs(sticks[5].astype(int) - expected.astype(int)).mean() < 4
+    other = render.render_stick_figure(exact[20], 128, 128)
+    assert np.abs(sticks[5].astype(int) - other.astype(int)).mean() > np.abs(sticks[5].astype(int) - expected.astype(int)).mean()
+    overlay = list(video.iter_frames(os.path.join(workdir, "overlay.mp4")))
+    assert len(overlay) == 24
+    summary = json.load(open(os.path.join(workdir, "pose_summary.json")))
+    assert summary["frames"] == summary["frames_with_person"] == 24
+
+    with np.load(os.path.join(workdir, "keypoints.npz")) as z:
+        boxes, valid = z["face_boxes"], z["face_valid"]
+    assert valid.all()
+    face = exact[:, layout.FACE, :2]
+    assert (face[..., 0] >= boxes[:, None, 0]).all() and (face[..., 0] <= boxes[:, None, 2]).all()
+
+
+def test_existing_outputs_are_not_overwritten(tmp_path):
+    workdir = str(tmp_path / "work")
+    config = _synthetic_config(frames=6)
+    main.run(config, workdir)
+    stamp = os.path.getmtime(os.path.join(workdir, "keypoints.npz"))
+    with pytest.raises(EdnError, match="overwrite"):
+        main.run(config, workdir)
+    assert os.path.getmtime(os.path.join(workdir, "keypoints.npz")) == stamp
+    config.overwrite = True
+    main.run(config, workdir)
+
+
+def test_real_video_pose_mode_matches_tracker(tmp_path, tracked_real):
+    config = default.get_config()
+    config.input.video = real_video("single_person_cam01.mp4")
+    config.input.max_frames = 30
+    config.pose.output_height = 256
+    workdir = str(tmp_path / "work")
+    main.run(config, workdir)
+    seq = pipeline.load_keypoints(os.path.join(workdir, "keypoints.npz"))
+    tracked, _ = tracked_real("single_person_cam01.mp4")
+    np.testing.assert_array_equal(seq.raw_keypoints, tracked[:30])  # detection is deterministic
+    assert seq.detected.sum() >= 29 and (seq.height, seq.width, seq.fps) == (1920, 1080, 60.0)
+    # Smoothing moves points by little: the cleaned body stays within a few pixels of the detection.
+    both = (seq.keypoints[:, layout.BODY, 2] > 0) & (seq.raw_keypoints[:, layout.BODY, 2] > 0)
+    shift = np.linalg.norm(seq.keypoints[:, layout.BODY, :2] - seq.raw_keypoints[:, layout.BODY, :2], axis=-1)
+    assert np.median(shift[both]) < 5.0
+    info = video.probe_video(os.path.join(workdir, "overlay.mp4"))
+    assert (info.height, info.width) == (256, 144)
+
+
+def test_openpose_json_input_tracks_one_of_two_people(tmp_path):
+    from edn_jax import synthetic
+
+    a = synthetic.synthetic_keypoints(1, 20, 200, 400, 30.0)
+    b = synthetic.synthetic_keypoints(2, 20, 200, 400, 30.0)
+    b[..., 0] = np.where(b[..., 2] > 0, b[..., 0] * 0.5 + 200, 0)  # a second, smaller person on the right
+    b[..., 1] = np.where(b[..., 2] > 0, b[..., 1] * 0.5 + 50, 0)
+    jdir = tmp_path / "json"
+    for t in range(20):
+        # The order of people in the files changes from frame to frame, as in OpenPose output.
+        openpose_json.write_frame_json(openpose_json.frame_path(jdir, t), [a[t], b[t]] if t % 2 else [b[t], a[t]])
+    config = default.get_config()
+    config.input.openpose_dir = str(jdir)
+    config.input.openpose_size = (200, 400)
+    config.pose.smoothing = "none"
+    main.run(config, str(tmp_path / "work"))
+    seq = pipeline.load_keypoints(str(tmp_path / "work" / "keypoints.npz"))
+    np.testing.assert_array_equal(seq.keypoints, a)  # the larger person, every frame
+
+
+def test_launch_demo_says_where_outputs_are(tmp_path):
+    env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"))
+    proc = subprocess.run(["./launch.sh", "demo", "--config.synthetic.num_frames=20"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(tmp_path / "demo" / "stick.mp4") in proc.stdout
+    assert len(list(video.iter_frames(str(tmp_path / "demo" / "overlay.mp4")))) == 20
