@@ -10,6 +10,7 @@ from configs import default
 def get_config():
     config = default.get_config()
     config.mode = "pose"
+    config.overwrite = True  # the demo regenerates its own outputs on every run
     config.synthetic.num_frames = 180
     config.synthetic.height = 256
     config.synthetic.width = 256

@@ -31,7 +31,7 @@ def _pose(config, workdir: str) -> None:
     outputs = pipeline.run_pose_mode(config, workdir)
     print("pose outputs:")
     for name, path in outputs.items():
-        print(f"  {name:14s} {path}")
+        print(f"  {name:14s} {os.path.abspath(path)}")
 
 
 MODES = {"pose": _pose}

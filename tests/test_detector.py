@@ -108,3 +108,28 @@ def test_two_people_policies_follow_different_people_throughout(tracked_real):
             assert gap > 0.25 * tracking.person_size(man[t], 0.3), t
     # The woman walks in front, lower in the frame; the man stays on the treadmill.
     assert np.median(woman[:, layout.B["MidHip"], 1]) > np.median(man[man[:, 8, 2] > 0, layout.B["MidHip"], 1]) + 200
+
+
+def test_detector_recovers_the_synthetic_subjects_exact_keypoints():
+    """MediaPipe on the cartoon subject lands on its exact keypoints, point by point.
+
+    This checks the whole mapping: a swapped left/right, a mis-ordered face contour or a hand in
+    the wrong block would put points tens of pixels from their exact positions.
+    """
+    from edn_jax import synthetic
+
+    clip = synthetic.synthetic_clip(seed=0, num_frames=16, height=512, width=512)
+    with detector.MediaPipeHolisticDetector() as det:
+        found = [det.detect(frame) for frame in clip.frames]
+    assert all(f is not None for f in found)
+    got, exact = np.stack(found), clip.keypoints
+    for part, tolerance in (("body", 12.0), ("face", 4.0)):
+        sl = layout.PARTS[part]
+        seen = (got[:, sl, 2] > 0.3) & (exact[:, sl, 2] > 0)
+        err = np.linalg.norm(got[:, sl, :2] - exact[:, sl, :2], axis=-1)
+        per_point = np.array([np.median(err[:, i][seen[:, i]]) for i in range(err.shape[1]) if seen[:, i].sum() >= 8])
+        assert len(per_point) >= 0.8 * err.shape[1], part
+        assert np.median(per_point) < tolerance / 2 and per_point.max() < 3 * tolerance, (part, per_point.max())
+    hands = got[:, layout.LEFT_HAND, 2].max(1) > 0
+    assert hands.sum() >= 8
+    assert np.median(np.linalg.norm(got[hands][:, layout.LEFT_HAND, :2] - exact[hands][:, layout.LEFT_HAND, :2], axis=-1)) < 12
