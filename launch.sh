@@ -42,7 +42,7 @@ case "$cmd" in
       --workdir "${EDN_DEMO_WORKDIR:-runs/demo}" "$@" ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest -q tests "$@" ;;
+    exec "$VENV/bin/python" -m pytest -q tests data_builders "$@" ;;
   run)
     setup
     exec "$VENV/bin/python" -m edn_jax.main "$@" ;;

@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.mode = "pose"          # what main runs; see edn_jax.main.MODES
+    config.mode = "pose"          # what main runs: pose | build (see edn_jax.main.MODES)
     config.overwrite = False      # replace outputs already in the workdir
     config.seed = 0
 
@@ -56,4 +56,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.pose.write_json = True      # OpenPose JSON per frame under workdir/openpose_json
     config.pose.output_height = 512    # stick-figure/overlay video height (0 = source height)
     config.pose.render_conf_threshold = 0.05
+
+    # Build mode: a TFDS pose-frame dataset from config.input.video (comma-separated for
+    # several videos of the same person) or, with no video, from the synthetic subject.
+    config.build = ml_collections.ConfigDict()
+    config.build.name = ""            # the build's name (directory); "" = derived from the inputs and size
+    config.build.data_dir = ""        # TFDS data dir; "" = <workdir>/tfds
+    config.build.height = 256         # working resolution frames are stored at
+    config.build.width = 256
+    config.build.val_fraction = 0.2   # the last 20% of each video is held out for evaluation
+    config.build.image_format = "png"  # png (lossless) | jpeg (smaller)
+    config.build.synthetic_seeds = "0"  # comma-separated seeds, one synthetic video each
     return config

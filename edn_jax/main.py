@@ -34,7 +34,18 @@ def _pose(config, workdir: str) -> None:
         print(f"  {name:14s} {os.path.abspath(path)}")
 
 
-MODES = {"pose": _pose}
+def _build(config, workdir: str) -> None:
+    from edn_jax import build, dataset
+
+    target = build.run_build_mode(config, workdir)
+    train, val = dataset.open_split(target, "train"), dataset.open_split(target, "validation")
+    print(f"dataset built: {os.path.abspath(target)}")
+    print(f"  train {len(train.source)} frames, validation {len(val.source)} frames")
+    for v in train.metadata["videos"]:
+        print(f"  {v['name']}: {v['frames']} frames, {v['frames_dropped_no_person']} dropped (no person)")
+
+
+MODES = {"pose": _pose, "build": _build}
 
 
 def run(config, workdir: str) -> None:

@@ -1,0 +1,1 @@
+"""edn_synthetic: the built-in synthetic subject as a pose-frame dataset."""

@@ -1,0 +1,125 @@
+"""Dataset building through build mode: real footage, stored order, metadata, bad input."""
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import real_video
+from configs import default
+from edn_jax import dataset, main, synthetic, video
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout, normalization, pipeline, render
+
+
+def _build_config(**build):
+    config = default.get_config()
+    config.mode = "build"
+    for key, value in build.items():
+        config.build[key] = value
+    return config
+
+
+def _records(split):
+    return [split.source[i] for i in range(len(split.source))]
+
+
+def test_real_video_build_80_20_with_pose_mode_keypoints(tmp_path, tracked_real):
+    config = _build_config()
+    config.input.video = real_video("single_person_cam01.mp4")
+    main.run(config, str(tmp_path))
+    target = tmp_path / "tfds" / "edn_pose_frames" / "single_person_cam01_256x256" / "1.0.0"
+    train, val = dataset.open_split(str(target), "train"), dataset.open_split(str(target), "validation")
+    assert (len(train.source), len(val.source)) == (80, 20)
+    train_records, val_records = _records(train), _records(val)
+    assert [r["frame_index"] for r in train_records] == list(range(80))  # stored in frame order
+    assert [r["frame_index"] for r in val_records] == list(range(80, 100))
+    assert list(train.frame_indices) == list(range(80)) and set(train.video_ids) == {0}
+
+    # The keypoints are pose mode's for the same frames (same detector, tracker and cleanup),
+    # mapped to the 256x256 working resolution like the frames.
+    raw, _ = tracked_real("single_person_cam01.mp4")
+    cleaned = pipeline.clean_keypoints(raw, 60.0, default.get_config().pose)
+    tf = render.fit_transform((1920, 1080), (256, 256), "pad")
+    expected = render.transform_keypoints(cleaned, tf)
+    stored = np.stack([r["keypoints"] for r in train_records + val_records])
+    np.testing.assert_array_equal(stored, expected)
+
+    # Frames are the video's frames letterboxed to 256x256, stored losslessly.
+    frames = list(video.iter_frames(real_video("single_person_cam01.mp4"), 3))
+    np.testing.assert_array_equal(train_records[2]["frame"], render.transform_image(frames[2], tf))
+    assert all(r["detected"] for r in train_records + val_records)
+
+    # Normalization statistics come from the training frames only, stored in the metadata.
+    stats = normalization.stats_to_dict(normalization.pose_statistics(expected[:80]))
+    assert train.metadata["normalization"] == pytest.approx(stats)
+    assert train.metadata["videos"][0]["fps"] == 60.0
+
+
+def test_synthetic_build_via_build_mode(tmp_path):
+    config = _build_config(height=64, width=64, synthetic_seeds="2")
+    config.synthetic.num_frames = 10
+    main.run(config, str(tmp_path))
+    target = tmp_path / "tfds" / "edn_synthetic" / "seeds2_10f_64x64" / "1.0.0"
+    val = dataset.open_split(str(target), "validation")
+    np.testing.assert_array_equal(np.stack([r["keypoints"] for r in _records(val)]),
+                                  synthetic.synthetic_keypoints(2, 10, 64, 64, 30.0)[8:])
+
+
+def test_existing_dataset_is_refused_then_moved_aside(tmp_path):
+    config = _build_config(height=32, width=32)
+    config.synthetic.num_frames = 5
+    main.run(config, str(tmp_path))
+    target = tmp_path / "tfds" / "edn_synthetic" / "seeds0_5f_32x32" / "1.0.0"
+    before = sorted(os.listdir(target))
+    with pytest.raises(EdnError, match="already built"):
+        main.run(config, str(tmp_path))
+    assert sorted(os.listdir(target)) == before
+    config.overwrite = True
+    main.run(config, str(tmp_path))
+    aside = [p for p in os.listdir(target.parent) if p.startswith("1.0.0.old-")]
+    assert len(aside) == 1 and sorted(os.listdir(target.parent / aside[0])) == before
+    assert len(dataset.open_split(str(target), "train").source) == 4
+
+
+def test_missing_split_and_missing_dataset(tmp_path):
+    config = _build_config(height=32, width=32)
+    config.synthetic.num_frames = 5
+    main.run(config, str(tmp_path))
+    target = tmp_path / "tfds" / "edn_synthetic" / "seeds0_5f_32x32" / "1.0.0"
+    with pytest.raises(EdnError, match="split 'test' does not exist.*train, validation"):
+        dataset.open_split(str(target), "test")
+    with pytest.raises(EdnError, match="no built dataset"):
+        dataset.open_split(str(tmp_path / "nothing"), "train")
+
+
+def test_unreadable_video_fails_before_building(tmp_path):
+    bogus = tmp_path / "clip.mp4"
+    bogus.write_bytes(b"\x00" * 1000)
+    config = _build_config()
+    config.input.video = str(bogus)
+    with pytest.raises(EdnError, match="cannot read"):
+        main.run(config, str(tmp_path / "work"))
+    assert not (tmp_path / "work" / "tfds").exists()
+
+
+def test_video_mostly_without_a_person_is_refused(tmp_path):
+    clip = synthetic.synthetic_clip(seed=0, num_frames=8, height=256, width=256)
+    empty = synthetic.render_synthetic_frame(layout.empty_pose(), 256, 256)  # the stage without the subject
+    path = str(tmp_path / "mostly_empty.mp4")
+    video.write_video(path, list(clip.frames) + [empty] * 24, clip.fps)
+    config = _build_config()
+    config.input.video = path
+    config.pose.max_gap = 2
+    with pytest.raises(EdnError, match=r"person was found in only \d+ of 32 frames"):
+        main.run(config, str(tmp_path / "work"))
+    built = tmp_path / "work" / "tfds" / "edn_pose_frames"
+    assert not any(f.endswith("dataset_info.json") for _, _, files in os.walk(built) for f in files)
+
+
+@pytest.mark.parametrize("field,value,fragment", [("height", 255, "invalid"), ("val_fraction", 1.0, "val_fraction"),
+                                                  ("image_format", "gif", "image_format"),
+                                                  ("synthetic_seeds", "a,b", "synthetic_seeds")])
+def test_bad_build_settings(tmp_path, field, value, fragment):
+    with pytest.raises(EdnError, match=fragment):
+        main.run(_build_config(**{field: value}), str(tmp_path))
