@@ -415,3 +415,10 @@ def test_fixed_size_face_box_exact_size_inside_frame():
         R.fixed_size_face_box(kps, h, w, h + 1)
     with pytest.raises(EdnError):
         R.fixed_size_face_box(kps, h, w, 0)
+
+
+def test_identity_transform_is_exact():
+    rng = np.random.default_rng(7)
+    kps = np.concatenate([rng.uniform(0, 500, (4, 137, 2)), rng.uniform(0.1, 1, (4, 137, 1))], -1).astype(np.float32)
+    tf = R.fit_transform((480, 640), (480, 640))
+    np.testing.assert_array_equal(R.transform_keypoints(kps, tf), kps)

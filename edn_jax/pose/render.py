@@ -88,8 +88,11 @@ def transform_keypoints(keypoints: np.ndarray, tf: FrameTransform) -> np.ndarray
     out = np.zeros_like(kps)
     mask = kps[..., 2] > 0
     s = np.float32(tf.scale)
-    out[..., 0] = np.where(mask, (kps[..., 0] + 0.5) * s - 0.5 + tf.offset_x, 0)
-    out[..., 1] = np.where(mask, (kps[..., 1] + 0.5) * s - 0.5 + tf.offset_y, 0)
+    # x*s + c rather than (x + 0.5)*s - 0.5 + offset: the same map, but exact for the identity.
+    cx = np.float32(0.5 * tf.scale - 0.5 + tf.offset_x)
+    cy = np.float32(0.5 * tf.scale - 0.5 + tf.offset_y)
+    out[..., 0] = np.where(mask, kps[..., 0] * s + cx, 0)
+    out[..., 1] = np.where(mask, kps[..., 1] * s + cy, 0)
     out[..., 2] = np.where(mask, kps[..., 2], 0)
     return out
 
