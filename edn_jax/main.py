@@ -61,7 +61,7 @@ def run(config, workdir: str) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # TFDS logs every custom build config at WARNING
     try:
         run(_CONFIG.value, _WORKDIR.value)
     except EdnError as e:

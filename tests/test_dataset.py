@@ -123,3 +123,30 @@ def test_video_mostly_without_a_person_is_refused(tmp_path):
 def test_bad_build_settings(tmp_path, field, value, fragment):
     with pytest.raises(EdnError, match=fragment):
         main.run(_build_config(**{field: value}), str(tmp_path))
+
+
+def test_built_dataset_feeds_the_sharded_pipeline(tmp_path):
+    """ArrayRecord source + metadata pair index -> global batches on an 8-device mesh."""
+    import jax
+    from jax.sharding import Mesh
+
+    from edn_jax import input_pipeline
+
+    config = _build_config(height=64, width=64, synthetic_seeds="0,1")
+    config.synthetic.num_frames = 20
+    main.run(config, str(tmp_path))
+    split = dataset.open_split(str(tmp_path / "tfds" / "edn_synthetic" / "seeds0-1_20f_64x64" / "1.0.0"), "train")
+    index = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
+    assert len(index) == 2 * 15  # 16 training frames per video -> 15 pairs each
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    exact = {seed: synthetic.synthetic_keypoints(seed, 20, 64, 64, 30.0) for seed in (0, 1)}
+    with input_pipeline.make_train_iterator(split.source, global_batch_size=8, height=64, width=64, seed=0,
+                                            mesh=mesh, pair_index=index) as it:
+        for _ in range(2):
+            step, batch = next(it)
+            jax.block_until_ready(batch["label"])
+            assert batch["label"].shape == (8, 64, 64, 3) and len(batch["label"].sharding.device_set) == 8
+            ids, frames = np.asarray(batch["video_id"]), np.asarray(batch["frame_index"])
+            assert (ids[:, 0] == ids[:, 1]).all() and (frames[:, 1] - frames[:, 0] == 1).all()
+            for row in range(8):
+                np.testing.assert_array_equal(np.asarray(batch["keypoints"])[row], exact[ids[row, 1]][frames[row, 1]])

@@ -1,0 +1,464 @@
+"""Training batches of temporal pairs (frame t-1, frame t), sharded over processes and devices.
+
+The generator's temporal smoothing trains on consecutive frames, so one example is two
+records of one video whose ``frame_index`` differ by exactly 1. Which pairs form global
+batch ``step`` is a pure function of (seed, step, pairs, global batch size): a run
+resumed at step k sees exactly the batches an uninterrupted run sees, and the iterator
+state is just the next step. Each process loads only its contiguous rows of the global
+batch, so the global batch is the same whatever the number of processes.
+
+A source is any random-access split (``len`` and ``source[i] -> dict``), e.g. a
+``tfds.data_source`` or a list of dicts; records carry ``frame`` (uint8 [H, W, 3] RGB),
+``keypoints`` (float32 [137, 3], pixels of ``frame``), ``frame_index``, ``video_id``,
+``face_box`` (float32 [4] x0, y0, x1, y1) and ``face_valid``.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import queue
+import threading
+import weakref
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout
+from edn_jax.pose import render
+
+_FIX_DATASET = "rebuild the dataset with edn_jax's dataset builder"
+_worker = threading.local()  # set on the pipeline's own threads, which must never join the producer
+
+
+def _mark_worker() -> None:
+    _worker.active = True
+
+
+class Source(Protocol):
+    """A random-access split: ``len(source)`` records, ``source[i]`` -> record dict."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]: ...
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def temporal_pairs(video_ids, frame_indices) -> np.ndarray:
+    """Record indices (prev, cur) of all consecutive frames of one video: int64 [N, 2].
+
+    Records are matched by their fields, not their storage order; a missing frame
+    (``frame_index`` jumps) breaks the chain, and videos never pair with each other.
+    Pairs come sorted by (video_id, frame_index).
+    """
+    vid, frame = np.asarray(video_ids, np.int64), np.asarray(frame_indices, np.int64)
+    if vid.ndim != 1 or vid.shape != frame.shape:
+        raise EdnError(f"video_ids {vid.shape} and frame_indices {frame.shape} must be equal-length vectors",
+                       "pass one video_id and one frame_index per record")
+    order = np.lexsort((frame, vid))
+    v, f = vid[order], frame[order]
+    same_video = v[1:] == v[:-1]
+    duplicate = same_video & (f[1:] == f[:-1])
+    if duplicate.any():
+        i = int(np.flatnonzero(duplicate)[0])
+        raise EdnError(f"records {order[i]} and {order[i + 1]} are both frame {f[i]} of video {v[i]}",
+                       f"remove the duplicate frame or {_FIX_DATASET}")
+    consecutive = same_video & (f[1:] - f[:-1] == 1)
+    return np.stack([order[:-1][consecutive], order[1:][consecutive]], axis=1)
+
+
+class PairIndex:
+    """Each record's (video_id, frame_index) and the temporal pairs among the records.
+
+    Kept apart from the records so that the index of a big split comes from the
+    dataset's metadata instead of decoding every frame.
+    """
+
+    def __init__(self, video_ids, frame_indices):
+        self.pairs = temporal_pairs(video_ids, frame_indices)
+        self.video_ids = np.asarray(video_ids, np.int64)
+        self.frame_indices = np.asarray(frame_indices, np.int64)
+
+    @classmethod
+    def from_source(cls, source: Source, video_ids=None, frame_indices=None) -> PairIndex:
+        """Index ``source``, from precomputed per-record arrays when given.
+
+        Without them every record is read, frame included: fine for small in-memory
+        sources, slow for big datasets (pass the arrays from the dataset metadata).
+        """
+        if (video_ids is None) != (frame_indices is None):
+            raise EdnError("only one of video_ids and frame_indices was given", "pass both, or neither")
+        if video_ids is None:
+            records = [source[i] for i in range(len(source))]
+            video_ids = [int(r["video_id"]) for r in records]
+            frame_indices = [int(r["frame_index"]) for r in records]
+        index = cls(video_ids, frame_indices)
+        index.check_covers(source)
+        return index
+
+    def check_covers(self, source: Source) -> None:
+        """Raise unless this index has one entry per record of ``source``."""
+        if len(self.video_ids) != len(source):
+            raise EdnError(f"the pair index describes {len(self.video_ids)} records but the source has "
+                           f"{len(source)}", "build the index from this split's own metadata")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def _non_negative_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise EdnError(f"{what} must be a non-negative integer, got {value!r}", f"pass e.g. {what}=0")
+    return int(value)
+
+
+class BatchSchedule:
+    """Which pairs form global batch ``step``.
+
+    Epoch ``step // steps_per_epoch`` visits the pairs in the order
+    ``np.random.default_rng([seed, epoch]).permutation(num_pairs)`` and drops the
+    remainder, so a batch depends on nothing but (seed, step, num_pairs, batch size).
+    """
+
+    def __init__(self, num_pairs: int, global_batch_size: int, seed: int):
+        self.seed = _non_negative_int(seed, "seed")
+        self.num_pairs = int(num_pairs)
+        self.global_batch_size = int(global_batch_size)
+        if self.global_batch_size < 1:
+            raise EdnError(f"global batch size must be at least 1, got {global_batch_size}",
+                           "pass a positive global_batch_size")
+        if self.num_pairs < self.global_batch_size:
+            raise EdnError(f"the split has {self.num_pairs} temporal pairs, fewer than one global batch of "
+                           f"{self.global_batch_size}", "use a smaller global batch or a longer video")
+        self.steps_per_epoch = self.num_pairs // self.global_batch_size
+        self._cached = (-1, np.empty(0, np.int64))  # (epoch, its permutation), swapped as one tuple
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        cached_epoch, perm = self._cached
+        if cached_epoch != epoch:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_pairs)
+            self._cached = (epoch, perm)
+        return perm
+
+    def global_batch(self, step: int) -> np.ndarray:
+        """Pair ids of global batch ``step``: int64 [global_batch_size]."""
+        epoch, k = divmod(_non_negative_int(step, "step"), self.steps_per_epoch)
+        b = self.global_batch_size
+        return self.permutation(epoch)[k * b:(k + 1) * b]
+
+    def local_batch(self, step: int, process_index: int, process_count: int) -> np.ndarray:
+        """Rows [p*B/P, (p+1)*B/P) of global batch ``step``: process p's share."""
+        rows = self.global_batch_size // process_count
+        return self.global_batch(step)[process_index * rows:(process_index + 1) * rows]
+
+
+def _check_processes(global_batch_size: int, process_index: int, process_count: int) -> None:
+    if not 0 <= process_index < process_count:
+        raise EdnError(f"process index {process_index} is outside [0, {process_count})",
+                       "pass 0 <= process_index < process_count")
+    if global_batch_size % process_count:
+        raise EdnError(f"global batch size {global_batch_size} is not divisible by the {process_count} "
+                       "processes", f"use a multiple of {process_count}")
+
+
+# --------------------------------------------------------------------------- host batches
+
+
+def _to_unit_range(image: np.ndarray, out: np.ndarray) -> None:
+    """uint8 [0, 255] -> float32 [-1, 1], written into ``out``."""
+    np.divide(image, np.float32(127.5), out=out, dtype=np.float32)
+    out -= 1.0
+
+
+class _BatchBuilder:
+    """Builds one host batch: this process's pairs of a global batch, loaded, fit and rendered.
+
+    Holds no reference to the iterator that owns it, so that iterator can be collected
+    (which stops the thread running this builder).
+    """
+
+    def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, height: int, width: int,
+                 process_index: int, process_count: int, num_threads: int, conf_threshold: float):
+        self.source, self.index, self.schedule = source, index, schedule
+        self.height, self.width = height, width
+        self.process_index, self.process_count = process_index, process_count
+        self.conf_threshold = conf_threshold
+        self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="edn-records",
+                                                          initializer=_mark_worker)
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        pair_ids = self.schedule.local_batch(step, self.process_index, self.process_count)
+        b, h, w = len(pair_ids), self.height, self.width
+        out = {"frame_index": np.empty((b, 2), np.int32), "video_id": np.empty((b, 2), np.int32),
+               "face_box": np.empty((b, 4), np.float32), "face_valid": np.empty(b, bool)}
+        for suffix in ("_prev", ""):
+            out["label" + suffix] = np.empty((b, h, w, 3), np.float32)
+            out["image" + suffix] = np.empty((b, h, w, 3), np.float32)
+            out["keypoints" + suffix] = np.empty((b, layout.NUM_KEYPOINTS, 3), np.float32)
+        records = self.index.pairs[pair_ids]
+        # cv2 releases the GIL, so records load in parallel; each writes only its own slot.
+        list(self.pool.map(lambda slot: self._load(out, slot // 2, slot % 2, int(records.flat[slot])),
+                           range(2 * b)))
+        return out
+
+    def _load(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int) -> None:
+        record = self.source[record_index]
+        frame = np.asarray(record["frame"])
+        kps = np.asarray(record["keypoints"], np.float32)
+        video_id, frame_index = int(record["video_id"]), int(record["frame_index"])
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise EdnError(f"record {record_index}: frame is {frame.dtype} {frame.shape}, expected uint8 "
+                           "[H, W, 3] RGB", _FIX_DATASET)
+        if kps.shape != (layout.NUM_KEYPOINTS, 3):
+            raise EdnError(f"record {record_index}: keypoints have shape {kps.shape}, expected "
+                           f"({layout.NUM_KEYPOINTS}, 3)", _FIX_DATASET)
+        expected = (int(self.index.video_ids[record_index]), int(self.index.frame_indices[record_index]))
+        if (video_id, frame_index) != expected:  # a stale index would silently pair unrelated frames
+            raise EdnError(f"record {record_index} is frame {frame_index} of video {video_id} but the pair index "
+                           f"says frame {expected[1]} of video {expected[0]}",
+                           "build the pair index from this split's own metadata")
+        tf = render.fit_transform(frame.shape[:2], (self.height, self.width), "pad")
+        if frame.shape[:2] != (self.height, self.width):  # a frame stored at the output size is used as is
+            frame, kps = render.transform_image(frame, tf), render.transform_keypoints(kps, tf)
+        suffix = "_prev" if t == 0 else ""
+        _to_unit_range(frame, out["image" + suffix][row])
+        _to_unit_range(render.render_stick_figure(kps, self.height, self.width, self.conf_threshold),
+                       out["label" + suffix][row])
+        out["keypoints" + suffix][row] = kps
+        out["video_id"][row, t], out["frame_index"][row, t] = video_id, frame_index
+        if t == 1:
+            valid = bool(record["face_valid"])
+            # Box corners are pixel edges (the box lies within [0, W] x [0, H]), so they map
+            # as x * scale + offset, which keeps a box inside the frame inside the output.
+            offset = np.array([tf.offset_x, tf.offset_y] * 2, np.float32)
+            box = np.asarray(record["face_box"], np.float32) * np.float32(tf.scale) + offset
+            out["face_box"][row] = box if valid else 0.0
+            out["face_valid"][row] = valid
+
+
+class _Failure:
+    """An exception raised while producing, carried to the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            pass
+
+
+def _produce(build: _BatchBuilder, step: int, out: queue.Queue, stop: threading.Event) -> None:
+    _mark_worker()
+    try:
+        while not stop.is_set():
+            _put(out, (step, build(step)), stop)
+            step += 1
+    except BaseException as e:  # noqa: BLE001 - re-raised by the consumer
+        _put(out, _Failure(e), stop)
+
+
+def _shutdown(stop: threading.Event, out: queue.Queue, thread: threading.Thread,
+              pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Stop the producer (it finishes at most its current batch) and free what it queued."""
+    stop.set()
+    # Garbage collection may run this on the producer or a pool thread it waits for;
+    # joining there would deadlock, and the producer stops by itself on ``stop``.
+    if not getattr(_worker, "active", False):
+        thread.join()
+    while True:
+        try:
+            out.get_nowait()
+        except queue.Empty:
+            break
+    pool.shutdown(wait=False, cancel_futures=True)  # may be running on a pool thread: don't join it
+
+
+class HostBatchIterator:
+    """(step, host batch) from ``start_step`` on, built ``prefetch`` batches ahead on a thread.
+
+    ``state()`` is the next step this iterator will return (not the producer's), so a
+    checkpointed state resumes exactly after the last batch consumed. ``close()`` (also
+    run on garbage collection and at exit) stops the thread.
+    """
+
+    def __init__(self, builder: _BatchBuilder, start_step: int, prefetch: int):
+        self.steps_per_epoch = builder.schedule.steps_per_epoch
+        self._next_step = start_step
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        thread = threading.Thread(target=_produce, args=(builder, start_step, self._queue, self._stop),
+                                  name="edn-host-batches", daemon=True)
+        thread.start()
+        self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._queue, thread, builder.pool)
+
+    def __iter__(self) -> HostBatchIterator:
+        return self
+
+    def __next__(self) -> tuple[int, dict[str, np.ndarray]]:
+        if self._error is not None:
+            raise self._error
+        while True:
+            if self._stop.is_set():
+                raise StopIteration
+            try:
+                item = self._queue.get(timeout=0.05)
+                break
+            except queue.Empty:
+                pass
+        if isinstance(item, _Failure):
+            self._error = item.error
+            raise item.error
+        step, batch = item
+        self._next_step = step + 1
+        return step, batch
+
+    def state(self) -> dict[str, int]:
+        return {"step": self._next_step}
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> HostBatchIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def host_batches(source: Source, *, global_batch_size: int, height: int, width: int, seed: int,
+                 start_step: int = 0, pair_index: PairIndex | None = None, process_index: int | None = None,
+                 process_count: int | None = None, prefetch: int = 2, num_threads: int | None = None,
+                 conf_threshold: float = 0.05) -> HostBatchIterator:
+    """This process's numpy batches of temporal pairs, from ``start_step`` on, forever.
+
+    Each batch holds, for B_local = global_batch_size / process_count pairs:
+    ``label_prev``/``label`` (stick figures) and ``image_prev``/``image`` (frames),
+    float32 [B_local, height, width, 3] in [-1, 1]; ``keypoints_prev``/``keypoints``
+    float32 [B_local, 137, 3] in output pixels; ``face_box`` float32 [B_local, 4] and
+    ``face_valid`` bool [B_local] of frame t; ``frame_index``/``video_id`` int32
+    [B_local, 2] (prev, cur). Frames are fit into height x width keeping their aspect
+    (black bars). The process defaults to JAX's; pass both to override (tests).
+    """
+    if (process_index is None) != (process_count is None):
+        raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
+    if process_index is None:
+        import jax
+        process_index, process_count = jax.process_index(), jax.process_count()
+    if int(height) < 1 or int(width) < 1:
+        raise EdnError(f"output size must be positive, got {height}x{width}", "pass a height and width >= 1")
+    if prefetch < 1:
+        raise EdnError(f"prefetch must be at least 1, got {prefetch}", "pass prefetch=2")
+    num_threads = min(16, os.cpu_count() or 1) if num_threads is None else num_threads
+    if num_threads < 1:
+        raise EdnError(f"num_threads must be at least 1, got {num_threads}", "leave it unset for the CPU count")
+    start_step = _non_negative_int(start_step, "start_step")
+    index = PairIndex.from_source(source) if pair_index is None else pair_index
+    index.check_covers(source)
+    schedule = BatchSchedule(len(index), global_batch_size, seed)
+    _check_processes(schedule.global_batch_size, int(process_index), int(process_count))
+    builder = _BatchBuilder(source, index, schedule, int(height), int(width), int(process_index),
+                            int(process_count), int(num_threads), float(conf_threshold))
+    return HostBatchIterator(builder, start_step, int(prefetch))
+
+
+# --------------------------------------------------------------------------- global arrays
+
+
+class TrainIterator:
+    """(step, batch of global ``jax.Array``s sharded along the batch over the data axis).
+
+    Keeps ``device_prefetch`` batches already transferred ahead of the one returned,
+    so the host-to-device copy overlaps the training step. ``state()`` is the next step
+    returned, as for ``HostBatchIterator``.
+    """
+
+    def __init__(self, host: HostBatchIterator, sharding, global_batch_size: int, device_prefetch: int):
+        self.steps_per_epoch = host.steps_per_epoch
+        self._host, self._sharding = host, sharding
+        self._global_batch_size = global_batch_size
+        self._device_prefetch = device_prefetch
+        self._ahead: collections.deque = collections.deque()
+        self._next_step = host.state()["step"]
+
+    def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
+        import jax
+        return {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global_batch_size,) + v.shape[1:])
+                for k, v in local.items()}
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> tuple[int, dict[str, Any]]:
+        while len(self._ahead) <= self._device_prefetch:
+            step, local = next(self._host)
+            self._ahead.append((step, self._to_global(local)))
+        step, batch = self._ahead.popleft()
+        self._next_step = step + 1
+        return step, batch
+
+    def state(self) -> dict[str, int]:
+        return {"step": self._next_step}
+
+    def close(self) -> None:
+        self._host.close()
+        self._ahead.clear()
+
+    def __enter__(self) -> TrainIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_train_iterator(source: Source, *, global_batch_size: int, height: int, width: int, seed: int, mesh,
+                        start_step: int = 0, pair_index: PairIndex | None = None, data_axis: str = "data",
+                        prefetch: int = 2, device_prefetch: int = 1, num_threads: int | None = None,
+                        conf_threshold: float = 0.05) -> TrainIterator:
+    """Global training batches on ``mesh``: ``host_batches`` of every process, joined.
+
+    Each array is sharded along its batch axis over ``data_axis`` (replicated over the
+    mesh's other axes). The global batch must split evenly over the processes and over
+    the data axis, and each process's devices must hold its own rows (a mesh from
+    ``jax.make_mesh`` does).
+    """
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    if data_axis not in mesh.axis_names:
+        raise EdnError(f"the mesh has no axis {data_axis!r} (axes: {', '.join(mesh.axis_names)})",
+                       "pass data_axis= one of the mesh's axis names")
+    data_size = mesh.shape[data_axis]
+    if global_batch_size % data_size:
+        raise EdnError(f"global batch size {global_batch_size} is not divisible by the {data_size} devices "
+                       f"of mesh axis {data_axis!r}", f"use a multiple of {data_size}")
+    if device_prefetch < 0:
+        raise EdnError(f"device_prefetch must be >= 0, got {device_prefetch}", "pass device_prefetch=1")
+    process_index, process_count = jax.process_index(), jax.process_count()
+    _check_processes(global_batch_size, process_index, process_count)
+    sharding = NamedSharding(mesh, PartitionSpec(data_axis))
+    rows = global_batch_size // process_count
+    held = set()
+    for (index,) in sharding.addressable_devices_indices_map((global_batch_size,)).values():
+        held.update(range(*index.indices(global_batch_size)))
+    if held != set(range(process_index * rows, (process_index + 1) * rows)):
+        raise EdnError(f"process {process_index}'s devices do not hold rows [{process_index * rows}, "
+                       f"{(process_index + 1) * rows}) of the batch along mesh axis {data_axis!r}",
+                       "build the mesh with jax.make_mesh so each process's devices are contiguous on the data axis")
+    host = host_batches(source, global_batch_size=global_batch_size, height=height, width=width, seed=seed,
+                        start_step=start_step, pair_index=pair_index, process_index=process_index,
+                        process_count=process_count, prefetch=prefetch, num_threads=num_threads,
+                        conf_threshold=conf_threshold)
+    return TrainIterator(host, sharding, global_batch_size, int(device_prefetch))
