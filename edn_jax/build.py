@@ -22,7 +22,8 @@ def _parse_list(text: str, what: str) -> list[str]:
     return items
 
 
-def _builder(config, workdir: str):
+def make_builder(config, workdir: str, size: tuple[int, int] | None = None):
+    """The TFDS builder for the configured inputs (a video list or the synthetic subject), at ``size`` or build.height/width."""
     from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
     from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
     from edn_jax import dataset, video
@@ -32,21 +33,22 @@ def _builder(config, workdir: str):
     data_dir = b.data_dir or os.path.join(workdir, "tfds")
     pipeline.validate_pose_config(config)
     pose = tuple(sorted(config.pose.items()))
-    common = dict(height=b.height, width=b.width, val_fraction=b.val_fraction, image_format=b.image_format,
+    height, width = size or (b.height, b.width)
+    common = dict(height=height, width=width, val_fraction=b.val_fraction, image_format=b.image_format,
                   pose=pose, max_frames=config.input.max_frames)
     if config.input.video:
         videos = tuple(_parse_list(config.input.video, "input.video"))
         for path in videos:
             video.probe_video(path)  # fail fast, before any slow work, on a missing or unreadable file
         stem = "+".join(os.path.splitext(os.path.basename(v))[0] for v in videos)
-        name = b.name or f"{stem}_{b.height}x{b.width}"
+        name = b.name or f"{stem}_{height}x{width}"
         cls, cfg = real.Builder, dataset.PoseFramesConfig(name=_safe(name), videos=videos, **common)
     else:
         try:
             seeds = tuple(int(s) for s in _parse_list(b.synthetic_seeds, "build.synthetic_seeds"))
         except ValueError:
             raise EdnError(f"build.synthetic_seeds={b.synthetic_seeds!r} is not a list of integers", "use e.g. 0,1")
-        name = b.name or f"seeds{'-'.join(map(str, seeds))}_{config.synthetic.num_frames}f_{b.height}x{b.width}"
+        name = b.name or f"seeds{'-'.join(map(str, seeds))}_{config.synthetic.num_frames}f_{height}x{width}"
         cls, cfg = synth.Builder, dataset.PoseFramesConfig(
             name=_safe(name), synthetic_seeds=seeds, synthetic_frames=config.synthetic.num_frames,
             synthetic_fps=config.synthetic.fps, **common)
@@ -61,7 +63,7 @@ def _safe(name: str) -> str:
 
 def run_build_mode(config, workdir: str) -> str:
     """Builds the configured dataset and returns its directory."""
-    builder = _builder(config, workdir)
+    builder = make_builder(config, workdir)
     target = str(builder.data_dir)
     if os.path.exists(os.path.join(target, "dataset_info.json")):
         if not config.overwrite:
@@ -70,7 +72,7 @@ def run_build_mode(config, workdir: str) -> str:
         aside = f"{target}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.move(target, aside)
         print(f"moved the existing dataset to {aside}")
-        builder = _builder(config, workdir)
+        builder = make_builder(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     builder.download_and_prepare()
     return target

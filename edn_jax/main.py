@@ -45,7 +45,18 @@ def _build(config, workdir: str) -> None:
         print(f"  {v['name']}: {v['frames']} frames, {v['frames_dropped_no_person']} dropped (no person)")
 
 
-MODES = {"pose": _pose, "build": _build}
+def _train(config, workdir: str) -> None:
+    from edn_jax import train
+
+    result = train.train_and_evaluate(config, workdir)
+    print("training outputs:")
+    for name in ("checkpoints", "samples", "dataset"):
+        print(f"  {name:12s} {os.path.abspath(result[name])}")
+    print(f"  {'tensorboard':12s} {os.path.abspath(os.path.join(workdir, 'tensorboard'))}")
+    print(f"  {'summary':12s} {os.path.abspath(os.path.join(workdir, 'train_summary.json'))}")
+
+
+MODES = {"pose": _pose, "build": _build, "train": _train}
 
 
 def run(config, workdir: str) -> None:

@@ -1,0 +1,195 @@
+"""Training: one step per variant, sharded == single-device, NaN guard, bad configs, exact resume after kill -9."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from conftest import REPO
+from configs import default
+from edn_jax import main, train
+from edn_jax.errors import EdnError
+
+
+def tiny_config(perceptual="none", **train_overrides):
+    config = default.get_config()
+    config.mode = "train"
+    config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
+    config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 2, 2
+    config.loss.perceptual = perceptual
+    config.train.height = config.train.width = 32
+    config.train.batch_size = 8
+    config.train.num_steps, config.train.decay_steps = 4, 2
+    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 2
+    config.synthetic.num_frames = 20
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def random_batch(batch=8, size=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+            for k in ("label_prev", "label", "image_prev", "image")}
+
+
+def put(batch, mesh):
+    sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("variant", [
+    {"perceptual": "vgg16"},
+    {"perceptual": "none", "use_prev_label": True},
+    {"perceptual": "none", "dtype": "bfloat16"},
+])
+def test_one_train_step_per_variant(variant):
+    config = tiny_config(perceptual=variant.get("perceptual", "none"))
+    config.model.use_prev_label = variant.get("use_prev_label", False)
+    config.model.dtype = variant.get("dtype", "float32")
+    mesh = train.make_mesh()
+    trainer = train.Trainer.create(config, mesh)
+    state = trainer.init(0)
+    before = jax.device_get(state.g_params)
+    state, metrics = trainer.step(state, put(random_batch(), mesh))
+    metrics = jax.device_get(metrics)
+    assert int(state.step) == 1 and metrics["nonfinite"] == 0
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert ("g_vgg" in metrics) == (variant.get("perceptual") == "vgg16")
+    if "g_vgg" in metrics:
+        assert metrics["g_vgg"] > 0
+    changed = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), before,
+                           jax.device_get(state.g_params))
+    assert max(jax.tree.leaves(changed)) > 0
+
+
+def test_sharded_step_equals_single_device_step():
+    config = tiny_config(perceptual="vgg16")
+    batch = random_batch()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = train.make_mesh(devices)
+        trainer = train.Trainer.create(config, mesh)
+        state = trainer.init(0)
+        for step in range(2):
+            state, metrics = trainer.step(state, put(batch, mesh))
+            jax.block_until_ready(state)
+        results.append((jax.device_get(state), jax.device_get(metrics)))
+    assert len(jax.devices()) == 8
+    (one, m1), (eight, m8) = results
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+        np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), rtol=2e-4, atol=2e-5)
+    for key in m1:
+        np.testing.assert_allclose(m1[key], m8[key], rtol=1e-4, atol=1e-5)
+
+
+def test_nonfinite_step_leaves_params_untouched():
+    config = tiny_config()
+    mesh = train.make_mesh()
+    trainer = train.Trainer.create(config, mesh)
+    state = trainer.init(0)
+    before = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
+    batch = random_batch()
+    batch["image"][0, 0, 0, 0] = np.nan
+    state, metrics = trainer.step(state, put(batch, mesh))
+    assert float(metrics["nonfinite"]) == 1.0 and int(state.step) == 1
+    after = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_stops_training_with_a_clear_message(tmp_path, monkeypatch):
+    real_step = train.Trainer.step
+
+    def poisoned(self, state, batch):
+        state, metrics = real_step(self, state, batch)
+        return state, dict(metrics, nonfinite=jnp.float32(int(state.step) >= 3))
+
+    monkeypatch.setattr(train.Trainer, "step", poisoned)
+    config = tiny_config(num_steps=6)
+    with pytest.raises(EdnError, match="diverged.*step 4.*last good checkpoint \\(step 2\\)"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("model.ngf", 0, "ngf"), ("model.num_d", 0, "num_d"), ("train.learning_rate", -1.0, "learning_rate"),
+    ("train.batch_size", 6, "does not split over 8 devices"), ("train.height", 30, r"not divisible by 2\^n_downsampling"),
+    ("train.decay_steps", 10, "decay_steps"), ("loss.perceptual", "vgg11", "perceptual"), ("model.dtype", "fp8", "dtype"),
+])
+def test_bad_training_values(tmp_path, field, value, fragment):
+    config = tiny_config()
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(EdnError, match=fragment):
+        main.run(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
+    config = tiny_config(num_steps=2, evaluate_holdout=False)
+    train.train_and_evaluate(config, str(tmp_path))
+    saved = sorted(os.listdir(tmp_path / "checkpoints"))
+    config.model.ngf = 16
+    with pytest.raises(EdnError, match="different model"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == saved
+
+
+def _train_cmd(workdir, dataset_dir, steps):
+    return [sys.executable, "-m", "edn_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
+            "--config.mode=train", "--config.model.ngf=8", "--config.model.n_downsampling=2",
+            "--config.model.n_blocks=1", "--config.model.ndf=8", "--config.model.n_layers_d=2",
+            "--config.loss.perceptual=none", "--config.train.height=32", "--config.train.width=32",
+            "--config.train.batch_size=8", f"--config.train.num_steps={steps}", "--config.train.decay_steps=4",
+            "--config.train.log_every=1", "--config.train.sample_every=100", "--config.train.checkpoint_every=2",
+            "--config.train.evaluate_holdout=False", f"--config.data.dataset_dir={dataset_dir}"]
+
+
+def _final_params(workdir):
+    config = tiny_config()
+    config.train.num_steps = 10
+    trainer = train.Trainer.create(config, train.make_mesh())
+    ckpt = train.Checkpoints(str(workdir), config)
+    state, _ = ckpt.restore(ckpt.latest_step(), trainer.abstract_state())
+    ckpt.close()
+    return jax.device_get(state)
+
+
+def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
+    from edn_jax import build
+
+    config = tiny_config()
+    builder = build.make_builder(config, str(tmp_path), size=(32, 32))
+    builder.download_and_prepare()
+    dataset_dir = str(builder.data_dir)
+    # Both runs see the same 8 fake CPU devices as this process (conftest sets XLA_FLAGS).
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    steps = 10
+    subprocess.run(_train_cmd(tmp_path / "straight", dataset_dir, steps), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
+
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(_train_cmd(interrupted, dataset_dir, steps), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (interrupted / "checkpoints" / "4").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(int(p) for p in os.listdir(interrupted / "checkpoints") if p.isdigit())
+    assert done and done[-1] < steps, done  # killed before the end
+    resumed = subprocess.run(_train_cmd(interrupted, dataset_dir, steps), cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from the checkpoint" in resumed.stdout
+    a, b = _final_params(tmp_path / "straight"), _final_params(interrupted)
+    assert int(a.step) == int(b.step) == steps
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
