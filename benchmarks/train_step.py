@@ -1,0 +1,96 @@
+"""Train-step speed and memory for a named config and shape, comparable with a PyTorch pix2pixHD step.
+
+Prints one JSON object. Run from the repository root, e.g.:
+
+  .venv/bin/python -m benchmarks.train_step --config configs/cpu.py --batch 4 --height 256 --width 256
+  .venv/bin/python -m benchmarks.train_step --config configs/default.py --batch 1 --height 512 --width 1024 \
+      --ngf 64 --n_down 4 --n_blocks 9 --ndf 64 --num_d 2
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu.py", "Config whose model/loss settings to use.")
+_BATCH = flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
+_HEIGHT = flags.DEFINE_integer("height", None, "Image height.")
+_WIDTH = flags.DEFINE_integer("width", None, "Image width.")
+_NGF = flags.DEFINE_integer("ngf", None, "Generator base channels.")
+_NDOWN = flags.DEFINE_integer("n_down", None, "Generator downsamplings.")
+_NBLOCKS = flags.DEFINE_integer("n_blocks", None, "Generator residual blocks.")
+_NDF = flags.DEFINE_integer("ndf", None, "Discriminator base channels.")
+_NUMD = flags.DEFINE_integer("num_d", None, "Discriminator scales.")
+_PERCEPTUAL = flags.DEFINE_string("perceptual", None, "vgg16 | vgg19 | none.")
+_DTYPE = flags.DEFINE_string("dtype", None, "float32 | bfloat16.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+
+
+def main(argv) -> None:
+    del argv
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from edn_jax import train
+    from edn_jax.models import param_count
+
+    config = _CONFIG.value
+    for flag, (section, field) in [(_BATCH, ("train", "batch_size")), (_HEIGHT, ("train", "height")),
+                                   (_WIDTH, ("train", "width")), (_NGF, ("model", "ngf")),
+                                   (_NDOWN, ("model", "n_downsampling")), (_NBLOCKS, ("model", "n_blocks")),
+                                   (_NDF, ("model", "ndf")), (_NUMD, ("model", "num_d")),
+                                   (_PERCEPTUAL, ("loss", "perceptual")), (_DTYPE, ("model", "dtype"))]:
+        if flag.value is not None:
+            config[section][field] = flag.value
+    train.validate_train_config(config)
+    t, m = config.train, config.model
+    mesh = train.make_mesh()
+    trainer = train.Trainer.create(config, mesh)
+    state = trainer.init(0)
+    rng = np.random.default_rng(0)
+    sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    batch = {k: jax.device_put(rng.uniform(-1, 1, (t.batch_size, t.height, t.width, 3)).astype(np.float32), sharding)
+             for k in ("label_prev", "label", "image_prev", "image")}
+    t0 = time.perf_counter()
+    state, metrics = trainer.step(state, batch)
+    jax.block_until_ready(metrics)
+    compile_s = time.perf_counter() - t0
+    state, metrics = trainer.step(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(_STEPS.value):
+        t0 = time.perf_counter()
+        state, metrics = trainer.step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    step_s = float(np.median(times))
+    device = jax.devices()[0]
+    memory = device.memory_stats() if hasattr(device, "memory_stats") else None
+    print(json.dumps({
+        "benchmark": "train_step", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+        "devices": f"{jax.device_count()} x {device.platform}", "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "shape": {"batch": t.batch_size, "height": t.height, "width": t.width, "ngf": m.ngf,
+                  "n_down": m.n_downsampling, "n_blocks": m.n_blocks, "ndf": m.ndf, "num_d": m.num_d,
+                  "n_layers_d": m.n_layers_d, "perceptual": config.loss.perceptual, "dtype": m.dtype},
+        "g_params": param_count(state.g_params), "d_params": param_count(state.d_params),
+        "first_step_s_incl_compile": round(compile_s, 2), "step_s_median": round(step_s, 4),
+        "step_s_min": round(min(times), 4),
+        "images_per_s": round(2 * t.batch_size / step_s, 2),  # each example is a (t-1, t) pair of frames
+        "pairs_per_s": round(t.batch_size / step_s, 2),
+        "peak_device_bytes": memory.get("peak_bytes_in_use") if memory else None,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
