@@ -13,7 +13,11 @@ class EdnPoseFramesTest(tfds.testing.DatasetBuilderTestCase):
     BUILDER_CONFIG_NAMES_TO_TEST = [builder_module.PoseFramesConfig(name="test", height=128, width=128)]
     SPLITS = {"train": 16, "validation": 4}
     SKIP_CHECKSUMS = True
-    test_session = None  # tf.test.TestCase's legacy helper, which pytest would collect and always skip
+
+    def test_session(self, *args, **kwargs):
+        return super().test_session(*args, **kwargs)
+
+    test_session.__test__ = False  # tf.test.TestCase's helper (the harness calls it), not a test: pytest would always skip it
 
     def _make_builder(self, config=None):
         # The harness reads through tf.data, which ArrayRecord (our default) does not offer; the

@@ -16,7 +16,11 @@ class EdnSyntheticTest(tfds.testing.DatasetBuilderTestCase):
     BUILDER_CONFIG_NAMES_TO_TEST = [TINY]
     SPLITS = {"train": 32, "validation": 8}  # two videos of 20 frames, the last 20% of each held out
     SKIP_CHECKSUMS = True
-    test_session = None  # tf.test.TestCase's legacy helper, which pytest would collect and always skip
+
+    def test_session(self, *args, **kwargs):
+        return super().test_session(*args, **kwargs)
+
+    test_session.__test__ = False  # tf.test.TestCase's helper (the harness calls it), not a test: pytest would always skip it
 
     def _make_builder(self, config=None):
         # The harness reads through tf.data, which ArrayRecord (our default) does not offer; the
