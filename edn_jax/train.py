@@ -77,8 +77,8 @@ def validate_train_config(config) -> None:
          "use e.g. half of train.num_steps"),
         (t.log_every >= 1 and t.checkpoint_every >= 1 and t.sample_every >= 1,
          "train.log_every, checkpoint_every and sample_every must be >= 1", "use positive step counts"),
-        (l.lambda_feat >= 0 and l.lambda_vgg >= 0, "loss.lambda_feat and loss.lambda_vgg must be >= 0",
-         "use 10 (pix2pixHD)"),
+        (l.lambda_feat >= 0 and l.lambda_vgg >= 0 and l.lambda_l1 >= 0,
+         "loss.lambda_feat, loss.lambda_vgg and loss.lambda_l1 must be >= 0", "use 10, 10 and 0 (pix2pixHD)"),
         (l.perceptual in ("vgg16", "vgg19", "none"), f"loss.perceptual={l.perceptual!r} is not known",
          "use vgg16, vgg19 or none"),
         (t.height >= 16 and t.width >= 16, f"train size {t.height}x{t.width} is too small", "use e.g. 256x256"),
@@ -147,7 +147,7 @@ def init_state(config, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
 def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx):
     """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf."""
     use_prev = config.model.use_prev_label
-    lambda_feat, lambda_vgg = config.loss.lambda_feat, config.loss.lambda_vgg
+    lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     label_prev, label = batch["label_prev"], batch["label"]
     image_prev, image = batch["image_prev"], batch["image"]
     real = jnp.concatenate([label_prev, label, image_prev, image], axis=-1)
@@ -165,6 +165,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         d_real = discriminator.apply({"params": state.d_params}, real)
         terms = {"g_gan": losses.lsgan_g_loss(d_fake),
                  "g_feat": losses.feature_matching_loss(d_real, d_fake, lambda_feat)}
+        if lambda_l1 > 0:
+            terms["g_l1"] = lambda_l1 * (jnp.mean(jnp.abs(fake - image)) + jnp.mean(jnp.abs(fake_prev - image_prev)))
         if perceptual is not None:
             terms["g_vgg"] = lambda_vgg * (perceptual(fake, image) + perceptual(fake_prev, image_prev))
         total = sum(terms.values())
@@ -372,17 +374,21 @@ def open_training_data(config, workdir: str):
 
 
 def _records_at(split, indices, height: int, width: int):
-    """(frames in [-1, 1], stick figures in [-1, 1]) of records, at the training size."""
-    from edn_jax.pose import render
+    """(frames, stick figures) in [-1, 1] and body boxes [N, 4] of records, at the training size."""
+    from edn_jax.pose import layout, render
+    from edn_jax.pose.tracking import person_box
 
-    frames, labels = [], []
+    frames, labels, boxes = [], [], []
     for i in indices:
         record = split.source[int(i)]
         tf = render.fit_transform(record["frame"].shape[:2], (height, width), "pad")
+        kps = render.transform_keypoints(record["keypoints"], tf)
         frames.append(render.transform_image(record["frame"], tf))
-        labels.append(render.render_stick_figure(render.transform_keypoints(record["keypoints"], tf), height, width))
+        labels.append(render.render_stick_figure(kps, height, width))
+        box = person_box(kps, 0.05)
+        boxes.append(np.array([0, 0, width, height], np.float32) if box is None else box)
     scale = lambda x: np.stack(x).astype(np.float32) / 127.5 - 1.0  # noqa: E731
-    return scale(frames), scale(labels)
+    return scale(frames), scale(labels), np.stack(boxes)
 
 
 def evaluate_holdout(config, trainer: Trainer, g_params, dataset_dir: str, max_frames: int = 64) -> dict:
@@ -393,7 +399,7 @@ def evaluate_holdout(config, trainer: Trainer, g_params, dataset_dir: str, max_f
     t = config.train
     val, train = dataset.open_split(dataset_dir, "validation"), dataset.open_split(dataset_dir, "train")
     order = np.lexsort((val.frame_indices, val.video_ids))[:max_frames]
-    real, labels = _records_at(val, order, t.height, t.width)
+    real, labels, body_boxes = _records_at(val, order, t.height, t.width)
     outputs = []
     for video in np.unique(val.video_ids[order]):
         rows = val.video_ids[order] == video
@@ -403,12 +409,15 @@ def evaluate_holdout(config, trainer: Trainer, g_params, dataset_dir: str, max_f
         outputs.append(np.asarray(out))
     fake = np.concatenate(outputs)
     sample = np.linspace(0, len(train.source) - 1, min(len(train.source), 64)).astype(int)
-    mean_frame = _records_at(train, sample, t.height, t.width)[0].mean(0, keepdims=True)
+    mean_frame = np.broadcast_to(_records_at(train, sample, t.height, t.width)[0].mean(0, keepdims=True), real.shape)
     to01 = lambda x: (jnp.asarray(x) + 1.0) / 2.0  # noqa: E731
-    ssim_model = float(jnp.mean(metrics.ssim(to01(fake), to01(real))))
-    ssim_mean = float(jnp.mean(metrics.ssim(to01(np.broadcast_to(mean_frame, real.shape)), to01(real))))
-    return {"holdout_frames": int(len(real)), "ssim_generated": ssim_model, "ssim_mean_train_frame": ssim_mean,
-            "l1_generated": float(np.abs(fake - real).mean() / 2), "grid": _image_grid(labels[:4], fake[:4], real[:4])}
+    score = lambda x: float(jnp.mean(metrics.ssim(to01(x), to01(real))))  # noqa: E731
+    body = lambda x: float(jnp.mean(metrics.masked_ssim(to01(x), to01(real), jnp.asarray(body_boxes))))  # noqa: E731
+    return {"holdout_frames": int(len(real)),
+            "ssim_generated": score(fake), "ssim_mean_train_frame": score(mean_frame),
+            "body_ssim_generated": body(fake), "body_ssim_mean_train_frame": body(mean_frame),
+            "l1_generated": float(np.abs(fake - real).mean() / 2), "l1_mean_train_frame": float(np.abs(mean_frame - real).mean() / 2),
+            "grid": _image_grid(labels[:4], fake[:4], real[:4])}
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -490,8 +499,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if jax.process_index() == 0:
             _write_png(os.path.join(workdir, "holdout_samples.png"), grid)
         summary["holdout"] = evaluation
-        print(f"held-out SSIM: generated {evaluation['ssim_generated']:.3f} vs mean training frame "
-              f"{evaluation['ssim_mean_train_frame']:.3f} ({evaluation['holdout_frames']} frames)")
+        print(f"held-out SSIM ({evaluation['holdout_frames']} frames), generated vs mean training frame: "
+              f"whole frame {evaluation['ssim_generated']:.3f} vs {evaluation['ssim_mean_train_frame']:.3f}, "
+              f"body crop {evaluation['body_ssim_generated']:.3f} vs {evaluation['body_ssim_mean_train_frame']:.3f}")
     writer.flush()
     if jax.process_index() == 0:
         from edn_jax.fileio import atomic_path
