@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import REPO, real_video
+from conftest import real_video
 from configs import default
 from edn_jax import main, video
 from edn_jax.errors import EdnError
@@ -101,11 +100,3 @@ def test_openpose_json_input_tracks_one_of_two_people(tmp_path):
     seq = pipeline.load_keypoints(str(tmp_path / "work" / "keypoints.npz"))
     np.testing.assert_array_equal(seq.keypoints, a)  # the larger person, every frame
 
-
-def test_launch_demo_says_where_outputs_are(tmp_path):
-    env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"))
-    proc = subprocess.run(["./launch.sh", "demo", "--config.synthetic.num_frames=20"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert str(tmp_path / "demo" / "stick.mp4") in proc.stdout
-    assert len(list(video.iter_frames(str(tmp_path / "demo" / "overlay.mp4")))) == 20

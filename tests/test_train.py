@@ -219,3 +219,18 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "SIGTERM: saved a checkpoint at step" in out
     saved = int(out.split("SIGTERM: saved a checkpoint at step ")[1].split(";")[0])
     assert 2 <= saved < 400 and (workdir / "checkpoints" / str(saved)).exists()
+
+
+def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
+    """./launch.sh demo end to end (setup, build, train, held-out evaluation) on a short schedule."""
+    env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"), XLA_FLAGS="")  # the real CPU device, as users run it
+    flags = ["--config.synthetic.num_frames=20", "--config.train.num_steps=4", "--config.train.decay_steps=2",
+             "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2"]
+    proc = subprocess.run(["./launch.sh", "demo", *flags], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "held-out SSIM" in proc.stdout
+    for name in ("checkpoints", "samples", "tensorboard", "train_summary.json"):
+        assert str(tmp_path / "demo" / name) in proc.stdout, name
+    assert sorted(os.listdir(tmp_path / "demo" / "samples")) == ["step_00000002.png", "step_00000004.png"]
+    assert (tmp_path / "demo" / "holdout_samples.png").exists()
