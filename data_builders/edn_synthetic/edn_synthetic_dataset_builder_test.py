@@ -1,8 +1,8 @@
 """TFDS harness test of edn_synthetic: builds a tiny config and checks split sizes and features."""
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from data_builders import harness
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as builder_module
 from edn_jax import dataset, synthetic
 from edn_jax.pose import render
@@ -11,22 +11,10 @@ TINY = builder_module.PoseFramesConfig(name="tiny", height=64, width=64, synthet
                                        synthetic_frames=20)
 
 
-class EdnSyntheticTest(tfds.testing.DatasetBuilderTestCase):
+class EdnSyntheticTest(harness.PoseFramesBuilderTestCase):
     DATASET_CLASS = builder_module.Builder
     BUILDER_CONFIG_NAMES_TO_TEST = [TINY]
     SPLITS = {"train": 32, "validation": 8}  # two videos of 20 frames, the last 20% of each held out
-    SKIP_CHECKSUMS = True
-
-    def test_session(self, *args, **kwargs):
-        return super().test_session(*args, **kwargs)
-
-    test_session.__test__ = False  # tf.test.TestCase's helper (the harness calls it), not a test: pytest would always skip it
-
-    def _make_builder(self, config=None):
-        # The harness reads through tf.data, which ArrayRecord (our default) does not offer; the
-        # builder is format-agnostic, so this also checks the tfrecord path for tf.data users.
-        return self.dataset_class(data_dir=self.tmp_dir, config=config, version=self.VERSION,
-                                  file_format="tfrecord")
 
 
 def test_synthetic_records_are_the_exact_subject(tmp_path):
