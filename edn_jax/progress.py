@@ -16,16 +16,19 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Reports ``desc: n/total (pct) rate unit/s ETA`` to stderr.
 
-    On a terminal the line is redrawn in place; in logs (CI, Cloud TPU) a full
-    line is written every ``interval`` seconds, so progress stays readable.
+    On a terminal the line is redrawn in place every ``interval`` seconds; in logs
+    (CI, Cloud TPU) a full line is written every ``log_interval`` seconds, so long
+    runs stay readable.
     """
 
-    def __init__(self, total: int | None, desc: str, unit: str = "frames", interval: float = 1.0, stream=None):
-        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+    def __init__(self, total: int | None, desc: str, unit: str = "frames", interval: float = 1.0,
+                 log_interval: float = 10.0, stream=None):
+        self.total, self.desc, self.unit = total, desc, unit
         self.stream = stream or sys.stderr
         self.count = 0
         self.start = self._last = time.monotonic()
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.interval = interval if self._tty else log_interval
 
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
