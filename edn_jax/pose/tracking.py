@@ -134,6 +134,19 @@ def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
 
 
+def choose_subject(people: list[np.ndarray], last: np.ndarray | None, accepts, height: int, width: int,
+                   cfg: TrackerConfig) -> tuple[np.ndarray | None, int]:
+    """The one identity rule: with no subject yet, pick one by policy; otherwise the accepted
+    candidate whose pose is nearest the subject's. Returns (choice or None, candidates refused)."""
+    if not people:
+        return None, 0
+    if last is None:
+        return people[select_subject(people, height, width, cfg)], 0
+    matches = [p for p in people if accepts(p)]
+    choice = min(matches, key=lambda p: pose_distance(last, p, cfg.conf_threshold), default=None)
+    return choice, len(people) - len(matches)
+
+
 def _masked(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     """A copy of ``frame`` with ``box`` painted in the frame's mean colour."""
     out = frame.copy()
@@ -214,16 +227,12 @@ class SubjectTracker:
 
     def _search_whole_frame(self, frame: np.ndarray) -> np.ndarray | None:
         people = detect_people(self.detector, frame, self.cfg.max_people, self.cfg.conf_threshold)
-        if not people:
-            return None
-        if self.last is None:
-            return people[select_subject(people, *frame.shape[:2], self.cfg)]
-        matches = [p for p in people if self._matches(frame, p)]
-        self.stats.rejected += len(people) - len(matches)
-        if not matches:
-            return None
-        self.stats.reacquired += 1
-        return min(matches, key=lambda p: pose_distance(self.last, p, self.cfg.conf_threshold))
+        choice, refused = choose_subject(people, self.last, lambda p: self._matches(frame, p),
+                                         *frame.shape[:2], self.cfg)
+        self.stats.rejected += refused
+        if choice is not None and self.last is not None:
+            self.stats.reacquired += 1
+        return choice
 
     def _follow(self, frame: np.ndarray) -> np.ndarray | None:
         h, w = frame.shape[:2]
@@ -273,11 +282,7 @@ def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width:
     last, lost = None, 0
     for people in candidates:
         people = [p for p in people if person_box(p, cfg.conf_threshold) is not None]
-        if last is None:
-            choice = people[select_subject(people, height, width, cfg)] if people else None
-        else:
-            matches = [p for p in people if is_same_person(last, p, cfg, lost + 1)]
-            choice = min(matches, key=lambda p: pose_distance(last, p, cfg.conf_threshold), default=None)
+        choice, _ = choose_subject(people, last, lambda p: is_same_person(last, p, cfg, lost + 1), height, width, cfg)
         if choice is None:
             lost += 1
         else:
