@@ -177,6 +177,18 @@ def _to_unit_range(image: np.ndarray, out: np.ndarray) -> None:
     out -= 1.0
 
 
+def fit_record(frame: np.ndarray, keypoints: np.ndarray, height: int, width: int, conf_threshold: float = 0.05):
+    """A record's frame and keypoints at the output size, and its stick figure there.
+
+    Returns (frame uint8, keypoints, stick figure uint8, FrameTransform); a frame stored at
+    the output size is used as is.
+    """
+    tf = render.fit_transform(frame.shape[:2], (height, width), "pad")
+    if frame.shape[:2] != (height, width):
+        frame, keypoints = render.transform_image(frame, tf), render.transform_keypoints(keypoints, tf)
+    return frame, keypoints, render.render_stick_figure(keypoints, height, width, conf_threshold), tf
+
+
 class _BatchBuilder:
     """Builds one host batch: this process's pairs of a global batch, loaded, fit and rendered.
 
@@ -224,13 +236,10 @@ class _BatchBuilder:
             raise EdnError(f"record {record_index} is frame {frame_index} of video {video_id} but the pair index "
                            f"says frame {expected[1]} of video {expected[0]}",
                            "build the pair index from this split's own metadata")
-        tf = render.fit_transform(frame.shape[:2], (self.height, self.width), "pad")
-        if frame.shape[:2] != (self.height, self.width):  # a frame stored at the output size is used as is
-            frame, kps = render.transform_image(frame, tf), render.transform_keypoints(kps, tf)
+        frame, kps, label, tf = fit_record(frame, kps, self.height, self.width, self.conf_threshold)
         suffix = "_prev" if t == 0 else ""
         _to_unit_range(frame, out["image" + suffix][row])
-        _to_unit_range(render.render_stick_figure(kps, self.height, self.width, self.conf_threshold),
-                       out["label" + suffix][row])
+        _to_unit_range(label, out["label" + suffix][row])
         out["keypoints" + suffix][row] = kps
         out["video_id"][row, t], out["frame_index"][row, t] = video_id, frame_index
         if t == 1:
