@@ -113,6 +113,15 @@ def generator_input(label, prev_output, prev_label, use_prev_label: bool):
     return jnp.concatenate(parts, axis=-1)
 
 
+def render_pair(generator, g_params, label_prev, label, use_prev_label: bool):
+    """G's outputs for frames t-1 and t as the paper trains them: t-1 from a blank (mid-grey)
+    previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1})."""
+    blank = jnp.zeros_like(label_prev)
+    fake_prev = generator.apply({"params": g_params}, generator_input(label_prev, blank, blank, use_prev_label))
+    fake = generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev_label))
+    return fake_prev.astype(jnp.float32), fake.astype(jnp.float32)
+
+
 def learning_rate(config):
     """Constant, then linear decay to zero over the last ``decay_steps`` (pix2pixHD's niter / niter_decay)."""
     t = config.train
@@ -152,14 +161,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     image_prev, image = batch["image_prev"], batch["image"]
     real = jnp.concatenate([label_prev, label, image_prev, image], axis=-1)
 
-    def render_pair(g_params):
-        blank = jnp.zeros_like(image_prev)  # mid-grey in [-1, 1] is 0: the paper's empty previous frame
-        fake_prev = generator.apply({"params": g_params}, generator_input(label_prev, blank, blank, use_prev))
-        fake = generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev))
-        return fake_prev.astype(jnp.float32), fake.astype(jnp.float32)
-
     def g_loss_fn(g_params):
-        fake_prev, fake = render_pair(g_params)
+        fake_prev, fake = render_pair(generator, g_params, label_prev, label, use_prev)
         fake_in = jnp.concatenate([label_prev, label, fake_prev, fake], axis=-1)
         d_fake = discriminator.apply({"params": state.d_params}, fake_in)
         d_real = discriminator.apply({"params": state.d_params}, real)
@@ -212,6 +215,7 @@ class Trainer:
     state_sharding: Any = None
     init_fn: Any = None
     step_fn: Any = None
+    sample_fn: Any = None  # (g_params, label_prev, label) -> (fake_prev, fake), for sample grids
 
     @classmethod
     def create(cls, config, mesh: Mesh) -> "Trainer":
@@ -234,6 +238,7 @@ class Trainer:
                                  g_tx=g_tx, d_tx=d_tx)
         self.step_fn = jax.jit(step, in_shardings=(self.state_sharding, batch_sharding, replicated),
                                out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
+        self.sample_fn = jax.jit(functools.partial(render_pair, generator, use_prev_label=config.model.use_prev_label))
         return self
 
     def init(self, seed: int) -> TrainState:
@@ -253,13 +258,6 @@ def make_mesh(devices=None) -> Mesh:
     """A data-parallel mesh over all devices of all hosts."""
     devices = np.array(jax.devices() if devices is None else devices)
     return Mesh(devices.reshape(-1), (DATA_AXIS,))
-
-
-def generate(generator, g_params, label_prev, label, use_prev_label: bool):
-    """G's pair of outputs for a batch, as in training (used for samples)."""
-    blank = jnp.zeros_like(label_prev)
-    fake_prev = generator.apply({"params": g_params}, generator_input(label_prev, blank, blank, use_prev_label))
-    return generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev_label))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -375,16 +373,16 @@ def open_training_data(config, workdir: str):
 
 def _records_at(split, indices, height: int, width: int):
     """(frames, stick figures) in [-1, 1] and body boxes [N, 4] of records, at the training size."""
-    from edn_jax.pose import layout, render
+    from edn_jax.input_pipeline import fit_record
     from edn_jax.pose.tracking import person_box
 
     frames, labels, boxes = [], [], []
     for i in indices:
         record = split.source[int(i)]
-        tf = render.fit_transform(record["frame"].shape[:2], (height, width), "pad")
-        kps = render.transform_keypoints(record["keypoints"], tf)
-        frames.append(render.transform_image(record["frame"], tf))
-        labels.append(render.render_stick_figure(kps, height, width))
+        frame, kps, label, _ = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
+                                          height, width)
+        frames.append(frame)
+        labels.append(label)
         box = person_box(kps, 0.05)
         boxes.append(np.array([0, 0, width, height], np.float32) if box is None else box)
     scale = lambda x: np.stack(x).astype(np.float32) / 127.5 - 1.0  # noqa: E731
@@ -474,8 +472,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 last_metrics["learning_rate"] = float(trainer.lr_schedule(step))
                 writer.write_scalars(step, last_metrics)
             if step % t.sample_every == 0 or step == t.num_steps:
-                fake = jax.jit(functools.partial(generate, trainer.generator, use_prev_label=config.model.use_prev_label))(
-                    state.g_params, batch["label_prev"], batch["label"])
+                _, fake = trainer.sample_fn(state.g_params, batch["label_prev"], batch["label"])
                 n = min(4, t.batch_size)
                 grid = _image_grid(*(np.asarray(jax.device_get(x))[:n] for x in (batch["label"], fake, batch["image"])))
                 writer.write_images(step, {"samples/stick_generated_real": grid[None]})
