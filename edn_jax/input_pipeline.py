@@ -208,9 +208,10 @@ class _BatchBuilder:
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         pair_ids = self.schedule.local_batch(step, self.process_index, self.process_count)
         b, h, w = len(pair_ids), self.height, self.width
-        out = {"frame_index": np.empty((b, 2), np.int32), "video_id": np.empty((b, 2), np.int32),
-               "face_box": np.empty((b, 4), np.float32), "face_valid": np.empty(b, bool)}
+        out = {"frame_index": np.empty((b, 2), np.int32), "video_id": np.empty((b, 2), np.int32)}
         for suffix in ("_prev", ""):
+            out["face_box" + suffix] = np.empty((b, 4), np.float32)
+            out["face_valid" + suffix] = np.empty(b, bool)
             out["label" + suffix] = np.empty((b, h, w, 3), np.float32)
             out["image" + suffix] = np.empty((b, h, w, 3), np.float32)
             out["keypoints" + suffix] = np.empty((b, layout.NUM_KEYPOINTS, 3), np.float32)
@@ -242,14 +243,19 @@ class _BatchBuilder:
         _to_unit_range(label, out["label" + suffix][row])
         out["keypoints" + suffix][row] = kps
         out["video_id"][row, t], out["frame_index"][row, t] = video_id, frame_index
-        if t == 1:
-            valid = bool(record["face_valid"])
-            # Box corners are pixel edges (the box lies within [0, W] x [0, H]), so they map
-            # as x * scale + offset, which keeps a box inside the frame inside the output.
-            offset = np.array([tf.offset_x, tf.offset_y] * 2, np.float32)
-            box = np.asarray(record["face_box"], np.float32) * np.float32(tf.scale) + offset
-            out["face_box"][row] = box if valid else 0.0
-            out["face_valid"][row] = valid
+        out["face_box" + suffix][row], out["face_valid" + suffix][row] = fit_face_box(record, tf)
+
+
+def fit_face_box(record, tf) -> tuple[np.ndarray, bool]:
+    """A record's face box (float32 [4] x0, y0, x1, y1; zeros when invalid) and validity, at the output size.
+
+    Box corners are pixel edges (the box lies within [0, W] x [0, H]), so they map as
+    x * scale + offset, which keeps a box inside the frame inside the output.
+    """
+    valid = bool(record["face_valid"])
+    offset = np.array([tf.offset_x, tf.offset_y] * 2, np.float32)
+    box = np.asarray(record["face_box"], np.float32) * np.float32(tf.scale) + offset
+    return (box if valid else np.zeros(4, np.float32)), valid
 
 
 class _Failure:
@@ -356,8 +362,9 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     Each batch holds, for B_local = global_batch_size / process_count pairs:
     ``label_prev``/``label`` (stick figures) and ``image_prev``/``image`` (frames),
     float32 [B_local, height, width, 3] in [-1, 1]; ``keypoints_prev``/``keypoints``
-    float32 [B_local, 137, 3] in output pixels; ``face_box`` float32 [B_local, 4] and
-    ``face_valid`` bool [B_local] of frame t; ``frame_index``/``video_id`` int32
+    float32 [B_local, 137, 3] in output pixels; ``face_box_prev``/``face_box`` float32
+    [B_local, 4] and ``face_valid_prev``/``face_valid`` bool [B_local];
+    ``frame_index``/``video_id`` int32
     [B_local, 2] (prev, cur). Frames are fit into height x width keeping their aspect
     (black bars). The process defaults to JAX's; pass both to override (tests).
     """

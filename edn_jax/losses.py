@@ -23,20 +23,38 @@ DOutputs = Sequence[Sequence[jnp.ndarray]]
 PIX2PIXHD_VGG_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 
 
-def _mse_to(pred: jnp.ndarray, target: float) -> jnp.ndarray:
-    return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+def weighted_mean(values: jnp.ndarray, weights: jnp.ndarray | None) -> jnp.ndarray:
+    """Mean over the batch axis of ``values`` [B, ...] with per-example ``weights`` [B] (None: plain mean).
+
+    Used where some examples must not count (a face crop of a frame with no face);
+    a batch whose weights are all 0 gives 0, not NaN.
+    """
+    values = values.astype(jnp.float32)
+    if weights is None:
+        return jnp.mean(values)
+    per_example = jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+    w = jnp.asarray(weights, jnp.float32)
+    total = jnp.sum(w)
+    return jnp.sum(w * per_example) / jnp.where(total > 0, total, 1.0)
 
 
-def lsgan_d_loss(real_outputs: DOutputs, fake_outputs: DOutputs) -> jnp.ndarray:
-    """pix2pixHD's loss_D: 0.5 * (sum over scales of MSE(real, 1) + sum over scales of MSE(fake, 0))."""
-    real = sum(_mse_to(scale[-1], 1.0) for scale in real_outputs)
-    fake = sum(_mse_to(scale[-1], 0.0) for scale in fake_outputs)
+def _mse_to(pred: jnp.ndarray, target: float, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+    return weighted_mean(jnp.square(pred.astype(jnp.float32) - target), weights)
+
+
+def lsgan_d_loss(real_outputs: DOutputs, fake_outputs: DOutputs, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+    """pix2pixHD's loss_D: 0.5 * (sum over scales of MSE(real, 1) + sum over scales of MSE(fake, 0)).
+
+    ``weights`` [B] (optional) weight each example's patch MSE (0 = ignored).
+    """
+    real = sum(_mse_to(scale[-1], 1.0, weights) for scale in real_outputs)
+    fake = sum(_mse_to(scale[-1], 0.0, weights) for scale in fake_outputs)
     return 0.5 * (real + fake)
 
 
-def lsgan_g_loss(fake_outputs: DOutputs) -> jnp.ndarray:
-    """pix2pixHD's loss_G_GAN: sum over scales of MSE(fake prediction, 1)."""
-    return sum(_mse_to(scale[-1], 1.0) for scale in fake_outputs)
+def lsgan_g_loss(fake_outputs: DOutputs, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+    """pix2pixHD's loss_G_GAN: sum over scales of MSE(fake prediction, 1); ``weights`` as in lsgan_d_loss."""
+    return sum(_mse_to(scale[-1], 1.0, weights) for scale in fake_outputs)
 
 
 def feature_matching_loss(real_outputs: DOutputs, fake_outputs: DOutputs, lambda_feat: float = 10.0) -> jnp.ndarray:
@@ -59,18 +77,20 @@ def feature_matching_loss(real_outputs: DOutputs, fake_outputs: DOutputs, lambda
 
 
 def perceptual_loss(vgg_apply: Callable, vgg_params, x: jnp.ndarray, y: jnp.ndarray,
-                    layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS) -> jnp.ndarray:
+                    layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS,
+                    weights: jnp.ndarray | None = None) -> jnp.ndarray:
     """pix2pixHD's VGGLoss: sum_i w_i * mean|phi_i(x) - phi_i(y)|, with y a constant.
 
     ``vgg_apply(params, images)`` returns one feature map per weight; x and y are
     NHWC in [-1, 1]. y is stopped before the network, so its pass needs no backprop.
     pix2pixHD's generator multiplies this by lambda_feat (10); that is the caller's.
+    ``weights`` [B] (optional) weight each example (0 = ignored).
     """
     fx = vgg_apply(vgg_params, x)
     fy = vgg_apply(vgg_params, jax.lax.stop_gradient(y))
     total = jnp.zeros((), jnp.float32)
     for w, a, b in zip(layer_weights, fx, fy, strict=True):
-        total = total + w * jnp.mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+        total = total + w * weighted_mean(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)), weights)
     return total
 
 
@@ -83,8 +103,8 @@ class PerceptualLoss:
     arch: str = struct.field(pytree_node=False, default="vgg16")
     layer_weights: tuple[float, ...] = struct.field(pytree_node=False, default=PIX2PIXHD_VGG_WEIGHTS)
 
-    def __call__(self, x: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
-        return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights)
+    def __call__(self, x: jnp.ndarray, y: jnp.ndarray, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+        return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights, weights)
 
 
 def _why_unavailable(arch: str, weights_path: str) -> str | None:

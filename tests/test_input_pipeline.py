@@ -130,8 +130,8 @@ def test_batch_rows_are_consecutive_frames_with_their_figures_and_frames(source,
                 np.testing.assert_array_equal(batch["label" + suffix][row], unit(figure))
                 np.testing.assert_array_equal(batch["image" + suffix][row], unit(record["frame"]))
                 np.testing.assert_array_equal(batch["keypoints" + suffix][row], record["keypoints"])
-            np.testing.assert_array_equal(batch["face_box"][row], record["face_box"])
-            assert batch["face_valid"][row] == record["face_valid"]
+                np.testing.assert_array_equal(batch["face_box" + suffix][row], record["face_box"])
+                assert batch["face_valid" + suffix][row] == record["face_valid"]
         assert batch["image"].min() >= -1 and batch["image"].max() <= 1 and batch["label"].min() == -1
         seen += pair_keys(batch)
     assert len(seen) == len(set(seen)) == 32 and set(seen) <= EXPECTED_PAIRS
