@@ -15,6 +15,9 @@ def get_config():
     config.model.n_blocks = 3
     config.model.ndf = 16
     config.model.num_d = 2
+    config.train.stages = "global,face"
+    config.model.face_ngf = 32
+    config.model.face_ndf = 32
     config.train.height = 256
     config.train.width = 256
     config.train.batch_size = 4
@@ -23,4 +26,7 @@ def get_config():
     config.train.log_every = 20
     config.train.sample_every = 200
     config.train.checkpoint_every = 200
+    config.train.face.num_steps = 1000
+    config.train.face.decay_steps = 500
+    config.train.face.d_alone_steps = 200
     return config

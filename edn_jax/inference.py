@@ -1,33 +1,87 @@
 """Sequential rendering: each frame is generated from its stick figure and the previous output.
 
 One ``jax.lax.scan`` over a chunk of frames, carrying the previous output, so a
-whole chunk is a single compiled call; chunks can be chained by passing the last
-output on.
+whole chunk is a single compiled call; chunks are chained by passing the returned
+carry on, so a video of any length renders in constant memory.
+
+With a face model, each frame's face crop is refined by the face residual
+generator and pasted back. The carry stays the main generator's own output, the
+input it was trained on (the face stage trains with that generator frozen on its
+unrefined previous frames); the face refinement is applied on top of each frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from edn_jax.train import generator_input
+from edn_jax import face_crop
 
 
-@functools.partial(jax.jit, static_argnames=("generator", "use_prev_label"))
-def render_chunk(generator, g_params, labels, prev_output, prev_label, use_prev_label: bool = False):
-    """Renders [T, H, W, 3] stick figures (in [-1, 1]) given the frame before the chunk.
+def generator_input(label, prev_output, prev_label, use_prev_label: bool):
+    """G's input: the stick figure, its previous output (blank for the first frame), optionally the previous figure."""
+    parts = [label, prev_output] + ([prev_label] if use_prev_label else [])
+    return jnp.concatenate(parts, axis=-1)
 
-    Returns (outputs [T, H, W, 3], last output, last label) to continue with the next chunk.
-    For the first chunk of a video pass zeros (mid-grey) as ``prev_output`` and ``prev_label``.
+
+@dataclasses.dataclass(frozen=True)
+class Renderer:
+    """The static half of a trained model (modules and flags; hashable, so jit treats it as static).
+
+    The other half is its params: ``{"g": main generator params, "face": face generator
+    params or None}``. ``generator`` is a GlobalGenerator or a LocalEnhancer.
     """
 
-    def step(carry, label):
-        prev, prev_lab = carry
-        out = generator.apply({"params": g_params}, generator_input(label[None], prev, prev_lab, use_prev_label))
-        out = out.astype(jnp.float32)
-        return (out, label[None]), out[0]
+    generator: Any
+    use_prev_label: bool = False
+    face_generator: Any = None
+    face_crop: int = 0  # face crop side (px) the face generator works on
 
-    (last, last_label), outputs = jax.lax.scan(step, (prev_output, prev_label), labels)
-    return outputs, last, last_label
+    @property
+    def has_face(self) -> bool:
+        return self.face_generator is not None
+
+
+def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
+    """``frames`` [B, H, W, 3] with each valid face crop replaced by the face generator's refinement."""
+    h, w = frames.shape[1:3]
+    corners = face_crop.crop_boxes(face_boxes, face_valid, h, w, renderer.face_crop)
+    g_crop = face_crop.crop(frames, corners, renderer.face_crop)
+    label_crop = face_crop.crop(labels, corners, renderer.face_crop)
+    refined = renderer.face_generator.apply({"params": face_params}, label_crop, g_crop).astype(frames.dtype)
+    valid = jnp.asarray(face_valid, bool)[:, None, None, None]
+    return face_crop.paste(frames, jnp.where(valid, refined, g_crop), corners)
+
+
+def initial_carry(height: int, width: int):
+    """The carry before a video's first frame: a blank (mid-grey) previous output and stick figure."""
+    blank = jnp.zeros((1, height, width, 3), jnp.float32)
+    return blank, blank
+
+
+@functools.partial(jax.jit, static_argnames=("renderer", "apply_face"))
+def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, carry, apply_face: bool = True):
+    """Renders [T, H, W, 3] stick figures (in [-1, 1]) given the carry from the frame before the chunk.
+
+    ``face_boxes`` float32 [T, 4] and ``face_valid`` bool [T] place the face crops (ignored
+    without a face model or with ``apply_face=False``). Returns (outputs [T, H, W, 3],
+    carry) to continue with the next chunk; for a video's first chunk pass ``initial_carry``.
+    """
+    use_face = apply_face and renderer.has_face
+
+    def step(carry, frame):
+        prev, prev_label = carry
+        label, box, valid = frame
+        out = renderer.generator.apply({"params": params["g"]},
+                                       generator_input(label[None], prev, prev_label, renderer.use_prev_label))
+        out = out.astype(jnp.float32)
+        shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
+        return (out, label[None]), shown[0]
+
+    carry, outputs = jax.lax.scan(step, carry, (labels, jnp.asarray(face_boxes, jnp.float32),
+                                                jnp.asarray(face_valid, bool)))
+    return outputs, carry

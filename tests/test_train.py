@@ -24,6 +24,7 @@ def tiny_config(perceptual="none", **train_overrides):
     config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
     config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 2, 2
     config.loss.perceptual = perceptual
+    config.train.stages = "global"
     config.train.height = config.train.width = 32
     config.train.batch_size = 8
     config.train.num_steps, config.train.decay_steps = 4, 2
@@ -113,8 +114,8 @@ def test_nonfinite_step_leaves_params_untouched():
 def test_divergence_stops_training_with_a_clear_message(tmp_path, monkeypatch):
     real_step = train.Trainer.step
 
-    def poisoned(self, state, batch):
-        state, metrics = real_step(self, state, batch)
+    def poisoned(self, state, batch, *args):
+        state, metrics = real_step(self, state, batch, *args)
         return state, dict(metrics, nonfinite=jnp.float32(int(state.step) >= 3))
 
     monkeypatch.setattr(train.Trainer, "step", poisoned)
@@ -140,18 +141,18 @@ def test_bad_training_values(tmp_path, field, value, fragment):
 def test_incompatible_checkpoint_is_refused_and_kept(tmp_path):
     config = tiny_config(num_steps=2, evaluate_holdout=False)
     train.train_and_evaluate(config, str(tmp_path))
-    saved = sorted(os.listdir(tmp_path / "checkpoints"))
+    saved = sorted(os.listdir(tmp_path / "checkpoints" / "global"))
     config.model.ngf = 16
     with pytest.raises(EdnError, match="different model"):
         train.train_and_evaluate(config, str(tmp_path))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == saved
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "global")) == saved
 
 
 def _train_cmd(workdir, dataset_dir, steps):
     return [sys.executable, "-m", "edn_jax.main", "--config=configs/default.py", f"--workdir={workdir}",
             "--config.mode=train", "--config.model.ngf=8", "--config.model.n_downsampling=2",
             "--config.model.n_blocks=1", "--config.model.ndf=8", "--config.model.n_layers_d=2",
-            "--config.loss.perceptual=none", "--config.train.height=32", "--config.train.width=32",
+            "--config.loss.perceptual=none", "--config.train.stages=global", "--config.train.height=32", "--config.train.width=32",
             "--config.train.batch_size=8", f"--config.train.num_steps={steps}", "--config.train.decay_steps=4",
             "--config.train.log_every=1", "--config.train.sample_every=100", "--config.train.checkpoint_every=2",
             "--config.train.evaluate_holdout=False", f"--config.data.dataset_dir={dataset_dir}"]
@@ -161,7 +162,7 @@ def _final_params(workdir):
     config = tiny_config()
     config.train.num_steps = 10
     trainer = train.Trainer.create(config, train.make_mesh())
-    ckpt = train.Checkpoints(str(workdir), config)
+    ckpt = train.Checkpoints.for_stage(str(workdir), trainer)
     state, _ = ckpt.restore(ckpt.latest_step(), trainer.abstract_state())
     ckpt.close()
     return jax.device_get(state)
@@ -184,11 +185,11 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(_train_cmd(interrupted, dataset_dir, steps), cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and not (interrupted / "checkpoints" / "4").exists():
+    while time.time() < deadline and not (interrupted / "checkpoints" / "global" / "4").exists():
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = sorted(int(p) for p in os.listdir(interrupted / "checkpoints") if p.isdigit())
+    done = sorted(int(p) for p in os.listdir(interrupted / "checkpoints" / "global") if p.isdigit())
     assert done and done[-1] < steps, done  # killed before the end
     resumed = subprocess.run(_train_cmd(interrupted, dataset_dir, steps), cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=600)
@@ -211,26 +212,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     cmd = _train_cmd(workdir, str(builder.data_dir), 400)  # far more steps than it will get to
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (workdir / "checkpoints" / "2").exists():
+    while time.time() < deadline and not (workdir / "checkpoints" / "global" / "2").exists():
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert "SIGTERM: saved a checkpoint at step" in out
     saved = int(out.split("SIGTERM: saved a checkpoint at step ")[1].split(";")[0])
-    assert 2 <= saved < 400 and (workdir / "checkpoints" / str(saved)).exists()
+    assert 2 <= saved < 400 and (workdir / "checkpoints" / "global" / str(saved)).exists()
 
 
 def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
-    """./launch.sh demo end to end (setup, build, train, held-out evaluation) on a short schedule."""
+    """./launch.sh demo end to end (setup, build, both stages, held-out evaluation) on a short schedule."""
     env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"), XLA_FLAGS="")  # the real CPU device, as users run it
     flags = ["--config.synthetic.num_frames=20", "--config.train.num_steps=4", "--config.train.decay_steps=2",
-             "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2"]
+             "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2",
+             "--config.train.face.num_steps=2", "--config.train.face.decay_steps=1",
+             "--config.train.face.d_alone_steps=1"]
     proc = subprocess.run(["./launch.sh", "demo", *flags], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "held-out SSIM" in proc.stdout
+    assert "stage 1/2 (global, 96x96): held-out SSIM" in proc.stdout
+    assert "stage 2/2 (face, 96x96): held-out face crops" in proc.stdout
     for name in ("checkpoints", "samples", "tensorboard", "train_summary.json"):
         assert str(tmp_path / "demo" / name) in proc.stdout, name
-    assert sorted(os.listdir(tmp_path / "demo" / "samples")) == ["step_00000002.png", "step_00000004.png"]
-    assert (tmp_path / "demo" / "holdout_samples.png").exists()
+    assert sorted(os.listdir(tmp_path / "demo" / "samples" / "global")) == ["step_00000002.png", "step_00000004.png"]
+    assert sorted(os.listdir(tmp_path / "demo" / "samples" / "face")) == ["step_00000002.png"]
+    assert sorted(os.listdir(tmp_path / "demo" / "tensorboard")) == ["face", "global"]
+    for stage in ("global", "face"):
+        assert (tmp_path / "demo" / f"holdout_samples_{stage}.png").exists()
