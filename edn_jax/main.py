@@ -56,7 +56,13 @@ def _train(config, workdir: str) -> None:
     print(f"  {'summary':12s} {os.path.abspath(os.path.join(workdir, 'train_summary.json'))}")
 
 
-MODES = {"pose": _pose, "build": _build, "train": _train}
+def _transfer(config, workdir: str) -> None:
+    from edn_jax import transfer
+
+    transfer.run_transfer_mode(config, workdir)  # prints each source's outputs as it reports
+
+
+MODES = {"pose": _pose, "build": _build, "train": _train, "transfer": _transfer}
 
 
 def run(config, workdir: str) -> None:
@@ -74,6 +80,9 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.ERROR)  # TFDS logs every custom build config at WARNING
     try:
+        from edn_jax import distributed
+
+        distributed.maybe_initialize()  # multi-host runs join before anything touches a JAX backend
         run(_CONFIG.value, _WORKDIR.value)
     except EdnError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,131 @@
+"""One process of tests/test_multihost.py: a few real training steps on a global mesh.
+
+  EDN_COORDINATOR_ADDRESS=127.0.0.1:PORT EDN_NUM_PROCESSES=2 EDN_PROCESS_ID=0 JAX_PLATFORMS=cpu \
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/multihost_worker.py OUT_DIR [DATASET_DIR]
+
+Joins the distributed runtime through ``edn_jax.distributed.maybe_initialize`` (the EDN_*
+variables), then ``run`` trains on the mesh of all processes' devices: ``RANDOM_STEPS``
+steps on random global batches, each process feeding only its own rows, then (given a
+dataset) ``PIPELINE_STEPS`` steps on the input pipeline's batches. Writes
+``OUT_DIR/process_<i>.npz``: this process's copy of the state after the random steps and
+at the end, the last metrics, and the pipeline's global batches gathered from all
+processes. The test runs the same script without EDN_* variables, on 1 device, as the
+single-process reference.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+RANDOM_STEPS = 3
+PIPELINE_STEPS = 2
+IMAGE_KEYS = ("label_prev", "label", "image_prev", "image")
+
+
+def tiny_config():
+    """tests/test_train.py's tiny_config (perceptual loss off), with a smaller discriminator."""
+    from configs import default
+
+    config = default.get_config()
+    config.mode = "train"
+    config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
+    config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 2, 2
+    config.loss.perceptual = "none"
+    config.train.height = config.train.width = 32
+    config.train.batch_size = 8
+    config.train.num_steps, config.train.decay_steps = 4, 2
+    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 2
+    config.synthetic.num_frames = 20
+    # Smaller still than test_train's (one 1-layer discriminator, no residual block): half the compile time.
+    config.model.num_d, config.model.n_layers_d, config.model.n_blocks = 1, 1, 0
+    return config
+
+
+def random_global_batch(step: int, batch: int = 8, size: int = 32):
+    import numpy as np
+
+    rng = np.random.default_rng(1000 + step)
+    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32) for k in IMAGE_KEYS}
+
+
+def _wait_for(path: str, timeout_s: float = 300.0) -> None:
+    """The test builds the dataset while the workers compile; TFDS renames a finished build into place."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout_s} s")
+        time.sleep(0.1)
+
+
+def _flat(tree, prefix: str) -> dict:
+    import jax
+    import numpy as np
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(path): np.asarray(jax.device_get(leaf)) for path, leaf in leaves}
+
+
+def run(mesh, dataset_dir: str | None) -> dict:
+    """Trains on ``mesh`` (all processes call this); returns this process's arrays to save."""
+    import jax
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from edn_jax import dataset, input_pipeline, train
+
+    config = tiny_config()
+    trainer = train.Trainer.create(config, mesh)
+    state = trainer.init(0)
+    sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    b, index, count = config.train.batch_size, jax.process_index(), jax.process_count()
+    rows = slice(index * b // count, (index + 1) * b // count)
+    out, metrics = {}, None
+    for step in range(RANDOM_STEPS):
+        global_batch = random_global_batch(step)
+        batch = {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in global_batch.items()}
+        state, metrics = trainer.step(state, batch)
+        jax.block_until_ready((state, metrics))
+    out.update(_flat(state, f"step{RANDOM_STEPS}/state"))
+    if dataset_dir:
+        _wait_for(os.path.join(dataset_dir, "dataset_info.json"))
+        split = dataset.open_split(dataset_dir, "train")
+        pairs = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
+        with input_pipeline.make_train_iterator(split.source, global_batch_size=b, height=config.train.height,
+                                                width=config.train.width, seed=config.train.seed, mesh=mesh,
+                                                pair_index=pairs, num_threads=2) as batches:
+            for _ in range(PIPELINE_STEPS):
+                step, batch = next(batches)
+                gathered = multihost_utils.process_allgather({k: batch[k] for k in IMAGE_KEYS}, tiled=True)
+                out.update({f"batch{step}/{k}": np.asarray(v) for k, v in gathered.items()})
+                state, metrics = trainer.step(state, batch)
+                jax.block_until_ready((state, metrics))
+    out.update(_flat(state, "final/state"))
+    out.update(_flat(metrics, "final/metrics"))
+    out["devices"] = np.array([jax.device_count(), jax.local_device_count(), count, index])
+    return out
+
+
+def main(argv) -> None:
+    from edn_jax import distributed
+
+    distributed.maybe_initialize()  # before anything touches the backend
+    import jax
+    import numpy as np
+
+    from edn_jax import train
+
+    out_dir, dataset_dir = argv[1], (argv[2] if len(argv) > 2 else None)
+    result = run(train.make_mesh(), dataset_dir)
+    path = os.path.join(out_dir, f"process_{jax.process_index()}.npz")
+    np.savez(path + ".tmp.npz", **result)
+    os.replace(path + ".tmp.npz", path)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main(sys.argv)
