@@ -579,13 +579,22 @@ def _write_png(path: str, image: np.ndarray) -> None:
 
 
 class _Preemption:
-    """Turns SIGTERM (Cloud TPU preemption) into a flag the loop checks after each step."""
+    """Turns SIGTERM (Cloud TPU preemption) into a decision the loop checks after each step.
+
+    One process: a SIGTERM flag. Several processes: JAX's preemption sync (started by
+    ``jax.distributed.initialize``, which listens for the notice itself), so every host
+    agrees on the same step to save at and stop; a host acting alone would deadlock the
+    collective checkpoint save.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._multihost = jax.process_count() > 1
 
     def __enter__(self):
+        if self._multihost:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread: leave signals alone
@@ -595,9 +604,27 @@ class _Preemption:
     def _handle(self, signum, frame):
         self.requested = True
 
+    def check(self, step: int) -> bool:
+        """Whether to save and stop after ``step`` (call once per step on every process)."""
+        if self._multihost:
+            from jax.experimental import multihost_utils
+
+            self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+def _to_host(x) -> np.ndarray:
+    """A global array in full on this host: gathered from every process when there are several
+    (all processes must call it together), else simply fetched."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(x))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def open_training_data(config, workdir: str):
@@ -610,9 +637,16 @@ def open_training_data(config, workdir: str):
         last = plan_stages(config)[-1]
         builder = build.make_builder(config, workdir, size=(last.height, last.width))
         directory = str(builder.data_dir)
-        if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+        if jax.process_index() == 0 and not os.path.exists(os.path.join(directory, "dataset_info.json")):
             print(f"building the training dataset at {directory}")
             builder.download_and_prepare()
+        if jax.process_count() > 1:  # the others wait for process 0's build (the workdir must be shared)
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("edn_jax: training dataset built")
+            if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+                raise EdnError(f"process {jax.process_index()} cannot see the dataset process 0 built at {directory}",
+                               "put --workdir on storage every host mounts at the same path, or set data.dataset_dir")
     return dataset.open_split(directory, "train"), directory
 
 
@@ -800,13 +834,14 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
             if step % t.sample_every == 0 or step == stage.num_steps:
                 fake = trainer.sample(state, batch)
                 n = min(4, t.batch_size)
-                grid = _image_grid(*(np.asarray(jax.device_get(x))[:n] for x in (batch["label"], fake, batch["image"])))
+                grid = _image_grid(*(_to_host(x)[:n] for x in (batch["label"], fake, batch["image"])))
                 writer.write_images(step, {"samples/stick_generated_real": grid[None]})
                 if jax.process_index() == 0:
                     _write_png(os.path.join(samples_dir, f"step_{step:08d}.png"), grid)
-            if step % t.checkpoint_every == 0 or step == stage.num_steps or preemption.requested:
+            preempted = preemption.check(step)
+            if step % t.checkpoint_every == 0 or step == stage.num_steps or preempted:
                 checkpoints.save(step, state, {"step": step}, force=True)
-            if preemption.requested:
+            if preempted:
                 checkpoints.wait()
                 print(f"SIGTERM: saved a checkpoint at step {step}; rerun the same command to resume the "
                       f"{stage.name} stage")
