@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # edn_jax launcher: sets up .venv on first use, then runs a job.
 #
-#   ./launch.sh demo [extra --config.x=y flags]   the main job on the built-in synthetic subject
+#   ./launch.sh demo [extra --config.x=y flags]   the whole method on the built-in synthetic subject:
+#                                                 train (runs/demo), then transfer (runs/demo/transfer)
 #   ./launch.sh test [pytest args]                the whole test suite
 #   ./launch.sh run --config configs/X.py --workdir DIR [flags]   any edn_jax.main job
 #   ./launch.sh local --config ... --workdir ... [flags]         the same as run
@@ -219,10 +220,12 @@ fi
 case "$cmd" in
   setup)
     setup ;;
-  demo)
+  demo)  # the whole method: build + train the synthetic target, then transfer another motion onto it
     setup
-    x_exec "$VENV/bin/python" -m edn_jax.main --config configs/demo.py \
-      --workdir "${EDN_DEMO_WORKDIR:-runs/demo}" "$@" ;;
+    demo_dir="${EDN_DEMO_WORKDIR:-runs/demo}"
+    x "$VENV/bin/python" -m edn_jax.main --config configs/demo.py --workdir "$demo_dir" "$@"
+    x_exec "$VENV/bin/python" -m edn_jax.main --config configs/transfer.py --workdir "$demo_dir/transfer" \
+      --config.transfer.model_workdir="$demo_dir" --config.transfer.side_by_side=True --config.overwrite=True "$@" ;;
   test)
     setup
     x_exec "$VENV/bin/python" -m pytest -q tests data_builders "$@" ;;

@@ -1,7 +1,10 @@
 """The demo: train the full model on the built-in synthetic subject, on 2 CPU cores in about 10 minutes.
 
   ./launch.sh demo
-  # same as: python -m edn_jax.main --config configs/demo.py --workdir runs/demo
+  # same as training, then transferring another synthetic dancer's motion onto the trained target:
+  python -m edn_jax.main --config configs/demo.py --workdir runs/demo
+  python -m edn_jax.main --config configs/transfer.py --workdir runs/demo/transfer \
+      --config.transfer.model_workdir=runs/demo --config.transfer.side_by_side=True
 
 It builds the synthetic dataset into the workdir (first run only), trains a small pix2pixHD with
 temporal smoothing (the global stage), then the face GAN on top of it (the face stage), writes

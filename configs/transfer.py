@@ -25,30 +25,10 @@ and transfer_summary.json.
 
 import importlib
 
-import ml_collections
-
-
-def add_transfer_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The ``config.transfer`` section (to move into configs/default.py) with its defaults."""
-    config.transfer = ml_collections.ConfigDict()
-    # The trained target: the --workdir of its training run (the same config's model/train settings).
-    config.transfer.model_workdir = ""
-    # What to transfer: comma-separated videos, pose-mode keypoint files (.npz), OpenPose JSON
-    # directories, globs of those, or @FILE (one per line). "" = input.openpose_dir if set, else the
-    # synthetic dancer below. (input.video is the target's video in a training config: not a source.)
-    config.transfer.source = ""
-    config.transfer.synthetic_seed = 1        # the synthetic source's motion (seed 0 is the demo's target)
-    config.transfer.synthetic_frames = 120    # at synthetic.height x width and synthetic.fps
-    config.transfer.synthetic_appearance = 1  # the synthetic source's clothes (side-by-side video only)
-    config.transfer.normalize = True          # global pose normalization to the target (the paper's Sec. 3.2)
-    config.transfer.side_by_side = False      # also write <name>_side_by_side.mp4
-    config.transfer.keep_audio = True         # copy the source video's audio track
-    config.transfer.chunk_frames = 32         # frames per compiled render call
-    config.transfer.batch_videos = 0          # videos rendered at once over the devices; 0 = one per local device
-    return config
+import ml_collections  # noqa: F401  (configs are ml_collections.ConfigDicts)
 
 
 def get_config(base: str = "demo") -> ml_collections.ConfigDict:
     config = importlib.import_module(f"configs.{base or 'demo'}").get_config()
     config.mode = "transfer"
-    return add_transfer_fields(config)
+    return config

@@ -123,8 +123,9 @@ def face_crop_side(config, height: int, width: int) -> int:
     return side
 
 
-def validate_train_config(config) -> None:
-    """Every training value checked before anything slow starts."""
+def validate_train_config(config, check_batch: bool = True) -> None:
+    """Every training value checked before anything slow starts (``check_batch=False``: the
+    model and stage values only, for loading a trained model where no training batch exists)."""
     m, t, l = config.model, config.train, config.loss
     stages = plan_stages(config)
     names = [s.name for s in stages]
@@ -181,7 +182,7 @@ def validate_train_config(config) -> None:
     if "face" in names:
         face_crop_side(config, stages[-1].height, stages[-1].width)
     compute_dtype(config)
-    if jax.device_count() and t.batch_size % jax.device_count():
+    if check_batch and t.batch_size % jax.device_count():
         raise EdnError(f"train.batch_size={t.batch_size} does not split over {jax.device_count()} devices",
                        f"use a multiple of {jax.device_count()}")
 
@@ -542,7 +543,7 @@ def load_trained_model(config, workdir: str, mesh: Mesh | None = None) -> Traine
     """The last configured stage's final model from ``workdir`` (e.g. for transfer or evaluation)."""
     from edn_jax.face_stage import build_face_models
 
-    validate_train_config(config)
+    validate_train_config(config, check_batch=False)
     stage = plan_stages(config)[-1]
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise EdnError(f"{os.path.abspath(workdir)} has no checkpoints directory",

@@ -157,9 +157,13 @@ def test_local_is_run(box, sub):
 
 
 def test_dry_run_shows_setup_without_running_it(box):
-    *setup, job = box.dry("demo", "--dry-run")  # no stamp: the venv would be refreshed
+    *setup, train_job, transfer_job = box.dry("demo", "--dry-run")  # no stamp: the venv would be refreshed
     assert [".venv/bin/python", "-m", "pip", "install", "-q", "-r", "requirements.txt"] in setup
-    assert job[:5] == [".venv/bin/python", "-m", "edn_jax.main", "--config", "configs/demo.py"]
+    assert train_job == [".venv/bin/python", "-m", "edn_jax.main", "--config", "configs/demo.py", "--workdir",
+                         "runs/demo"]
+    assert transfer_job[:7] == [".venv/bin/python", "-m", "edn_jax.main", "--config", "configs/transfer.py",
+                                "--workdir", "runs/demo/transfer"]
+    assert "--config.transfer.model_workdir=runs/demo" in transfer_job
     assert not (box.repo / ".venv" / ".requirements.sha256").exists()
 
 

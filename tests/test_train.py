@@ -241,3 +241,8 @@ def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
     assert sorted(os.listdir(tmp_path / "demo" / "tensorboard")) == ["face", "global"]
     for stage in ("global", "face"):
         assert (tmp_path / "demo" / f"holdout_samples_{stage}.png").exists()
+    # then the transfer of another synthetic dancer onto the trained target
+    transfer = tmp_path / "demo" / "transfer"
+    videos = sorted(p.name for p in transfer.glob("*.mp4"))
+    assert len(videos) == 2 and any(v.endswith("_side_by_side.mp4") for v in videos), videos
+    assert str(transfer) in proc.stdout

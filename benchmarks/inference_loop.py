@@ -1,0 +1,111 @@
+"""Sequential rendering speed: the compiled lax.scan over a chunk vs a Python loop of jitted one-frame steps.
+
+Both render the same frames with the same model (a config's main + face generators, random
+params) from synthetic stick figures, each frame from the previous output. Prints one JSON
+object with frames/s of each (median of --repeats runs), the compile times and the peak RSS. Run from the repository root:
+
+  .venv/bin/python -m benchmarks.inference_loop                          # configs/cpu.py at 256x256
+  .venv/bin/python -m benchmarks.inference_loop --height 512 --width 1024 --config configs/default.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu.py", "Config whose model sizes to use.")
+_HEIGHT = flags.DEFINE_integer("height", 256, "Frame height.")
+_WIDTH = flags.DEFINE_integer("width", 256, "Frame width.")
+_FRAMES = flags.DEFINE_integer("frames", 64, "Timed frames per method (after a warm-up call).")
+_CHUNK = flags.DEFINE_integer("chunk", 16, "Frames per scan call.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per method; the median is reported.")
+_FACE = flags.DEFINE_bool("face", True, "Include the face generator (as a model with a face stage).")
+
+
+def main(argv) -> None:
+    del argv
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from edn_jax import face_stage, inference, synthetic, train
+    from edn_jax.models import param_count
+    from edn_jax.pose import render
+
+    config = _CONFIG.value
+    h, w, n, chunk = _HEIGHT.value, _WIDTH.value, _FRAMES.value, _CHUNK.value
+    if n % chunk:
+        raise app.UsageError(f"--frames={n} must be a multiple of --chunk={chunk}")
+    generator = train.build_generator(config, "global")
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    image = jnp.zeros((1, h, w, 3), jnp.float32)
+    params = {"g": generator.init(keys[0], inference.generator_input(image, image, image,
+                                                                     config.model.use_prev_label))["params"],
+              "face": None}
+    renderer = inference.Renderer(generator, config.model.use_prev_label)
+    if _FACE.value:
+        side = train.face_crop_side(config, h, w)
+        face_g = face_stage.build_face_models(config)[0]
+        crop = jnp.zeros((1, side, side, 3), jnp.float32)
+        params["face"] = face_g.init(keys[1], crop, crop)["params"]
+        renderer = inference.Renderer(generator, config.model.use_prev_label, face_g, side)
+
+    kps = synthetic.synthetic_keypoints(1, n, h, w)
+    labels = jnp.asarray(render.render_stick_figures(kps, h, w).astype(np.float32) / 127.5 - 1.0)
+    boxes, valid = (jnp.asarray(a) for a in render.face_boxes(kps, h, w))
+
+    def scan_all():
+        carry, last = inference.initial_carry(h, w), None
+        for s in range(0, n, chunk):
+            last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
+                                                 valid[s:s + chunk], carry)
+        return jax.block_until_ready(last)
+
+    def per_frame_all():  # a jitted one-frame step called from Python for every frame
+        carry, last = inference.initial_carry(h, w), None
+        for t in range(n):
+            last, carry = inference.render_chunk(renderer, params, labels[t:t + 1], boxes[t:t + 1],
+                                                 valid[t:t + 1], carry)
+        return jax.block_until_ready(last)
+
+    results = {}
+    for name, fn, first_len in (("scan", scan_all, chunk), ("per_frame", per_frame_all, 1)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(inference.render_chunk(renderer, params, labels[:first_len], boxes[:first_len],
+                                                     valid[:first_len], inference.initial_carry(h, w)))
+        compile_s = time.perf_counter() - t0
+        fn()  # warm
+        times = []
+        for _ in range(_REPEATS.value):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        seconds = float(np.median(times))
+        results[name] = {"frames_per_s": round(n / seconds, 2), "seconds_median": round(seconds, 3),
+                         "frames_per_s_best": round(n / min(times), 2),
+                         "first_call_s_incl_compile": round(compile_s, 2)}
+    m = config.model
+    print(json.dumps({
+        "benchmark": "inference_loop", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+        "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "shape": {"height": h, "width": w, "frames": n, "chunk": chunk, "ngf": m.ngf, "n_down": m.n_downsampling,
+                  "n_blocks": m.n_blocks, "face": _FACE.value, "face_ngf": m.face_ngf,
+                  "face_crop": renderer.face_crop, "dtype": m.dtype},
+        "g_params": param_count(params["g"]), "face_params": param_count(params["face"]) if params["face"] else 0,
+        "scan": results["scan"], "per_frame": results["per_frame"],
+        "scan_speedup": round(results["scan"]["frames_per_s"] / results["per_frame"]["frames_per_s"], 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
