@@ -37,21 +37,18 @@ SIZE = 64
 
 
 def tiny_config():
-    from configs import default
+    """configs/tiny.py with the face stage at 64x64, one 1-layer discriminator, one step per stage, batch 1."""
+    from configs import tiny
 
-    config = default.get_config()
-    config.mode = "train"
+    config = tiny.get_config()
     config.train.stages = "global,face"
-    config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
-    config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 1, 1
-    config.model.face_ngf, config.model.face_n_blocks, config.model.face_ndf = 8, 1, 8
-    config.loss.perceptual, config.loss.lambda_l1 = "none", 10.0
+    config.model.n_layers_d, config.model.num_d = 1, 1
+    config.loss.lambda_l1 = 10.0
     config.train.height = config.train.width = SIZE
     config.train.batch_size = 1
     config.train.num_steps, config.train.decay_steps = 1, 0
     config.train.face.num_steps, config.train.face.decay_steps, config.train.face.d_alone_steps = 1, 0, 1
     config.train.evaluate_holdout = False
-    config.synthetic.num_frames = 20
     return config
 
 

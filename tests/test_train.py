@@ -13,23 +13,14 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import REPO
-from configs import default
+from configs import default, tiny
 from edn_jax import main, train
 from edn_jax.errors import EdnError
 
 
 def tiny_config(perceptual="none", **train_overrides):
-    config = default.get_config()
-    config.mode = "train"
-    config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
-    config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 2, 2
+    config = tiny.get_config()
     config.loss.perceptual = perceptual
-    config.train.stages = "global"
-    config.train.height = config.train.width = 32
-    config.train.batch_size = 8
-    config.train.num_steps, config.train.decay_steps = 4, 2
-    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 2
-    config.synthetic.num_frames = 20
     for key, value in train_overrides.items():
         config.train[key] = value
     return config
@@ -228,7 +219,7 @@ def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
     flags = ["--config.synthetic.num_frames=20", "--config.train.num_steps=4", "--config.train.decay_steps=2",
              "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2",
              "--config.train.face.num_steps=2", "--config.train.face.decay_steps=1",
-             "--config.train.face.d_alone_steps=1"]
+             "--config.train.face.d_alone_steps=1", "--config.transfer.synthetic_frames=8"]
     proc = subprocess.run(["./launch.sh", "demo", *flags], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, real_video
-from configs import default
+from configs import default, tiny
 from edn_jax import inference, main, synthetic, train, transfer, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, pipeline, render
@@ -22,22 +22,16 @@ SIZE = 64
 
 
 def tiny_config(stages="global,face"):
-    """A model small enough to train for two steps in seconds (the transfer section added)."""
-    config = default.get_config()
-    config.mode = "train"
+    """configs/tiny.py at 64x64 with one 1-layer discriminator and one step per stage."""
+    config = tiny.get_config()
     config.train.stages = stages
-    config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
-    config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 1, 1
-    config.model.face_ngf, config.model.face_n_blocks, config.model.face_ndf = 8, 1, 8
-    config.loss.perceptual = "none"
+    config.model.n_layers_d, config.model.num_d = 1, 1
     config.loss.lambda_l1 = 10.0
     config.train.height = config.train.width = SIZE
-    config.train.batch_size = 8
     config.train.num_steps, config.train.decay_steps = 1, 0
     config.train.face.num_steps, config.train.face.decay_steps, config.train.face.d_alone_steps = 1, 0, 1
     config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 1
     config.train.evaluate_holdout = False
-    config.synthetic.num_frames = 20
     config.synthetic.height = config.synthetic.width = SIZE
     return config
 
