@@ -26,8 +26,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from edn_jax import face_crop, losses
 from edn_jax.inference import Renderer, refine_faces
-from edn_jax.train import (DATA_AXIS, Stage, TrainState, abstract_stage_state, build_models, compute_dtype, face_crop_side, guard_nonfinite,
-                           make_optimizers, make_perceptual, model_signature, render_pair)
+from edn_jax.train import (DATA_AXIS, Stage, TrainState, abstract_stage_state, build_models, compute_dtype,
+                           face_crop_side, guard_nonfinite, make_optimizers, make_perceptual, model_signature,
+                           render_pair)
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
              "face_valid")
@@ -172,9 +173,7 @@ class FaceTrainer:
         replicated = NamedSharding(mesh, P())
         txs = dict(d_tx=d_tx, face_g_tx=face_g_tx, face_d_tx=face_d_tx)
         init = functools.partial(init_face_state, config, side, face_g=face_g, face_d=face_d, **txs)
-        previous = abstract_stage_state(config, mesh, stage.previous)
-        abstract = jax.eval_shape(init, jax.random.PRNGKey(0), previous)
-        self.state_sharding = jax.tree.map(lambda _: replicated, abstract)
+        self.state_sharding = jax.tree.map(lambda a: a.sharding, abstract_face_state(config, mesh, stage))
         self.init_from_fn = jax.jit(init, out_shardings=self.state_sharding)
         batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
         self.step_fns = {}

@@ -57,6 +57,11 @@ def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, fa
     return face_crop.paste(frames, jnp.where(valid, refined, g_crop), corners)
 
 
+def to_uint8(x):
+    """[-1, 1] images -> uint8 [0, 255], rounding half up (sample grids, videos)."""
+    return jnp.clip((jnp.asarray(x, jnp.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
+
+
 def initial_carry(height: int, width: int):
     """The carry before a video's first frame: a blank (mid-grey) previous output and stick figure."""
     blank = jnp.zeros((1, height, width, 3), jnp.float32)

@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from edn_jax import losses
 from edn_jax.errors import EdnError
-from edn_jax.inference import Renderer, generator_input
+from edn_jax.inference import Renderer, generator_input, to_uint8
 
 DATA_AXIS = "data"
 
@@ -360,8 +360,7 @@ class Trainer:
         replicated = NamedSharding(mesh, P())
         models = dict(generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx)
         init = functools.partial(init_state, config, stage, **models)
-        abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-        self.state_sharding = jax.tree.map(lambda _: replicated, abstract)
+        self.state_sharding = jax.tree.map(lambda a: a.sharding, abstract_stage_state(config, mesh, stage))
         self.init_fn = jax.jit(init, out_shardings=self.state_sharding)
         if stage.name == "local":
             self.init_from_fn = jax.jit(functools.partial(init_local_from_global, config, stage, **models),
@@ -396,9 +395,7 @@ class Trainer:
         return model_signature(self.config, self.stage)
 
     def abstract_state(self):
-        abstract = jax.eval_shape(self.init, 0)
-        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                            self.state_sharding)
+        return abstract_stage_state(self.config, self.mesh, self.stage)
 
 
 def make_trainer(config, mesh: Mesh, stage: Stage):
@@ -564,7 +561,7 @@ def load_trained_model(config, workdir: str, mesh: Mesh | None = None) -> Traine
 
 def _image_grid(label, fake, real) -> np.ndarray:
     """Rows of (stick figure | generated | real), uint8."""
-    to_u8 = lambda x: np.clip((np.asarray(x, np.float32) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
+    to_u8 = lambda x: np.asarray(to_uint8(x))  # noqa: E731
     rows = [np.concatenate([to_u8(l), to_u8(f), to_u8(r)], axis=1) for l, f, r in zip(label, fake, real)]
     return np.concatenate(rows, axis=0)
 
@@ -628,15 +625,23 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def training_builder(config, workdir: str):
+    """The TFDS builder of the dataset training builds into ``workdir`` when ``data.dataset_dir`` is
+    empty: the configured inputs at the largest stage's frame size."""
+    from edn_jax import build
+
+    last = plan_stages(config)[-1]
+    return build.make_builder(config, workdir, size=(last.height, last.width))
+
+
 def open_training_data(config, workdir: str):
     """The training split: ``data.dataset_dir`` if set, else built into the workdir on first use
     at the largest stage's frame size (smaller stages resize its frames)."""
-    from edn_jax import build, dataset
+    from edn_jax import dataset
 
     directory = config.data.dataset_dir
     if not directory:
-        last = plan_stages(config)[-1]
-        builder = build.make_builder(config, workdir, size=(last.height, last.width))
+        builder = training_builder(config, workdir)
         directory = str(builder.data_dir)
         if jax.process_index() == 0 and not os.path.exists(os.path.join(directory, "dataset_info.json")):
             print(f"building the training dataset at {directory}")
@@ -730,7 +735,7 @@ def make_lpips_or_none():
 
     try:
         return metrics.make_lpips("alex")
-    except (EdnError, AttributeError, OSError) as e:
+    except (EdnError, OSError) as e:
         logging.warning("face LPIPS off: %s", e)
         return None
 

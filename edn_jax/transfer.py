@@ -49,6 +49,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from edn_jax import inference, progress, video
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
+from edn_jax.inference import to_uint8
 from edn_jax.pose import layout, normalization, pipeline, render
 
 SUMMARY_FILE = "transfer_summary.json"
@@ -184,10 +185,9 @@ def target_dataset_dir(config, model_workdir: str) -> str:
                   if "tfds" in directory.split(os.sep) else [])]
             return next((c for c in candidates if os.path.isfile(os.path.join(c, "dataset_info.json"))),
                         candidates[0])
-    from edn_jax import build, train
+    from edn_jax import train
 
-    last = train.plan_stages(config)[-1]
-    return str(build.make_builder(config, model_workdir, size=(last.height, last.width)).data_dir)
+    return str(train.training_builder(config, model_workdir).data_dir)
 
 
 def stats_in_frame(stats: normalization.PoseStats, tf: render.FrameTransform) -> normalization.PoseStats:
@@ -449,11 +449,6 @@ class OutputVideo:
 
 
 # ----------------------------------------------------------------------------- rendering
-
-
-def to_uint8(x):
-    """[-1, 1] -> uint8 [0, 255], rounding half up (as the training sample grids)."""
-    return jnp.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
 
 
 def render_devices(slots: int, devices=None) -> list:
