@@ -27,8 +27,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from edn_jax import face_crop, losses
 from edn_jax.inference import Renderer, refine_faces
 from edn_jax.train import (DATA_AXIS, Stage, TrainState, abstract_stage_state, build_models, compute_dtype,
-                           face_crop_side, guard_nonfinite, make_optimizers, make_perceptual, model_signature,
-                           render_pair)
+                           discriminator_input, face_crop_side, guard_nonfinite, make_optimizers, make_perceptual,
+                           make_renderer, model_signature, render_pair)
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
              "face_valid")
@@ -74,7 +74,8 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, side: int, w
     """One face G, face D (and, ``with_full_d``, multiscale D) update; G frozen; NaN-guarded."""
     lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     fake_prev, fake = jax.lax.stop_gradient(
-        render_pair(generator, state.g_params, batch["label_prev"], batch["label"], config.model.use_prev_label))
+        render_pair(generator, state.g_params, batch["label_prev"], batch["label"], config.model.use_prev_label,
+                    config.model.temporal))
     # Both frames of the pair as one batch of 2B crops: [prev rows; current rows].
     both = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
     labels, images, fakes = both(batch["label_prev"], batch["label"]), both(batch["image_prev"], batch["image"]), \
@@ -85,12 +86,13 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, side: int, w
     label_c, real_c, g_c = (face_crop.crop(x, corners, side) for x in (labels, images, fakes))
     weights = valid.astype(jnp.float32)
     n = batch["label"].shape[0]
-    real_pair = jnp.concatenate([batch["label_prev"], batch["label"], batch["image_prev"], batch["image"]], axis=-1)
+    temporal = config.model.temporal
+    real_pair = discriminator_input(batch["label_prev"], batch["label"], batch["image_prev"], batch["image"], temporal)
 
     def pasted_pair(refined_c):
         keep = valid[:, None, None, None]
         frames = face_crop.paste(fakes, jnp.where(keep, refined_c, g_c), corners)
-        return jnp.concatenate([batch["label_prev"], batch["label"], frames[:n], frames[n:]], axis=-1)
+        return discriminator_input(batch["label_prev"], batch["label"], frames[:n], frames[n:], temporal)
 
     def face_g_loss_fn(face_g_params):
         refined_c = face_g.apply({"params": face_g_params}, label_c, g_c).astype(jnp.float32)
@@ -184,7 +186,7 @@ class FaceTrainer:
             self.step_fns[with_full_d] = jax.jit(
                 step, in_shardings=(self.state_sharding, batch_sharding, replicated),
                 out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
-        self.sample_fn = jax.jit(functools.partial(_sample, generator, face_g, config.model.use_prev_label, side))
+        self.sample_fn = jax.jit(functools.partial(_sample, make_renderer(config, generator, face_g, side)))
         return self
 
     def init_from(self, seed: int, previous: TrainState) -> FaceState:
@@ -201,7 +203,7 @@ class FaceTrainer:
                               batch["face_box"], batch["face_valid"])
 
     def renderer(self, state: FaceState) -> tuple[Renderer, dict]:
-        renderer = Renderer(self.generator, self.config.model.use_prev_label, self.face_generator, self.side)
+        renderer = make_renderer(self.config, self.generator, self.face_generator, self.side)
         return renderer, {"g": state.g_params, "face": state.face_g_params}
 
     def signature(self) -> dict:
@@ -224,7 +226,6 @@ def abstract_face_state(config, mesh: Mesh, stage: Stage):
                         jax.eval_shape(init, jax.random.PRNGKey(0), previous))
 
 
-def _sample(generator, face_g, use_prev_label, side, g_params, face_g_params, label_prev, label, face_box, face_valid):
-    _, fake = render_pair(generator, g_params, label_prev, label, use_prev_label)
-    renderer = Renderer(generator, use_prev_label, face_g, side)
+def _sample(renderer: Renderer, g_params, face_g_params, label_prev, label, face_box, face_valid):
+    _, fake = render_pair(renderer.generator, g_params, label_prev, label, renderer.use_prev_label, renderer.temporal)
     return refine_faces(renderer, face_g_params, fake, label, face_box, face_valid)

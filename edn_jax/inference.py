@@ -22,8 +22,11 @@ import jax.numpy as jnp
 from edn_jax import face_crop
 
 
-def generator_input(label, prev_output, prev_label, use_prev_label: bool):
-    """G's input: the stick figure, its previous output (blank for the first frame), optionally the previous figure."""
+def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True):
+    """G's input: the stick figure, its previous output (blank for the first frame), optionally the
+    previous figure; with ``temporal=False`` (single-frame pix2pixHD, the paper's baseline) the figure alone."""
+    if not temporal:
+        return label
     parts = [label, prev_output] + ([prev_label] if use_prev_label else [])
     return jnp.concatenate(parts, axis=-1)
 
@@ -40,6 +43,7 @@ class Renderer:
     use_prev_label: bool = False
     face_generator: Any = None
     face_crop: int = 0  # face crop side (px) the face generator works on
+    temporal: bool = True  # G sees its previous output (False: single-frame pix2pixHD)
 
     @property
     def has_face(self) -> bool:
@@ -82,7 +86,8 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
         prev, prev_label = carry
         label, box, valid = frame
         out = renderer.generator.apply({"params": params["g"]},
-                                       generator_input(label[None], prev, prev_label, renderer.use_prev_label))
+                                       generator_input(label[None], prev, prev_label, renderer.use_prev_label,
+                                                       renderer.temporal))
         out = out.astype(jnp.float32)
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
         return (out, label[None]), shown[0]

@@ -136,6 +136,8 @@ def validate_train_config(config, check_batch: bool = True) -> None:
         (m.n_blocks >= 0, f"model.n_blocks={m.n_blocks} must be >= 0", "use e.g. 9"),
         (m.num_d >= 1, f"model.num_d={m.num_d} must be >= 1", "use e.g. 2 or 3"),
         (m.n_layers_d >= 1, f"model.n_layers_d={m.n_layers_d} must be >= 1", "use e.g. 3"),
+        (m.temporal or not m.use_prev_label, "model.use_prev_label=True needs model.temporal=True (a single-frame "
+         "generator sees no previous frame)", "set model.temporal=True or model.use_prev_label=False"),
         (t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1", "use e.g. 8"),
         (t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0", "use e.g. 2e-4"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2=({t.beta1}, {t.beta2}) must be in [0, 1)",
@@ -207,13 +209,30 @@ def build_models(config, kind: str = "global"):
     return build_generator(config, kind), discriminator
 
 
-def render_pair(generator, g_params, label_prev, label, use_prev_label: bool):
+def render_pair(generator, g_params, label_prev, label, use_prev_label: bool, temporal: bool = True):
     """G's outputs for frames t-1 and t as the paper trains them: t-1 from a blank (mid-grey)
-    previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1})."""
+    previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1}).
+    With ``temporal=False`` each frame comes from its own stick figure alone."""
     blank = jnp.zeros_like(label_prev)
-    fake_prev = generator.apply({"params": g_params}, generator_input(label_prev, blank, blank, use_prev_label))
-    fake = generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev_label))
+    fake_prev = generator.apply({"params": g_params},
+                                generator_input(label_prev, blank, blank, use_prev_label, temporal))
+    fake = generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev_label, temporal))
     return fake_prev.astype(jnp.float32), fake.astype(jnp.float32)
+
+
+def discriminator_input(label_prev, label, image_prev, image, temporal: bool = True):
+    """What the multiscale D judges: the consecutive pair (x_{t-1}, x_t, y_{t-1}, y_t) as 12 channels
+    (temporal smoothing), or with ``temporal=False`` (pix2pixHD) each frame alone as (x, y), the two
+    frames of the pair stacked along the batch."""
+    if temporal:
+        return jnp.concatenate([label_prev, label, image_prev, image], axis=-1)
+    return jnp.concatenate([jnp.concatenate([label_prev, image_prev], axis=-1),
+                            jnp.concatenate([label, image], axis=-1)], axis=0)
+
+
+def make_renderer(config, generator, face_generator=None, face_side: int = 0) -> Renderer:
+    """The static half of a trained model for ``inference.render_chunk``, with the config's input flags."""
+    return Renderer(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal)
 
 
 def learning_rate(config, stage: Stage | None = None):
@@ -240,9 +259,9 @@ def make_optimizers(config, stage: Stage | None = None):
 def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
     g_rng, d_rng, rng = jax.random.split(rng, 3)
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
-    g_in = generator_input(image, image, image, config.model.use_prev_label)
+    g_in = generator_input(image, image, image, config.model.use_prev_label, config.model.temporal)
     g_params = generator.init(g_rng, g_in)["params"]
-    d_params = discriminator.init(d_rng, jnp.concatenate([image] * 4, axis=-1))["params"]
+    d_params = discriminator.init(d_rng, discriminator_input(image, image, image, image, config.model.temporal))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
                       g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params), rng=rng)
 
@@ -275,15 +294,15 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     With ``fix_global_steps`` (local stage) the LocalEnhancer's global part gets zero gradients
     for that many steps, so only the new local branch learns at first (pix2pixHD's niter_fix_global).
     """
-    use_prev = config.model.use_prev_label
+    use_prev, temporal = config.model.use_prev_label, config.model.temporal
     lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     label_prev, label = batch["label_prev"], batch["label"]
     image_prev, image = batch["image_prev"], batch["image"]
-    real = jnp.concatenate([label_prev, label, image_prev, image], axis=-1)
+    real = discriminator_input(label_prev, label, image_prev, image, temporal)
 
     def g_loss_fn(g_params):
-        fake_prev, fake = render_pair(generator, g_params, label_prev, label, use_prev)
-        fake_in = jnp.concatenate([label_prev, label, fake_prev, fake], axis=-1)
+        fake_prev, fake = render_pair(generator, g_params, label_prev, label, use_prev, temporal)
+        fake_in = discriminator_input(label_prev, label, fake_prev, fake, temporal)
         d_fake = discriminator.apply({"params": state.d_params}, fake_in)
         d_real = discriminator.apply({"params": state.d_params}, real)
         terms = {"g_gan": losses.lsgan_g_loss(d_fake),
@@ -300,7 +319,7 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         frozen = state.step < fix_global_steps
         g_grads = dict(g_grads, global_generator=jax.tree.map(lambda g: jnp.where(frozen, jnp.zeros_like(g), g),
                                                                g_grads["global_generator"]))
-    fake_in = jax.lax.stop_gradient(jnp.concatenate([label_prev, label, fake_prev, fake], axis=-1))
+    fake_in = jax.lax.stop_gradient(discriminator_input(label_prev, label, fake_prev, fake, temporal))
 
     def d_loss_fn(d_params):
         d_real = discriminator.apply({"params": d_params}, real)
@@ -370,7 +389,8 @@ class Trainer:
         step = functools.partial(train_step, config=config, fix_global_steps=fix, **models)
         self.step_fn = jax.jit(step, in_shardings=(self.state_sharding, batch_sharding, replicated),
                                out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
-        self.sample_fn = jax.jit(functools.partial(render_pair, generator, use_prev_label=config.model.use_prev_label))
+        self.sample_fn = jax.jit(functools.partial(render_pair, generator, use_prev_label=config.model.use_prev_label,
+                                                   temporal=config.model.temporal))
         return self
 
     def init(self, seed: int) -> TrainState:
@@ -389,7 +409,7 @@ class Trainer:
 
     def renderer(self, state: TrainState) -> tuple[Renderer, dict]:
         """(static renderer, params) for ``inference.render_chunk``."""
-        return Renderer(self.generator, self.config.model.use_prev_label), {"g": state.g_params, "face": None}
+        return make_renderer(self.config, self.generator), {"g": state.g_params, "face": None}
 
     def signature(self) -> dict:
         return model_signature(self.config, self.stage)
@@ -417,7 +437,8 @@ def make_mesh(devices=None) -> Mesh:
 
 
 _SIGNATURE_FIELDS = {
-    "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label"),
+    "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label",
+               "temporal"),
     "local": ("local_ngf", "n_blocks_local"),
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
@@ -536,23 +557,28 @@ class TrainedModel:
     stage: Stage
 
 
-def load_trained_model(config, workdir: str, mesh: Mesh | None = None) -> TrainedModel:
-    """The last configured stage's final model from ``workdir`` (e.g. for transfer or evaluation)."""
+def load_trained_model(config, workdir: str, mesh: Mesh | None = None, stage_name: str = "") -> TrainedModel:
+    """A stage's final model from ``workdir`` (e.g. for transfer or evaluation): the last
+    configured stage's, or ``stage_name``'s (one of ``train.stages``)."""
     from edn_jax.face_stage import build_face_models
 
     validate_train_config(config, check_batch=False)
-    stage = plan_stages(config)[-1]
+    stages = plan_stages(config)
+    if stage_name and stage_name not in [s.name for s in stages]:
+        raise EdnError(f"stage {stage_name!r} is not one of train.stages={config.train.stages!r}",
+                       f"use one of: {', '.join(s.name for s in stages)} (or '' for the last)")
+    stage = next(s for s in stages if s.name == stage_name) if stage_name else stages[-1]
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise EdnError(f"{os.path.abspath(workdir)} has no checkpoints directory",
                        "pass the --workdir of a training run (python -m edn_jax.main --config ... with mode=train)")
     state = restore_final(workdir, config, mesh or make_mesh(), stage)
     generator = build_generator(config, stage.generator)
     if stage.name == "face":
-        renderer = Renderer(generator, config.model.use_prev_label, build_face_models(config)[0],
-                            face_crop_side(config, stage.height, stage.width))
+        renderer = make_renderer(config, generator, build_face_models(config)[0],
+                                 face_crop_side(config, stage.height, stage.width))
         params = {"g": state.g_params, "face": state.face_g_params}
     else:
-        renderer, params = Renderer(generator, config.model.use_prev_label), {"g": state.g_params, "face": None}
+        renderer, params = make_renderer(config, generator), {"g": state.g_params, "face": None}
     return TrainedModel(renderer, params, stage)
 
 
@@ -657,19 +683,21 @@ def open_training_data(config, workdir: str):
 
 
 def records_at(split, indices, height: int, width: int) -> dict[str, np.ndarray]:
-    """Records fit to a frame size: ``frame``/``label`` float32 [N, H, W, 3] in [-1, 1], ``body_box``
+    """Records fit to a frame size: ``frame``/``label`` float32 [N, H, W, 3] in [-1, 1], ``keypoints``
+    [N, 137, 3] in that frame's pixels, ``body_box``
     float32 [N, 4] (the whole frame when no body), ``face_box`` [N, 4] and ``face_valid`` [N]."""
     from edn_jax.input_pipeline import fit_face_box, fit_record
     from edn_jax.pose.tracking import person_box
 
-    out = {k: [] for k in ("frame", "label", "body_box", "face_box", "face_valid")}
+    out = {k: [] for k in ("frame", "label", "keypoints", "body_box", "face_box", "face_valid")}
     for i in indices:
         record = split.source[int(i)]
         frame, kps, label, tf = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
                                            height, width)
         box = person_box(kps, 0.05)
         face_box, face_valid = fit_face_box(record, tf)
-        for key, value in (("frame", frame), ("label", label), ("face_box", face_box), ("face_valid", face_valid),
+        for key, value in (("frame", frame), ("label", label), ("keypoints", kps), ("face_box", face_box),
+                           ("face_valid", face_valid),
                            ("body_box", np.array([0, 0, width, height], np.float32) if box is None else box)):
             out[key].append(value)
     out = {k: np.stack(v) for k, v in out.items()}

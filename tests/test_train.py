@@ -67,6 +67,43 @@ def test_one_train_step_per_variant(variant):
     assert max(jax.tree.leaves(changed)) > 0
 
 
+def test_single_frame_pix2pixhd_baseline_ignores_the_previous_frame():
+    """model.temporal=False is the paper's pix2pixHD baseline: G sees the stick figure alone and D
+    judges single frames, so a frame's render cannot depend on anything before it."""
+    from edn_jax import inference
+
+    config = tiny_config()
+    config.model.temporal = False
+    mesh = train.make_mesh(jax.devices()[:1])
+    trainer = train.Trainer.create(config, mesh)
+    state = trainer.init(0)
+    in_channels = lambda tree: {a.shape[2] for a in jax.tree.leaves(tree) if a.ndim == 4}  # noqa: E731
+    assert 3 in in_channels(state.g_params) and 6 not in in_channels(state.g_params)
+    assert 6 in in_channels(state.d_params) and 12 not in in_channels(state.d_params)
+    batch = random_batch(batch=2)
+    state, metrics = trainer.step(state, put(batch, mesh))
+    assert float(metrics["nonfinite"]) == 0 and np.isfinite(float(metrics["g_total"]))
+
+    labels = jnp.asarray(batch["label"])
+    alone = trainer.generator.apply({"params": state.g_params}, labels)
+    renderer, params = trainer.renderer(state)
+    assert not renderer.temporal
+    boxes, valid = jnp.zeros((2, 4)), jnp.zeros((2,), bool)
+    carry = (jnp.asarray(batch["image"][:1]), jnp.asarray(batch["label_prev"][:1]))  # a non-blank history
+    sequential, _ = inference.render_chunk(renderer, params, labels, boxes, valid, carry)
+    np.testing.assert_allclose(np.asarray(sequential), np.asarray(alone), atol=1e-5)
+    _, fake = trainer.sample_fn(state.g_params, jnp.asarray(batch["label_prev"]) * 0 + 0.5, labels)
+    np.testing.assert_allclose(np.asarray(fake), np.asarray(alone), atol=1e-5)
+
+    temporal = train.Trainer.create(tiny_config(), mesh)  # the paper's model: the history matters
+    t_state = temporal.init(0)
+    t_renderer, t_params = temporal.renderer(t_state)
+    blank = inference.initial_carry(32, 32)
+    with_history, _ = inference.render_chunk(t_renderer, t_params, labels, boxes, valid, carry)
+    from_blank, _ = inference.render_chunk(t_renderer, t_params, labels, boxes, valid, blank)
+    assert float(jnp.abs(with_history[0] - from_blank[0]).max()) > 1e-3
+
+
 def test_sharded_step_equals_single_device_step():
     config = tiny_config(perceptual="vgg16")
     batch = random_batch()
@@ -119,11 +156,13 @@ def test_divergence_stops_training_with_a_clear_message(tmp_path, monkeypatch):
     ("model.ngf", 0, "ngf"), ("model.num_d", 0, "num_d"), ("train.learning_rate", -1.0, "learning_rate"),
     ("train.batch_size", 6, "does not split over 8 devices"), ("train.height", 30, r"not divisible by 2\^n_downsampling"),
     ("train.decay_steps", 10, "decay_steps"), ("loss.perceptual", "vgg11", "perceptual"), ("model.dtype", "fp8", "dtype"),
+    ("model.temporal", False, "use_prev_label=True needs model.temporal=True"),
 ])
 def test_bad_training_values(tmp_path, field, value, fragment):
     config = tiny_config()
     section, name = field.split(".")
     config[section][name] = value
+    config.model.use_prev_label = name == "temporal"
     with pytest.raises(EdnError, match=fragment):
         main.run(config, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()

@@ -24,7 +24,7 @@ def count(config) -> dict:
         return param_count(jax.eval_shape(module.init, jax.random.PRNGKey(0),
                                           *(jnp.zeros(s, jnp.float32) for s in shapes))["params"])
 
-    g_channels = 9 if config.model.use_prev_label else 6
+    g_channels = (9 if config.model.use_prev_label else 6) if config.model.temporal else 3
     out = {}
     for stage in train.plan_stages(config):
         if stage.name == "face":
