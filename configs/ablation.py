@@ -1,0 +1,20 @@
+"""The paper's ablation on the synthetic subject, on 2 CPU cores: pix2pixHD vs +T.S. vs +T.S.+Face.
+
+  python -m edn_jax.main --config configs/ablation.py --workdir runs/ablation
+
+Trains two models on one dataset with the demo's sizes and budget (configs/demo.py): single-frame
+pix2pixHD (model.temporal=False, the global stage) and the paper's model (temporal smoothing, the
+global stage, then the face stage on top of it). +T.S. is the paper's model after its global stage;
++T.S.+Face after its face stage. Each is evaluated on the held-out frames (edn_jax.evaluate) and the
+table is printed and written to runs/ablation/ablation.md (a copy is in docs/ablation.md). A rerun
+skips what is trained and evaluated.
+"""
+
+from configs import demo
+
+
+def get_config():
+    config = demo.get_config()
+    config.mode = "ablation"
+    config.train.evaluate_holdout = False  # the ablation's own evaluation replaces the end-of-stage one
+    return config
