@@ -3,14 +3,18 @@
 Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
 ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264.
 Videos are written through ``fileio.atomic_path``, so an interrupted run never
-leaves a file that looks finished.
+leaves a file that looks finished. ``prefetch`` decodes in a background thread
+(OpenCV releases the GIL while decoding), so decoding overlaps pose detection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -67,20 +71,96 @@ def probe_video(path: str) -> VideoInfo:
         cap.release()
 
 
-def iter_frames(path: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yields RGB uint8 frames one at a time, so memory stays flat in video length."""
-    probe_video(path)
+def scaled_size(height: int, width: int, max_height: int) -> tuple[int, int]:
+    """(height, width) of a frame shrunk to ``max_height`` rows, aspect kept; unchanged if 0 or not smaller."""
+    if max_height <= 0 or max_height >= height:
+        return height, width
+    return max_height, max(1, int(round(width * max_height / height)))
+
+
+def iter_frames(path: str, max_frames: int | None = None, max_height: int = 0) -> Iterator[np.ndarray]:
+    """Yields RGB uint8 frames one at a time, so memory stays flat in video length.
+
+    Fails like ``probe_video`` on a missing, unreadable or empty video (on the first ``next``).
+    ``max_height`` > 0 shrinks taller frames to that many rows (area interpolation, aspect kept,
+    see ``scaled_size``; exact integer factors such as 1920 -> 960 are by far the cheapest);
+    frames are never enlarged.
+    """
     cap = _open(path)
     try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise EdnError(f"{path} has no decodable frames", "pass a video with at least one frame")
+        size = scaled_size(*frame.shape[:2], max_height)
         n = 0
         while max_frames is None or n < max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
+            if n > 0:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+            if size != frame.shape[:2]:  # shrink first: the colour conversion then touches fewer pixels
+                frame = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             n += 1
     finally:
         cap.release()
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
+    """Yields ``items`` in order, produced by a background thread that runs at most ``depth`` ahead.
+
+    Meant for decoding (``prefetch(iter_frames(path))``): OpenCV releases the GIL, so the next
+    frames decode while the caller works on this one, and at most ``depth`` + 2 frames exist at
+    once. An exception raised while producing is re-raised here, in order, after the items before
+    it. Closing the returned generator early (``break``, an exception in the caller) stops the
+    thread, closes ``items`` in that thread (e.g. releasing the video) and joins it.
+    """
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = None
+        try:
+            source = iter(items)
+            for item in source:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(("error", e))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()
 
 
 class VideoWriter:

@@ -133,3 +133,20 @@ def test_detector_recovers_the_synthetic_subjects_exact_keypoints():
     hands = got[:, layout.LEFT_HAND, 2].max(1) > 0
     assert hands.sum() >= 8
     assert np.median(np.linalg.norm(got[hands][:, layout.LEFT_HAND, :2] - exact[hands][:, layout.LEFT_HAND, :2], axis=-1)) < 12
+
+
+def test_reset_forgets_the_hand_and_face_regions_of_earlier_calls():
+    """Static mode re-detects the body every call, but Holistic's hand/face subgraphs reuse the previous
+    call's regions; ``reset`` makes a used detector answer exactly like a new one (the threaded
+    tracker relies on it for repeatable results)."""
+    from conftest import real_video
+    from edn_jax import video
+
+    crops = [np.ascontiguousarray(f[200:1800, 100:1000]) for f in video.iter_frames(real_video("single_person_cam01.mp4"), 4)]
+    with detector.MediaPipeHolisticDetector() as det:
+        fresh = [det.detect(c) for c in crops]
+        for c in crops[::-1]:
+            det.detect(c)
+        det.reset()
+        again = [det.detect(c) for c in crops]
+    assert all(f is not None and np.array_equal(f, a) for f, a in zip(fresh, again))

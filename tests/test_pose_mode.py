@@ -70,9 +70,14 @@ def test_real_video_pose_mode_matches_tracker(tmp_path, tracked_real):
     workdir = str(tmp_path / "work")
     main.run(config, workdir)
     seq = pipeline.load_keypoints(os.path.join(workdir, "keypoints.npz"))
-    tracked, _ = tracked_real("single_person_cam01.mp4")
-    np.testing.assert_array_equal(seq.raw_keypoints, tracked[:30])  # detection is deterministic
+    tracked, _ = tracked_real("single_person_cam01.mp4")  # one detector, full resolution, frame by frame
     assert seq.detected.sum() >= 29 and (seq.height, seq.width, seq.fps) == (1920, 1080, 60.0)
+    # The default path (pose.detect_threads/detect_height) crops a little differently: same subject,
+    # body points a few source pixels from the frame-by-frame detection.
+    raw = seq.raw_keypoints
+    both = (raw[:, layout.BODY, 2] > 0) & (tracked[:30, layout.BODY, 2] > 0)
+    gap = np.linalg.norm(raw[:, layout.BODY, :2] - tracked[:30, layout.BODY, :2], axis=-1)[both]
+    assert np.median(gap) < 8.0, np.median(gap)
     # Smoothing moves points by little: the cleaned body stays within a few pixels of the detection.
     both = (seq.keypoints[:, layout.BODY, 2] > 0) & (seq.raw_keypoints[:, layout.BODY, 2] > 0)
     shift = np.linalg.norm(seq.keypoints[:, layout.BODY, :2] - seq.raw_keypoints[:, layout.BODY, :2], axis=-1)

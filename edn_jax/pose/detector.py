@@ -121,7 +121,9 @@ class MediaPipeHolisticDetector:
     """MediaPipe Holistic on each frame independently (static mode).
 
     Static mode is used because the tracker feeds crops whose window moves from
-    frame to frame; MediaPipe's own ROI tracking would assume a fixed image.
+    frame to frame; MediaPipe's own ROI tracking would assume a fixed image. Static
+    mode still re-detects the body on every call, but the hand and face subgraphs keep
+    their previous regions (see ``reset``).
     """
 
     def __init__(self, min_detection_confidence: float = 0.5, refine_face: bool = True,
@@ -144,6 +146,12 @@ class MediaPipeHolisticDetector:
             _landmarks(results.pose_landmarks, with_visibility=True), _landmarks(results.face_landmarks),
             _landmarks(results.left_hand_landmarks), _landmarks(results.right_hand_landmarks),
             width, height, self._min_visibility)
+
+    def reset(self) -> None:
+        """Forgets the previous call. Even in static mode Holistic reuses the previous call's hand
+        and face regions when they overlap the new ones, so a detector's results depend on what it
+        saw before; after a reset it behaves like a new one."""
+        self._holistic.reset()
 
     def close(self) -> None:
         self._holistic.close()

@@ -6,6 +6,7 @@ videos).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,8 @@ from edn_jax.pose import cleanup, layout, openpose_json, render, tracking
 
 KEYPOINTS_FILE = "keypoints.npz"
 LAYOUT_NAME = "openpose_body25_face70_hands21"
+MIN_DETECT_HEIGHT = 256  # MediaPipe's pose model sees 256x256; smaller frames starve the face and hand crops
+MAX_DETECT_THREADS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,20 +71,62 @@ def validate_pose_config(config) -> None:
     if config.pose.output_height < 0 or config.pose.output_height % 2:
         raise EdnError(f"pose.output_height={config.pose.output_height} must be even and >= 0",
                        "use e.g. 512, or 0 for the source height")
+    validate_detect_settings(config.pose)
+
+
+def validate_detect_settings(pose_cfg) -> None:
+    height, threads = pose_cfg.detect_height, pose_cfg.detect_threads
+    if isinstance(height, bool) or not isinstance(height, int) or (height != 0 and height < MIN_DETECT_HEIGHT):
+        raise EdnError(f"pose.detect_height={height!r} is not 0 or an integer >= {MIN_DETECT_HEIGHT}",
+                       "use 0 (detect at full resolution) or a height in pixels, e.g. 960 for 1920-row video")
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_DETECT_THREADS:
+        raise EdnError(f"pose.detect_threads={threads!r} is not an integer in [1, {MAX_DETECT_THREADS}]",
+                       "use the number of CPU cores, e.g. 2 (1 detects strictly frame by frame)")
+
+
+@contextlib.contextmanager
+def open_detectors(pose_cfg) -> Iterator[list]:
+    """``pose_cfg.detect_threads`` identical MediaPipe Holistic detectors, closed on exit."""
+    from edn_jax.pose.detector import MediaPipeHolisticDetector
+
+    validate_detect_settings(pose_cfg)
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(MediaPipeHolisticDetector(pose_cfg.min_detection_confidence,
+                                                             min_visibility=pose_cfg.min_visibility))
+               for _ in range(pose_cfg.detect_threads)]
+
+
+def detect_video_keypoints(detectors: list, path: str, pose_cfg, max_frames: int = 0, on_frame=None,
+                           info: video.VideoInfo | None = None) -> tuple[np.ndarray, tracking.TrackStats]:
+    """The tracked subject's raw keypoints [T, 137, 3] in pixels of the source frames.
+
+    Frames decode in a background thread, shrunk to ``pose_cfg.detect_height`` rows if set; the
+    tracker runs on those frames with ``detectors`` (see ``tracking.track_video``) and the
+    keypoints are scaled back to the source resolution. ``info``: the video's ``probe_video``,
+    if the caller has it already.
+    """
+    validate_detect_settings(pose_cfg)
+    info = info or video.probe_video(path)
+    height, width = video.scaled_size(info.height, info.width, pose_cfg.detect_height)
+    frames = video.prefetch(video.iter_frames(path, max_frames or None, pose_cfg.detect_height))
+    with contextlib.closing(frames):
+        raw, stats = tracking.track_video(detectors, frames, tracker_config(pose_cfg), on_frame=on_frame)
+    if (height, width) != (info.height, info.width):
+        # MediaPipe's coordinates are fractions of the image it saw, so a plain scale maps them back.
+        raw[..., 0] *= info.width / width
+        raw[..., 1] *= info.height / height
+    return raw, stats
 
 
 def _detect_video(config) -> PoseSequence:
-    from edn_jax.pose.detector import MediaPipeHolisticDetector
-
     path = config.input.video
     info = video.probe_video(path)
     limit = config.input.max_frames or None
     total = min(info.num_frames, limit) if limit else info.num_frames
-    with MediaPipeHolisticDetector(config.pose.min_detection_confidence,
-                                   min_visibility=config.pose.min_visibility) as detector, \
+    with open_detectors(config.pose) as detectors, \
             progress.Progress(total, f"detecting poses in {os.path.basename(path)}") as bar:
-        raw, stats = tracking.track_video(detector, video.iter_frames(path, limit), tracker_config(config.pose),
-                                          on_frame=lambda n, kps: bar.update())
+        raw, stats = detect_video_keypoints(detectors, path, config.pose, config.input.max_frames,
+                                            on_frame=lambda n, kps: bar.update(), info=info)
     if stats.tracked == 0:
         raise EdnError(f"no person detected in any of the {stats.frames} frames of {path}",
                        "use a video where a person is visible (whole body, not too small)")
