@@ -87,6 +87,47 @@ def test_transposed_conv_matches_pytorch_definition():
     np.testing.assert_allclose(y, ref, atol=1e-5)
 
 
+def _value_and_grads(fn, x, kernel):
+    y, vjp = jax.vjp(fn, x, kernel)
+    return (y, *vjp(rand(y.shape, seed=9)))
+
+
+def test_fast_conv_forms_match_plain_lax_convs_and_their_gradients():
+    """The faster forms in layers (explicit padding, space-to-depth stride-2 conv, sub-pixel transposed
+    conv, row-folded narrow conv) compute the plain convolutions they replace: same outputs and
+    input/kernel gradients."""
+    from jax import lax
+    from edn_jax.models import layers
+
+    dn = ("NHWC", "HWIO", "NHWC")
+    x = rand((2, 9, 10, 5), seed=6)
+    cases = [  # (layer, its params' kernel shape, the plain lax conv it must equal)
+        (conv(4, 4, strides=1, padding=2, use_bias=False), (4, 4, 5, 4),
+         lambda x, k: lax.conv_general_dilated(x, k, (1, 1), ((2, 2), (2, 2)), dimension_numbers=dn)),
+        (conv(4, 3, strides=2, padding=1, use_bias=False), (3, 3, 5, 4),
+         lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((1, 1), (1, 1)), dimension_numbers=dn)),
+        (conv(4, 4, strides=2, padding=2, use_bias=False), (4, 4, 5, 4),  # space-to-depth, odd input width
+         lambda x, k: lax.conv_general_dilated(x, k, (2, 2), ((2, 2), (2, 2)), dimension_numbers=dn)),
+        (conv(3, 7, use_bias=False), (7, 7, 5, 3),
+         lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "VALID", dimension_numbers=dn)),
+        (conv_transpose_x2(4, use_bias=False), (3, 3, 5, 4),  # flax's ConvTranspose: conv of the dilated input
+         lambda x, k: lax.conv_general_dilated(x, k, (1, 1), ((1, 2), (1, 2)), lhs_dilation=(2, 2),
+                                               dimension_numbers=dn)),
+    ]
+    for layer, shape, plain in cases:
+        xi = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0))) if shape[0] == 7 else x
+        kernel = rand(shape, seed=7)
+        assert layer.init(jax.random.key(0), xi)["params"]["kernel"].shape == shape
+        fast = _value_and_grads(lambda x, k: layer.apply({"params": {"kernel": k}}, x), xi, kernel)
+        for got, want in zip(fast, _value_and_grads(plain, xi, kernel), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # The 7x7 conv to 3 channels really takes the row-folded path (a custom VJP), and a conv it does not fit does not.
+    assert "custom_vjp" in str(jax.make_jaxpr(lambda x: conv(3, 7).apply(conv(3, 7).init(jax.random.key(0), x), x))(
+        jnp.zeros((1, 8, 8, 5))))
+    assert not layers._use_row_folding((7, 7, 6, 16)) and layers._use_row_folding((7, 7, 16, 3))
+
+
 def test_conv_init_std_and_zero_bias(tiny_g):
     big = conv(256, 3).init(jax.random.key(0), jnp.zeros((1, 3, 3, 256)))["params"]
     k = np.asarray(big["kernel"])

@@ -35,7 +35,8 @@ class FaceResidualGenerator(nn.Module):
         self.generator = GlobalGenerator(output_nc=3, ngf=self.ngf, n_downsampling=self.n_downsampling,
                                          n_blocks=self.n_blocks, dtype=self.dtype, param_dtype=self.param_dtype)
         self.head = nn.Conv(3, (7, 7), padding="VALID", kernel_init=nn.initializers.zeros,
-                            bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=self.param_dtype)
+                            bias_init=nn.initializers.zeros, dtype=self.dtype, param_dtype=self.param_dtype,
+                            conv_general_dilated=layers.conv_general_dilated)
 
     def residual(self, label_crop: jnp.ndarray, g_crop: jnp.ndarray) -> jnp.ndarray:
         """The correction in [-1, 1] (tanh) that ``__call__`` adds to ``g_crop``."""

@@ -28,6 +28,7 @@ import pickle
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -75,6 +76,50 @@ def normalize(images: jnp.ndarray) -> jnp.ndarray:
     return (images.astype(jnp.float32) - shift) / scale
 
 
+def _windows(x: jnp.ndarray) -> jnp.ndarray:
+    """[N, H, W, C] -> [N, H/2, 2, W/2, 2, C] (a last odd row/column is dropped, as a VALID pool does)."""
+    n, h, w, c = x.shape
+    return x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
+    """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (NHWC), with the same gradient, computed faster.
+
+    Forward: the same maximum. Backward: as XLA's select-and-scatter (max pooling's gradient),
+    each window's gradient goes to its first maximal element in row-major window order, so
+    ties (e.g. flat image regions) are treated the same; but as elementwise selects instead
+    of the scatter XLA:CPU makes of select-and-scatter, which runs serially, about 4-10x slower.
+    """
+    return jnp.max(_windows(x), axis=(2, 4))
+
+
+def _max_pool_fwd(x):
+    y = max_pool_2x2(x)
+    return y, (x, y)
+
+
+def _max_pool_bwd(residuals, g):
+    x, y = residuals
+    win = _windows(x)
+    y, g = y[:, :, None, :, None], g[:, :, None, :, None]
+    taken = jnp.zeros(y.shape, bool)
+    parts = []
+    for dy in range(2):
+        for dx in range(2):
+            v = win[:, :, dy:dy + 1, :, dx:dx + 1]
+            first = (v == y) & ~taken if (dy, dx) != (1, 1) else ~taken  # the last takes it if none did (NaN)
+            taken = taken | first
+            parts.append(jnp.where(first, g, jnp.zeros_like(g)))
+    grad = jnp.concatenate([jnp.concatenate(parts[0:2], axis=4), jnp.concatenate(parts[2:4], axis=4)], axis=2)
+    n, h, w, c = x.shape
+    grad = grad.reshape(n, h // 2 * 2, w // 2 * 2, c)
+    return (jnp.pad(grad, ((0, 0), (0, h - grad.shape[1]), (0, w - grad.shape[2]), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 class VGG(nn.Module):
     """VGG16/19 feature extractor: [-1, 1] NHWC RGB -> list of the ReLU outputs named in ``layers``.
 
@@ -98,7 +143,7 @@ class VGG(nn.Module):
             if len(features) == len(set(self.layers)):
                 break
             if pool:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
             x = nn.relu(nn.Conv(cout, (3, 3), padding=1, dtype=self.dtype, name=name)(x))
             if "relu" + name[4:] in self.layers:
                 features["relu" + name[4:]] = x
