@@ -2,7 +2,11 @@
 
 Both render the same frames with the same model (a config's main + face generators, random
 params) from synthetic stick figures, each frame from the previous output. Prints one JSON
-object with frames/s of each (median of --repeats runs), the compile times and the peak RSS. Run from the repository root:
+object with seconds per frame and frames/s of each (median of --repeats runs), the compile times,
+peak memory and model FLOPs utilisation (``mfu``: XLA's FLOP count of one frame's compiled
+render over the median seconds per frame over this backend's measured matmul peak, see
+``benchmarks/common.py``). ``benchmarks/torch_reference.py infer`` times the same loop in
+PyTorch eager (compare with ``--noface`` unless it is given ``--face``). Run from the repository root:
 
   .venv/bin/python -m benchmarks.inference_loop                          # configs/cpu.py at 256x256
   .venv/bin/python -m benchmarks.inference_loop --height 512 --width 1024 --config configs/default.py
@@ -13,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +39,7 @@ def main(argv) -> None:
     import jax.numpy as jnp
     import numpy as np
 
+    from benchmarks import common
     from edn_jax import face_stage, inference, synthetic, train
     from edn_jax.models import param_count
     from edn_jax.pose import render
@@ -76,7 +80,7 @@ def main(argv) -> None:
                                                  valid[t:t + 1], carry)
         return jax.block_until_ready(last)
 
-    results = {}
+    results, seconds_per_frame = {}, {}
     for name, fn, first_len in (("scan", scan_all, chunk), ("per_frame", per_frame_all, 1)):
         t0 = time.perf_counter()
         jax.block_until_ready(inference.render_chunk(renderer, params, labels[:first_len], boxes[:first_len],
@@ -89,21 +93,33 @@ def main(argv) -> None:
             fn()
             times.append(time.perf_counter() - t0)
         seconds = float(np.median(times))
-        results[name] = {"frames_per_s": round(n / seconds, 2), "seconds_median": round(seconds, 3),
-                         "frames_per_s_best": round(n / min(times), 2),
+        seconds_per_frame[name] = seconds / n
+        results[name] = {"frames_per_s": round(n / seconds, 3), "seconds_median": round(seconds, 3),
+                         "seconds_per_frame": round(seconds / n, 5), "frames_per_s_best": round(n / min(times), 3),
                          "first_call_s_incl_compile": round(compile_s, 2)}
+    memory = common.peak_memory()  # before the matmul peak's buffers below
+    # One frame's FLOPs: a one-frame chunk (XLA's cost analysis counts a scan body once, whatever its length).
+    flops = common.compiled_flops(inference.render_chunk, renderer, params, labels[:1], boxes[:1], valid[:1],
+                                  inference.initial_carry(h, w))
+    peak = common.matmul_peak_flops()
+    for name in results:
+        results[name]["mfu"] = common.efficiency(flops, seconds_per_frame[name], peak, "frame")["mfu"]
     m = config.model
     print(json.dumps({
         "benchmark": "inference_loop", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
         "devices": f"{jax.device_count()} x {jax.devices()[0].platform}", "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
+        "threads": common.thread_count(), "machine": platform.processor() or platform.machine(),
+        "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "shape": {"height": h, "width": w, "frames": n, "chunk": chunk, "ngf": m.ngf, "n_down": m.n_downsampling,
                   "n_blocks": m.n_blocks, "face": _FACE.value, "face_ngf": m.face_ngf,
                   "face_crop": renderer.face_crop, "dtype": m.dtype},
         "g_params": param_count(params["g"]), "face_params": param_count(params["face"]) if params["face"] else 0,
         "scan": results["scan"], "per_frame": results["per_frame"],
         "scan_speedup": round(results["scan"]["frames_per_s"] / results["per_frame"]["frames_per_s"], 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **{k: v for k, v in common.efficiency(flops, seconds_per_frame["scan"], peak, "frame").items()
+           if k not in ("mfu", "achieved_gflops_per_s")},  # mfu is per method, above
+        **memory,
+        "peak_rss_mib": round(common.peak_rss_bytes() / 2 ** 20, 1),
     }, indent=2))
 
 

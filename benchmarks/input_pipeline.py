@@ -1,8 +1,10 @@
 """Training input speed: numpy host batches alone, then the sharded iterator over all local devices.
 
 The generator step must never wait for data, so this measures batches/s and images/s
-(each pair row holds two frames) for one process. Prints one JSON object. Run from the
-repository root:
+(each pair row holds two frames), seconds per batch and per image, and peak memory for one
+process. ``mfu`` is null: the pipeline runs no XLA model (host threads load records, fit the
+frames and draw stick figures with numpy/cv2), so there is no model FLOP count to divide.
+Prints one JSON object. Run from the repository root:
 
   .venv/bin/python -m benchmarks.input_pipeline --batch_size 8 --height 256 --width 256
   .venv/bin/python -m benchmarks.input_pipeline --data_dir ~/tensorflow_datasets --dataset NAME
@@ -61,6 +63,7 @@ def main(argv) -> None:
     import numpy as np
     from jax.sharding import Mesh
 
+    from benchmarks import common as bench
     from edn_jax import input_pipeline
 
     video_ids = frame_indices = None
@@ -87,7 +90,9 @@ def main(argv) -> None:
     sharded_s = timed(input_pipeline.make_train_iterator(source, mesh=mesh, **common), steps, jax.block_until_ready)
 
     def rates(seconds: float) -> dict:
-        return {"batches_per_s": round(steps / seconds, 2), "images_per_s": round(2 * b * steps / seconds, 1)}
+        return {"batches_per_s": round(steps / seconds, 2), "images_per_s": round(2 * b * steps / seconds, 1),
+                "seconds_per_batch": round(seconds / steps, 5),
+                "seconds_per_image": round(seconds / (2 * b * steps), 6)}
 
     print(json.dumps({
         "benchmark": "input_pipeline", "source": name, "records": len(source), "pairs": len(index),
@@ -97,6 +102,11 @@ def main(argv) -> None:
         "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
         "pair_index_from": "records" if video_ids is None else "metadata", "pair_index_s": round(index_s, 3),
         "host_batches": rates(host_s), "sharded_iterator": rates(sharded_s),
+        "mfu": None,
+        "mfu_note": "no XLA model runs here (host threads load records, fit frames and draw stick figures with "
+                    "numpy/cv2, then device_put), so there is no model FLOP count; the figure of merit is "
+                    "images_per_s against the train step's images_per_s (benchmarks/train_step.py)",
+        **bench.peak_memory(),
     }, indent=2))
 
 

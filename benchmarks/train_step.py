@@ -1,6 +1,10 @@
 """Train-step speed and memory for a named config and shape, comparable with a PyTorch pix2pixHD step.
 
-Prints one JSON object. Run from the repository root, e.g.:
+Prints one JSON object: seconds per step (median of --steps after 2 warm-up steps), images/s
+(2 frames per pair), peak memory, and model FLOPs utilisation (``mfu``: XLA's FLOP count of the
+compiled step over its median time over this backend's measured matmul peak, see
+``benchmarks/common.py``). ``benchmarks/torch_reference.py train`` times the same step in
+PyTorch eager. Run from the repository root, e.g.:
 
   .venv/bin/python -m benchmarks.train_step --config configs/cpu.py --batch 4 --height 256 --width 256
   .venv/bin/python -m benchmarks.train_step --config configs/default.py --batch 1 --height 512 --width 1024 \
@@ -12,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +43,7 @@ def main(argv) -> None:
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
 
+    from benchmarks import common
     from edn_jax import train
     from edn_jax.models import param_count
 
@@ -73,22 +77,27 @@ def main(argv) -> None:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
     step_s = float(np.median(times))
+    memory = common.peak_memory()  # before the matmul peak's buffers below
+    # The same jitted step's FLOPs (the lowering hits the in-process compilation cache).
+    flops = common.compiled_flops(trainer.step_fn, state, {k: batch[k] for k in train.TRAIN_KEYS}, trainer.perceptual)
+    peak = common.matmul_peak_flops()
     device = jax.devices()[0]
-    memory = device.memory_stats() if hasattr(device, "memory_stats") else None
     print(json.dumps({
         "benchmark": "train_step", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
         "devices": f"{jax.device_count()} x {device.platform}", "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
+        "threads": common.thread_count(), "machine": platform.processor() or platform.machine(),
+        "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "shape": {"batch": t.batch_size, "height": t.height, "width": t.width, "ngf": m.ngf,
                   "n_down": m.n_downsampling, "n_blocks": m.n_blocks, "ndf": m.ndf, "num_d": m.num_d,
                   "n_layers_d": m.n_layers_d, "perceptual": config.loss.perceptual, "dtype": m.dtype},
         "g_params": param_count(state.g_params), "d_params": param_count(state.d_params),
-        "first_step_s_incl_compile": round(compile_s, 2), "step_s_median": round(step_s, 4),
-        "step_s_min": round(min(times), 4),
-        "images_per_s": round(2 * t.batch_size / step_s, 2),  # each example is a (t-1, t) pair of frames
-        "pairs_per_s": round(t.batch_size / step_s, 2),
-        "peak_device_bytes": memory.get("peak_bytes_in_use") if memory else None,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "first_step_s_incl_compile": round(compile_s, 2), "steps_timed": len(times),
+        "step_s_median": round(step_s, 4), "step_s_min": round(min(times), 4),
+        "images_per_s": round(2 * t.batch_size / step_s, 3),  # each example is a (t-1, t) pair of frames
+        "pairs_per_s": round(t.batch_size / step_s, 3),
+        **common.efficiency(flops, step_s, peak, "step"),
+        **memory,
+        "peak_rss_mib": round(common.peak_rss_bytes() / 2 ** 20, 1),
     }, indent=2))
 
 
