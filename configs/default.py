@@ -128,6 +128,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.face.num_steps = 50_000
     config.train.face.decay_steps = 25_000
     config.train.face.d_alone_steps = 10_000  # the face D alone first, then also the multiscale D on full frames
+    # Rematerialisation (jax.checkpoint) trades compute for activation memory in the global and
+    # local stages: "none" keeps every activation for the backward pass; "perceptual" recomputes
+    # each VGG forward in the backward pass instead of storing it; "full" also recomputes each
+    # generator pass. Same gradients, more FLOPs (+14% / +28% at paper size). Measure before
+    # relying on it: on XLA:CPU it saved nothing at paper size (benchmarks/RESULTS.md);
+    # benchmarks/train_memory.py gives the compiled step's memory per mode on any backend.
+    config.train.remat = "none"          # none | perceptual | full
     config.train.learning_rate = 2e-4
     config.train.beta1 = 0.5
     config.train.beta2 = 0.999

@@ -78,15 +78,16 @@ def feature_matching_loss(real_outputs: DOutputs, fake_outputs: DOutputs, lambda
 
 def perceptual_loss(vgg_apply: Callable, vgg_params, x: jnp.ndarray, y: jnp.ndarray,
                     layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS,
-                    weights: jnp.ndarray | None = None) -> jnp.ndarray:
+                    weights: jnp.ndarray | None = None, remat: bool = False) -> jnp.ndarray:
     """pix2pixHD's VGGLoss: sum_i w_i * mean|phi_i(x) - phi_i(y)|, with y a constant.
 
     ``vgg_apply(params, images)`` returns one feature map per weight; x and y are
     NHWC in [-1, 1]. y is stopped before the network, so its pass needs no backprop.
     pix2pixHD's generator multiplies this by lambda_feat (10); that is the caller's.
-    ``weights`` [B] (optional) weight each example (0 = ignored).
+    ``weights`` [B] (optional) weight each example (0 = ignored). ``remat``: x's pass is
+    recomputed in the backward pass instead of keeping its activations (``jax.checkpoint``).
     """
-    fx = vgg_apply(vgg_params, x)
+    fx = (jax.checkpoint(vgg_apply) if remat else vgg_apply)(vgg_params, x)
     fy = vgg_apply(vgg_params, jax.lax.stop_gradient(y))
     total = jnp.zeros((), jnp.float32)
     for w, a, b in zip(layer_weights, fx, fy, strict=True):
@@ -103,8 +104,9 @@ class PerceptualLoss:
     arch: str = struct.field(pytree_node=False, default="vgg16")
     layer_weights: tuple[float, ...] = struct.field(pytree_node=False, default=PIX2PIXHD_VGG_WEIGHTS)
 
-    def __call__(self, x: jnp.ndarray, y: jnp.ndarray, weights: jnp.ndarray | None = None) -> jnp.ndarray:
-        return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights, weights)
+    def __call__(self, x: jnp.ndarray, y: jnp.ndarray, weights: jnp.ndarray | None = None,
+                 remat: bool = False) -> jnp.ndarray:
+        return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights, weights, remat)
 
 
 def _why_unavailable(arch: str, weights_path: str) -> str | None:

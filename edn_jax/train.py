@@ -148,6 +148,7 @@ def validate_train_config(config, check_batch: bool = True) -> None:
          "loss.lambda_feat, loss.lambda_vgg and loss.lambda_l1 must be >= 0", "use 10, 10 and 0 (pix2pixHD)"),
         (l.perceptual in ("vgg16", "vgg19", "none"), f"loss.perceptual={l.perceptual!r} is not known",
          "use vgg16, vgg19 or none"),
+        (t.remat in REMAT_MODES, f"train.remat={t.remat!r} is not known", f"use one of {', '.join(REMAT_MODES)}"),
         (t.height >= 16 and t.width >= 16, f"train size {t.height}x{t.width} is too small", "use e.g. 256x256"),
     ]
     prefix = {"global": "train", "local": "train.local", "face": "train.face"}
@@ -287,6 +288,20 @@ def guard_nonfinite(updated, state, metrics: dict):
     return new_state, dict(metrics, nonfinite=1.0 - finite.astype(jnp.float32))
 
 
+REMAT_MODES = ("none", "perceptual", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class _RematApply:
+    """A module whose ``apply`` is rematerialised: its activations are recomputed in the backward
+    pass instead of being kept from the forward pass (``train.remat="full"``)."""
+
+    module: Any
+
+    def apply(self, variables, *args):
+        return jax.checkpoint(self.module.apply)(variables, *args)
+
+
 def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
                fix_global_steps: int = 0):
     """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf.
@@ -295,6 +310,12 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     for that many steps, so only the new local branch learns at first (pix2pixHD's niter_fix_global).
     """
     use_prev, temporal = config.model.use_prev_label, config.model.temporal
+    remat = config.train.get("remat", "none")
+    if remat == "full":
+        generator = _RematApply(generator)
+    vgg_loss = perceptual
+    if perceptual is not None and remat in ("perceptual", "full"):
+        vgg_loss = functools.partial(perceptual, remat=True)
     lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     label_prev, label = batch["label_prev"], batch["label"]
     image_prev, image = batch["image_prev"], batch["image"]
@@ -310,7 +331,7 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         if lambda_l1 > 0:
             terms["g_l1"] = lambda_l1 * (jnp.mean(jnp.abs(fake - image)) + jnp.mean(jnp.abs(fake_prev - image_prev)))
         if perceptual is not None:
-            terms["g_vgg"] = lambda_vgg * (perceptual(fake, image) + perceptual(fake_prev, image_prev))
+            terms["g_vgg"] = lambda_vgg * (vgg_loss(fake, image) + vgg_loss(fake_prev, image_prev))
         total = sum(terms.values())
         return total, (terms, fake_prev, fake)
 

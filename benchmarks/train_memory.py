@@ -1,0 +1,106 @@
+"""Train-step memory by remat mode, from XLA's memory analysis of the compiled step (nothing runs).
+
+For each ``train.remat`` mode the global or local stage's jitted step is lowered for abstract
+state and batch (``jax.eval_shape``: no parameters are created, so paper sizes fit on a laptop)
+and compiled; XLA's ``memory_analysis()`` then gives the bytes of the arguments (state, batch,
+VGG weights), the outputs, and the temporaries (the activations kept for the backward pass
+live there), plus the compiled FLOP count, i.e. what remat costs in recomputation. Prints one
+JSON object. Run from the repository root, e.g. the paper's stages (batch 1 per device):
+
+  .venv/bin/python -m benchmarks.train_memory --config configs/default.py --stage global --batch 1
+  .venv/bin/python -m benchmarks.train_memory --config configs/default.py --stage local --batch 1
+
+``--height``/``--width`` set the global stage's size (the local stage runs at twice it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", "Config whose model/loss settings to use.")
+_STAGE = flags.DEFINE_enum("stage", "global", ["global", "local"], "Which stage's train step.")
+_BATCH = flags.DEFINE_integer("batch", None, "Global batch size (default: the config's).")
+_HEIGHT = flags.DEFINE_integer("height", None, "The global stage's image height (default: the config's).")
+_WIDTH = flags.DEFINE_integer("width", None, "The global stage's image width (default: the config's).")
+_MODES = flags.DEFINE_list("modes", ["none", "perceptual", "full"], "train.remat modes to compile.")
+
+
+def step_memory(config, stage_name: str) -> dict:
+    """Memory analysis and FLOPs of one compiled train step of ``stage_name`` under ``config``."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from benchmarks import common
+    from edn_jax import train
+
+    stage = next(s for s in train.plan_stages(config) if s.name == stage_name)
+    mesh = train.make_mesh()
+    trainer = train.Trainer.create(config, mesh, stage)
+    batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    shape = (config.train.batch_size, stage.height, stage.width, 3)
+    batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding) for k in train.TRAIN_KEYS}
+    t0 = time.perf_counter()
+    compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
+    compile_s = time.perf_counter() - t0
+    analysis = compiled.memory_analysis()
+    flops = common._cost_dict(compiled.cost_analysis()).get("flops")
+    mib = lambda b: round(b / 2 ** 20, 1)  # noqa: E731
+    out = {"compile_s": round(compile_s, 1), "flops_per_step": flops}
+    for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"):
+        out[field.replace("_in_bytes", "_mib")] = mib(getattr(analysis, field))
+    # Donated state aliases its outputs, so the step's footprint is arguments + temporaries + the outputs
+    # that are not aliased (the metrics).
+    out["total_mib"] = mib(analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
+                           + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
+    return out
+
+
+def main(argv) -> None:
+    del argv
+    import jax
+
+    from edn_jax import train
+
+    config = _CONFIG.value
+    for flag, field in ((_BATCH, "batch_size"), (_HEIGHT, "height"), (_WIDTH, "width")):
+        if flag.value is not None:
+            config.train[field] = flag.value
+    if _STAGE.value == "local" and "local" not in config.train.stages:
+        config.train.stages = "global,local"
+    results = {}
+    for mode in _MODES.value:
+        config.train.remat = mode
+        train.validate_train_config(config)
+        results[mode] = step_memory(config, _STAGE.value)
+        print(f"remat={mode}: {results[mode]}", flush=True)
+    base = results.get("none")
+    if base:
+        for r in results.values():
+            r["temp_vs_none"] = round(r["temp_size_mib"] / base["temp_size_mib"], 3) if base["temp_size_mib"] else None
+            r["flops_vs_none"] = (round(r["flops_per_step"] / base["flops_per_step"], 3)
+                                  if base["flops_per_step"] and r["flops_per_step"] else None)
+    stage = next(s for s in train.plan_stages(config) if s.name == _STAGE.value)
+    m = config.model
+    print(json.dumps({
+        "benchmark": "train_memory", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+        "stage": _STAGE.value, "devices": f"{jax.device_count()} x {jax.devices()[0].platform}",
+        "machine": platform.processor() or platform.machine(), "jax": jax.__version__,
+        "shape": {"batch": config.train.batch_size, "height": stage.height, "width": stage.width, "ngf": m.ngf,
+                  "local_ngf": m.local_ngf, "n_down": m.n_downsampling, "n_blocks": m.n_blocks, "ndf": m.ndf,
+                  "num_d": m.num_d, "perceptual": config.loss.perceptual, "dtype": m.dtype},
+        "source": "XLA compiled.memory_analysis() of the jitted train step (compiled only, not run)",
+        "by_remat": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)
