@@ -8,6 +8,16 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
+# One compilation cache for the session, subprocesses included (they inherit the environment):
+# many tests and CLI runs compile the same tiny programs, and on 2 cores compiling is most of
+# the suite's time. Only compiles of 1 s or more are stored. A fresh directory per session, so
+# nothing outlives the run.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="edn_jax_test_cache_")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
