@@ -10,13 +10,17 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 # One compilation cache for the session, subprocesses included (they inherit the environment):
 # many tests and CLI runs compile the same tiny programs, and on 2 cores compiling is most of
-# the suite's time. Only compiles of 1 s or more are stored. A fresh directory per session, so
-# nothing outlives the run.
+# the suite's time. Only compiles of 1 s or more are stored. A fresh directory per session,
+# removed when the session ends (about 150 MiB), so nothing outlives the run.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="edn_jax_test_cache_")
+    _session_cache = tempfile.mkdtemp(prefix="edn_jax_test_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
 import pathlib  # noqa: E402
 
