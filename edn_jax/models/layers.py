@@ -49,28 +49,25 @@ def _row_folded_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return y.astype(jnp.result_type(x, kernel))
 
 
-@jax.custom_vjp
-def narrow_output_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    """A VALID stride-1 NHWC conv for large kernels with few output channels (the 7x7 RGB heads).
+def _computed_as(forward, differentiated_as):
+    """``forward(x, kernel)`` whose gradients are ``differentiated_as``'s (a custom VJP).
 
-    XLA:CPU runs such a conv at a small fraction of its conv throughput: each output pixel
-    gathers a kh*kw*I patch for only O (= 3) dot products. The forward pass here is the
-    row-folded form (``_row_folded_conv``: one patch row feeds kh * O outputs), about 4x
-    faster on the 7x7 16 -> 3 head; the backward pass is the plain conv's own (faster there).
+    Both compute the same convolution; XLA:CPU has a fast kernel for the one in each
+    direction but not for the other, so the forward pass takes one form and the backward
+    pass the other's VJP.
     """
-    return _row_folded_conv(x, kernel)
+    fn = jax.custom_vjp(forward)
+    fn.defvjp(lambda x, kernel: (forward(x, kernel), (x, kernel)),
+              lambda residuals, g: jax.vjp(differentiated_as, *residuals)[1](g))
+    return fn  # jax.custom_vjp keeps forward's name and docstring
 
 
-def _narrow_fwd(x, kernel):
-    return _row_folded_conv(x, kernel), (x, kernel)
-
-
-def _narrow_bwd(residuals, g):
-    x, kernel = residuals
-    return jax.vjp(_valid_conv, x, kernel)[1](g)
-
-
-narrow_output_conv.defvjp(_narrow_fwd, _narrow_bwd)
+# A VALID stride-1 NHWC conv for large kernels with few output channels (the 7x7 RGB heads).
+# XLA:CPU runs such a conv at a small fraction of its conv throughput: each output pixel
+# gathers a kh*kw*I patch for only O (= 3) dot products. The forward pass is the row-folded
+# form (one patch row feeds kh * O outputs), about 4x faster on the 7x7 16 -> 3 head; the
+# backward pass is the plain conv's own (faster there).
+narrow_output_conv = _computed_as(_row_folded_conv, _valid_conv)
 
 
 def _use_row_folding(kernel_shape) -> bool:
@@ -99,8 +96,7 @@ def space_to_depth_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_NHWC)
 
 
-@jax.custom_vjp
-def stride2_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+def _stride2_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     """A VALID stride-2 NHWC conv: the plain strided conv forward, ``space_to_depth_conv``'s gradients.
 
     The forward pass stays the strided conv because XLA:CPU runs it about 2x faster than the
@@ -110,16 +106,7 @@ def stride2_conv(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return lax.conv_general_dilated(x, kernel, (2, 2), "VALID", dimension_numbers=_NHWC)
 
 
-def _stride2_fwd(x, kernel):
-    return stride2_conv(x, kernel), (x, kernel)
-
-
-def _stride2_bwd(residuals, g):
-    x, kernel = residuals
-    return jax.vjp(space_to_depth_conv, x, kernel)[1](g)
-
-
-stride2_conv.defvjp(_stride2_fwd, _stride2_bwd)
+stride2_conv = _computed_as(_stride2_conv, space_to_depth_conv)
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
