@@ -36,7 +36,11 @@ def compiled_flops(fn: Callable, *args, **kwargs) -> float | None:
     import jax
 
     lowerable = fn if hasattr(fn, "lower") else jax.jit(fn)
-    compiled = lowerable.lower(*args, **kwargs).compile()
+    return flops_of(lowerable.lower(*args, **kwargs).compile())
+
+
+def flops_of(compiled: Any) -> float | None:
+    """FLOPs of one call of an already compiled program (``jit(f).lower(...).compile()``), or None."""
     flops = _cost_dict(compiled.cost_analysis()).get("flops")
     return None if flops is None or flops < 0 else float(flops)
 

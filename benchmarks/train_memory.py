@@ -52,7 +52,7 @@ def step_memory(config, stage_name: str) -> dict:
     compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
     compile_s = time.perf_counter() - t0
     analysis = compiled.memory_analysis()
-    flops = common._cost_dict(compiled.cost_analysis()).get("flops")
+    flops = common.flops_of(compiled)
     mib = lambda b: round(b / 2 ** 20, 1)  # noqa: E731
     out = {"compile_s": round(compile_s, 1), "flops_per_step": flops}
     for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"):

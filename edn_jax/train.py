@@ -310,7 +310,7 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     for that many steps, so only the new local branch learns at first (pix2pixHD's niter_fix_global).
     """
     use_prev, temporal = config.model.use_prev_label, config.model.temporal
-    remat = config.train.get("remat", "none")
+    remat = config.train.remat
     if remat == "full":
         generator = _RematApply(generator)
     vgg_loss = perceptual
