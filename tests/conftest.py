@@ -30,6 +30,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
 
+def scripted_person(seed: int, frames: int, height: int, width: int, scale: float = 1.0, dx: float = 0.0,
+                    dy: float = 0.0):
+    """A synthetic person's keypoints [frames, points, 3] in a height x width frame, scaled about the
+    origin and shifted by (dx, dy); missing points stay at (0, 0, 0)."""
+    import numpy as np
+
+    from edn_jax import synthetic
+
+    kps = synthetic.synthetic_keypoints(seed, frames, height, width, 30.0)
+    present = kps[..., 2] > 0
+    kps[..., 0] = np.where(present, kps[..., 0] * scale + dx, 0)
+    kps[..., 1] = np.where(present, kps[..., 1] * scale + dy, 0)
+    return kps
+
+
 def real_video(name: str) -> str:
     path = DATA / name
     assert path.exists(), f"real test video missing: {path} (tests expect ../shared/data beside the checkout)"

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import real_video
+from conftest import real_video, scripted_person
 from configs import default
-from edn_jax import synthetic, video
+from edn_jax import video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, pipeline, tracking
 
@@ -104,11 +104,7 @@ def test_shrunk_decoding_equals_resizing_the_full_frames():
 # --- several detectors on successive frames --------------------------------------------------------
 
 def _person(seed, frames, scale=1.0, dx=0.0, dy=0.0):
-    kps = synthetic.synthetic_keypoints(seed, frames, H, W, 30.0)
-    present = kps[..., 2] > 0
-    kps[..., 0] = np.where(present, kps[..., 0] * scale + dx, 0)
-    kps[..., 1] = np.where(present, kps[..., 1] * scale + dy, 0)
-    return kps
+    return scripted_person(seed, frames, H, W, scale, dx, dy)
 
 
 class _SceneDetector:

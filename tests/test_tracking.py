@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edn_jax import synthetic
+from conftest import scripted_person
 from edn_jax.errors import EdnError
 from edn_jax.pose import tracking
 
@@ -11,11 +11,7 @@ H, W = 200, 400
 
 
 def _person(seed, frames, scale=1.0, dx=0.0, dy=0.0):
-    kps = synthetic.synthetic_keypoints(seed, frames, H, W, 30.0)
-    present = kps[..., 2] > 0
-    kps[..., 0] = np.where(present, kps[..., 0] * scale + dx, 0)
-    kps[..., 1] = np.where(present, kps[..., 1] * scale + dy, 0)
-    return kps
+    return scripted_person(seed, frames, H, W, scale, dx, dy)
 
 
 def _labels(chosen, people):
