@@ -45,6 +45,17 @@ def flops_of(compiled: Any) -> float | None:
     return None if flops is None or flops < 0 else float(flops)
 
 
+def call_seconds(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` calls of ``fn()``. ``fn`` must return only when its
+    work is done (``jax.block_until_ready`` for JAX; eager PyTorch on CPU already does)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 @functools.lru_cache(maxsize=None)
 def _matmul_peak(dtype_name: str, sizes: tuple[int, ...], repeats: int) -> dict:
     import jax
@@ -60,11 +71,7 @@ def _matmul_peak(dtype_name: str, sizes: tuple[int, ...], repeats: int) -> dict:
         a = jnp.asarray(rng.standard_normal((n, n), np.float32), dtype)
         b = jnp.asarray(rng.standard_normal((n, n), np.float32), dtype)
         matmul(a, b).block_until_ready()  # compile and warm
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            matmul(a, b).block_until_ready()
-            times.append(time.perf_counter() - t0)
+        times = call_seconds(lambda: matmul(a, b).block_until_ready(), repeats)
         rate = 2.0 * n ** 3 / min(times)
         per_size[n] = round(rate / 1e9, 1)
         if rate > best["flops_per_s"]:

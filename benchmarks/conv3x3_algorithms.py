@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -123,13 +122,8 @@ def main(argv) -> None:
         algorithms[name] = jax.jit(lambda x, kernel, spec=spec: winograd_conv3x3(x, kernel, spec))
 
     def seconds(fn, *args) -> float:
-        fn(*args).block_until_ready()
-        times = []
-        for _ in range(_REPEATS.value):
-            start = time.perf_counter()
-            fn(*args).block_until_ready()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
+        fn(*args).block_until_ready()  # compile and warm
+        return float(np.median(common.call_seconds(lambda: fn(*args).block_until_ready(), _REPEATS.value)))
 
     rng = np.random.default_rng(0)
     layers, size = [], _SIZE.value

@@ -87,11 +87,7 @@ def main(argv) -> None:
                                                      valid[:first_len], inference.initial_carry(h, w)))
         compile_s = time.perf_counter() - t0
         fn()  # warm
-        times = []
-        for _ in range(_REPEATS.value):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        times = common.call_seconds(fn, _REPEATS.value)
         seconds = float(np.median(times))
         seconds_per_frame[name] = seconds / n
         results[name] = {"frames_per_s": round(n / seconds, 3), "seconds_median": round(seconds, 3),

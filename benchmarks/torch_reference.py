@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 
@@ -51,6 +50,11 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+# benchmarks/common.py needs only the standard library at import time (it imports jax inside the
+# functions that use it), so this torch-only environment shares its timing and memory helpers.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import call_seconds, peak_rss_bytes  # noqa: E402
 
 VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512)  # up to conv5_1
 VGG_FEATURES = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -247,11 +251,6 @@ def to_torch(x: np.ndarray, channels_last: bool) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 
 
-def peak_rss_bytes() -> int:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
 def matmul_peak(sizes=(1024, 2048, 4096), repeats: int = 5) -> dict:
     """torch's float32 square-matmul peak on this machine, measured as benchmarks/common.py does for JAX."""
     best, by_n = 0.0, {}
@@ -259,11 +258,7 @@ def matmul_peak(sizes=(1024, 2048, 4096), repeats: int = 5) -> dict:
         g = torch.Generator().manual_seed(n)
         a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
         a @ b
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t0)
+        times = call_seconds(lambda: a @ b, repeats)
         rate = 2.0 * n ** 3 / min(times)
         by_n[n] = round(rate / 1e9, 1)
         best = max(best, rate)
@@ -316,11 +311,7 @@ def run_train(args) -> dict:
     step(*batch)
     first_s = time.perf_counter() - t0
     step(*batch)
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step(*batch)  # eager: every op has finished when the call returns (CPU)
-        times.append(time.perf_counter() - t0)
+    times = call_seconds(lambda: step(*batch), args.steps)  # eager: every op has finished when a call returns (CPU)
     step_s = float(np.median(times))
     rss = peak_rss_bytes()
     flops = counted_flops(lambda: step(*batch)) if args.flops else None
@@ -367,11 +358,7 @@ def run_infer(args) -> dict:
     render_one()
     first_s = time.perf_counter() - t0
     render_all()  # warm
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        render_all()
-        times.append(time.perf_counter() - t0)
+    times = call_seconds(render_all, args.repeats)
     seconds = float(np.median(times))
     rss = peak_rss_bytes()
     flops = counted_flops(render_one) if args.flops else None

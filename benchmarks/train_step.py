@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,18 +63,15 @@ def main(argv) -> None:
     sharding = NamedSharding(mesh, P(train.DATA_AXIS))
     batch = {k: jax.device_put(rng.uniform(-1, 1, (t.batch_size, t.height, t.width, 3)).astype(np.float32), sharding)
              for k in ("label_prev", "label", "image_prev", "image")}
-    t0 = time.perf_counter()
-    state, metrics = trainer.step(state, batch)
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - t0
-    state, metrics = trainer.step(state, batch)
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(_STEPS.value):
-        t0 = time.perf_counter()
+
+    def one_step():
+        nonlocal state
         state, metrics = trainer.step(state, batch)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t0)
+
+    (compile_s,) = common.call_seconds(one_step, 1)
+    one_step()
+    times = common.call_seconds(one_step, _STEPS.value)
     step_s = float(np.median(times))
     memory = common.peak_memory()  # before the matmul peak's buffers below
     # The same jitted step's FLOPs (the lowering hits the in-process compilation cache).

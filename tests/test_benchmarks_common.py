@@ -1,4 +1,6 @@
-"""benchmarks/common.py: XLA FLOP counts, MFU arithmetic and the memory/peak helpers (no timings asserted)."""
+"""benchmarks/common.py: XLA FLOP counts, MFU arithmetic and the memory/peak helpers (no speed asserted)."""
+
+import time
 
 import jax
 import jax.numpy as jnp
@@ -34,3 +36,10 @@ def test_matmul_peak_and_peak_memory_report_positive_numbers():
     assert common.matmul_peak_flops(sizes=(64,), repeats=1) is peak  # cached per process
     memory = common.peak_memory()
     assert memory["peak_memory_bytes"] > 0 and memory["peak_memory_source"]
+
+
+def test_call_seconds_times_each_call():
+    calls = []
+    times = common.call_seconds(lambda: calls.append(time.sleep(0.01)), 3)
+    assert len(calls) == 3 and len(times) == 3
+    assert all(t >= 0.01 for t in times)  # each call's own duration, not the loop's total or its start
