@@ -125,6 +125,9 @@ def main(argv) -> None:
         fn(*args).block_until_ready()  # compile and warm
         return float(np.median(common.call_seconds(lambda: fn(*args).block_until_ready(), _REPEATS.value)))
 
+    names = [name for name, *_ in vgg.conv_layers("vgg16")]
+    if _LAST.value not in names:
+        raise app.UsageError(f"--last={_LAST.value!r} is no VGG16 conv; use one of {', '.join(names)}")
     rng = np.random.default_rng(0)
     layers, size = [], _SIZE.value
     totals = {name: 0.0 for name in algorithms} | {"best": 0.0}
