@@ -1,7 +1,8 @@
 """Video reading and writing at the edges of the pipeline.
 
 Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
-ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264.
+ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264, and
+copies a source's audio track in the same pass.
 Videos are written through ``fileio.atomic_path``, so an interrupted run never
 leaves a file that looks finished. ``prefetch`` decodes in a background thread
 (OpenCV releases the GIL while decoding), so decoding overlaps pose detection.
@@ -12,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 from edn_jax.errors import EdnError
@@ -34,13 +37,7 @@ class VideoInfo:
 
 def _is_media_container(path: str) -> bool:
     """Whether ffmpeg parses the file as a media container (it may still hold no frames)."""
-    import subprocess
-
-    import imageio_ffmpeg
-
-    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
-                           capture_output=True, text=True, check=False)
-    return "Input #0" in probe.stderr
+    return "Input #0" in _ffmpeg_probe(path)
 
 
 def _open(path: str) -> cv2.VideoCapture:
@@ -163,25 +160,48 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
         thread.join()
 
 
-class VideoWriter:
-    """Streams RGB frames into an H.264 mp4 that appears at ``path`` only once closed cleanly.
+def _ffmpeg_probe(path: str) -> str:
+    """What ffmpeg says about ``path`` (its stream list), as text."""
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
+                           capture_output=True, text=True, check=False)
+    return probe.stderr
 
-    Use as a context manager; on an exception the partial file is deleted.
+
+def has_audio(path: str) -> bool:
+    """Whether ffmpeg finds an audio stream in ``path``."""
+    return any(line.strip().startswith("Stream #") and "Audio:" in line
+               for line in _ffmpeg_probe(path).splitlines())
+
+
+class VideoWriter:
+    """Streams RGB frames into an H.264 mp4 that appears at ``path`` only once complete.
+
+    With ``audio_from``, that file's first audio track is encoded (AAC) in the same ffmpeg
+    pass, cut to the video's length. As a context manager it commits on success and
+    removes the partial file on an exception. Several outputs that must appear together
+    call ``complete`` on each (encoding finished, still under a temporary name), then
+    ``commit`` on each; ``abort`` removes an uncommitted one and leaves ``path`` as it was.
     """
 
-    def __init__(self, path: str, fps: float, quality: float = 7.0):
+    def __init__(self, path: str, fps: float, quality: float = 7.0, audio_from: str | None = None):
         self.path = path
         self.fps = float(fps)
         self.quality = quality
+        self.audio_from = audio_from
         self._atomic = atomic_path(path, suffix=".mp4")
         self._tmp: str | None = None
         self._gen = None
         self._size: tuple[int, int] | None = None
+        self._completed = self._done = False
         self.frames_written = 0
 
-    def __enter__(self) -> "VideoWriter":
+    def open(self) -> "VideoWriter":
+        """Starts the output under a temporary name beside ``path``."""
         self._tmp = self._atomic.__enter__()
         return self
+
+    def __enter__(self) -> "VideoWriter":
+        return self.open()
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -189,29 +209,60 @@ class VideoWriter:
         if self._gen is None:
             if h % 2 or w % 2:
                 raise EdnError(f"frame size {w}x{h} is odd", "H.264 (yuv420p) needs even width and height")
-            import imageio_ffmpeg
-
             self._size = (w, h)
+            audio = {} if self.audio_from is None else {"audio_path": self.audio_from, "audio_codec": "aac"}
             self._gen = imageio_ffmpeg.write_frames(
                 self._tmp, (w, h), fps=self.fps, codec="libx264", quality=self.quality,
                 macro_block_size=2, pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-                output_params=["-movflags", "+faststart"])
+                output_params=["-movflags", "+faststart"] + (["-shortest"] if self.audio_from else []), **audio)
             self._gen.send(None)
         elif (w, h) != self._size:
             raise ValueError(f"frame size changed from {self._size} to {(w, h)}")
         self._gen.send(frame)
         self.frames_written += 1
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def complete(self) -> None:
+        """Finishes encoding into the temporary file (``path`` is not touched yet)."""
+        self._completed = True
+        if self._gen is None:
+            raise EdnError(f"no frames were written to {self.path}", "nothing to encode")
         try:
-            if self._gen is not None:
+            self._gen.close()
+        except Exception as e:  # noqa: BLE001 - ffmpeg's own error, e.g. an audio track it cannot read
+            what = f"cannot encode {self.path}" + (f" with the audio of {self.audio_from}" if self.audio_from else "")
+            fix = ("pass --config.transfer.keep_audio=False to write the video without sound" if self.audio_from
+                   else "check free disk space")
+            raise EdnError(f"{what} ({' '.join(str(e).split())[-200:]})", fix) from e
+
+    def commit(self) -> None:
+        """Renames the completed file onto ``path``."""
+        self._done = True
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, error: BaseException) -> None:
+        """Removes the temporary file; ``path`` is left as it was (unless already committed)."""
+        if self._done:
+            return
+        self._done = True
+        if self._gen is not None and not self._completed:
+            try:
                 self._gen.close()
-            elif exc_type is None:
-                raise EdnError(f"no frames were written to {self.path}", "nothing to encode")
-        except BaseException as close_error:
-            self._atomic.__exit__(type(close_error), close_error, close_error.__traceback__)
+            except Exception:  # noqa: BLE001 - cleanup: the original error is what matters
+                pass
+        if self._tmp is not None:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            self.abort(exc)
+            return False
+        try:
+            self.complete()
+        except BaseException as e:
+            self.abort(e)
             raise
-        return bool(self._atomic.__exit__(exc_type, exc, tb))
+        self.commit()
+        return False
 
 
 def write_video(path: str, frames, fps: float) -> int:

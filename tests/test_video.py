@@ -1,7 +1,10 @@
 """Video IO: frames survive the round trip, interrupted writes leave nothing that looks complete."""
 
 import os
+import re
+import subprocess
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -63,3 +66,39 @@ def test_max_frames_limits_the_stream(tmp_path):
     path = str(tmp_path / "clip.mp4")
     video.write_video(path, _frames(10), fps=10)
     assert len(list(video.iter_frames(path, max_frames=4))) == 4
+
+
+def _duration_s(path: str, stream: str) -> float:
+    """Seconds of ``path``'s first video or audio stream, as ffmpeg decodes it (its last 'time=')."""
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path, "-map", f"0:{stream}:0",
+                            "-f", "null", "-"], capture_output=True, text=True, check=True)
+    h, m, s = re.findall(r"time=(\d+):(\d+):([\d.]+)", probe.stderr)[-1]
+    return 3600 * int(h) + 60 * int(m) + float(s)
+
+
+def test_audio_is_copied_in_the_encoding_pass_and_cut_to_the_video(tmp_path):
+    tone = str(tmp_path / "tone.m4a")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:duration=3", "-c:a", "aac", tone], check=True)
+    path = str(tmp_path / "clip.mp4")
+    with video.VideoWriter(path, fps=10, audio_from=tone) as writer:
+        for frame in _frames(10):  # one second of video against three of sound
+            writer.write(frame)
+    assert video.has_audio(path)
+    assert len(list(video.iter_frames(path))) == 10
+    assert abs(_duration_s(path, "a") - 1.0) < 0.15, _duration_s(path, "a")
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4", "tone.m4a"]  # one pass: no intermediate file left
+    silent = str(tmp_path / "silent.mp4")
+    video.write_video(silent, _frames(3), fps=10)
+    assert not video.has_audio(silent)
+
+
+def test_outputs_that_appear_together_are_completed_then_committed(tmp_path):
+    a, b = (video.VideoWriter(str(tmp_path / name), fps=10).open() for name in ("a.mp4", "b.mp4"))
+    for writer in (a, b):
+        writer.write(_frames(1)[0])
+        writer.complete()
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()  # encoded, not yet in place
+    a.commit()
+    b.abort(RuntimeError("its sibling failed"))
+    assert sorted(os.listdir(tmp_path)) == ["a.mp4"]
