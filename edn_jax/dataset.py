@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from configs import default
+from edn_jax import synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, pipeline, render
 
@@ -107,26 +109,26 @@ class PoseFramesBuilder(tfds.core.GeneratorBasedBuilder):
         cfg.validate()
         videos = self._videos(dl_manager)
         plans, train_kps, videos_meta = [], [], []
-        for video_id, video in enumerate(videos):
-            seq = video.sequence
+        for video_id, clip in enumerate(videos):
+            seq = clip.sequence
             tf = render.fit_transform((seq.height, seq.width), (cfg.height, cfg.width), mode="pad")
             kps = render.transform_keypoints(seq.keypoints, tf)
             has_body = kps[:, layout.BODY, 2].max(axis=1) > 0
             if has_body.mean() < MIN_PERSON_FRACTION:
                 raise EdnError(
-                    f"{video.name}: a person was found in only {int(has_body.sum())} of {len(kps)} frames",
-                    "use footage where the target is visible most of the time, or trim the video")
+                    f"{clip.name}: a person was found in only {int(has_body.sum())} of {len(kps)} frames",
+                    "use footage where the target is visible most of the time, or trim the clip")
             kept = np.flatnonzero(has_body)
             splits = split_frames(kept, cfg.val_fraction)
-            plans.append((video, tf, kps, splits))
+            plans.append((clip, tf, kps, splits))
             train_kps.append(kps[splits["train"]])
             videos_meta.append({
-                "name": video.name, "source": seq.source, "fps": seq.fps, "source_height": seq.height,
+                "name": clip.name, "source": seq.source, "fps": seq.fps, "source_height": seq.height,
                 "source_width": seq.width, "frames": len(kps), "frames_dropped_no_person": int((~has_body).sum()),
                 "scale": tf.scale, "offset_x": tf.offset_x, "offset_y": tf.offset_y,
                 "train_frames": len(splits["train"]), "validation_frames": len(splits["validation"])})
             if (~has_body).any():
-                print(f"{video.name}: dropped {int((~has_body).sum())} of {len(kps)} frames with no person")
+                print(f"{clip.name}: dropped {int((~has_body).sum())} of {len(kps)} frames with no person")
         stats = normalization.pose_statistics(np.concatenate(train_kps))
         self.info.metadata["normalization"] = normalization.stats_to_dict(stats)
         self.info.metadata["videos"] = videos_meta
@@ -138,10 +140,10 @@ class PoseFramesBuilder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, plans, split) -> Iterator[tuple[str, dict]]:
         cfg = self.builder_config
-        for video_id, (video, tf, kps, splits) in enumerate(plans):
+        for video_id, (clip, tf, kps, splits) in enumerate(plans):
             wanted = set(int(t) for t in splits[split])
-            detected = video.sequence.detected
-            for t, frame in enumerate(video.frames()):
+            detected = clip.sequence.detected
+            for t, frame in enumerate(clip.frames()):
                 if t not in wanted:
                     continue
                 box, valid = render.face_box(kps[t], cfg.height, cfg.width)
@@ -154,8 +156,6 @@ class PoseFramesBuilder(tfds.core.GeneratorBasedBuilder):
 
 def pose_config(overrides=()):
     """The default pose settings with a builder config's overrides applied."""
-    from configs import default
-
     config = default.get_config()
     for key, value in overrides:
         if key not in config.pose:
@@ -173,8 +173,6 @@ def find_videos(directory: str) -> list[str]:
 
 def detect_video(path: str, pose_overrides=(), max_frames: int = 0) -> VideoPoses:
     """The pose stage on one video, exactly as pose mode runs it."""
-    from edn_jax import video
-
     config = pose_config(pose_overrides)
     config.input.video = path
     config.input.max_frames = max_frames
@@ -183,8 +181,6 @@ def detect_video(path: str, pose_overrides=(), max_frames: int = 0) -> VideoPose
 
 
 def synthetic_video(seed: int, num_frames: int, height: int, width: int, fps: float) -> VideoPoses:
-    from edn_jax import synthetic
-
     config = pose_config()
     config.synthetic.seed, config.synthetic.num_frames = seed, num_frames
     config.synthetic.height, config.synthetic.width, config.synthetic.fps = height, width, fps

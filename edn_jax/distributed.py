@@ -48,6 +48,9 @@ import time
 import urllib.request
 from collections.abc import Mapping
 
+import jax
+from jax._src import xla_bridge
+
 from edn_jax.errors import EdnError
 
 DEFAULT_TIMEOUT_S = 300
@@ -99,7 +102,7 @@ def _count(text: str | None) -> int:
 
 def _on_cloud_tpu_vm() -> bool:
     """Whether JAX found TPU chips and libtpu on this host (read when ``import jax`` ran; touches no backend)."""
-    try:
+    try:  # a private module (where jax keeps what it found at import), so it may move between releases
         from jax._src import cloud_tpu_init
     except ImportError:  # pragma: no cover - private module moved
         return False
@@ -184,8 +187,6 @@ def plan(env: Mapping[str, str] | None = None) -> Plan | None:
 
 
 def _backends_started() -> bool:
-    from jax._src import xla_bridge
-
     return xla_bridge.backends_are_initialized()
 
 
@@ -238,8 +239,6 @@ def maybe_initialize(env: Mapping[str, str] | None = None) -> bool:
     global _result
     if _result is not None:
         return _result
-    import jax
-
     if jax.distributed.is_initialized():  # someone else already joined
         _result = True
         return True

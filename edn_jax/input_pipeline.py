@@ -23,7 +23,9 @@ import threading
 import weakref
 from typing import Any, Mapping, Protocol
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
@@ -371,7 +373,6 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
     if process_index is None:
-        import jax
         process_index, process_count = jax.process_index(), jax.process_count()
     if int(height) < 1 or int(width) < 1:
         raise EdnError(f"output size must be positive, got {height}x{width}", "pass a height and width >= 1")
@@ -410,7 +411,6 @@ class TrainIterator:
         self._next_step = host.state()["step"]
 
     def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
-        import jax
         return {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global_batch_size,) + v.shape[1:])
                 for k, v in local.items()}
 
@@ -450,9 +450,6 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
     the data axis, and each process's devices must hold its own rows (a mesh from
     ``jax.make_mesh`` does).
     """
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
     if data_axis not in mesh.axis_names:
         raise EdnError(f"the mesh has no axis {data_axis!r} (axes: {', '.join(mesh.axis_names)})",
                        "pass data_axis= one of the mesh's axis names")

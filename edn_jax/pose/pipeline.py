@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edn_jax import progress, video
+from edn_jax import progress, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import cleanup, layout, openpose_json, render, tracking
+from edn_jax.pose.detector import MediaPipeHolisticDetector
 
 KEYPOINTS_FILE = "keypoints.npz"
 LAYOUT_NAME = "openpose_body25_face70_hands21"
@@ -87,8 +88,6 @@ def validate_detect_settings(pose_cfg) -> None:
 @contextlib.contextmanager
 def open_detectors(pose_cfg) -> Iterator[list]:
     """``pose_cfg.detect_threads`` identical MediaPipe Holistic detectors, closed on exit."""
-    from edn_jax.pose.detector import MediaPipeHolisticDetector
-
     validate_detect_settings(pose_cfg)
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(MediaPipeHolisticDetector(pose_cfg.min_detection_confidence,
@@ -146,8 +145,6 @@ def _read_openpose(config) -> PoseSequence:
 
 
 def _synthetic(config) -> PoseSequence:
-    from edn_jax import synthetic
-
     s = config.synthetic
     raw = synthetic.synthetic_keypoints(s.seed, s.num_frames, s.height, s.width, s.fps)
     if config.input.max_frames:
@@ -170,8 +167,6 @@ def extract_poses(config) -> PoseSequence:
 def source_frames(seq: PoseSequence, config) -> Iterator[np.ndarray] | None:
     """The source's RGB frames again (streamed), or None for JSON input."""
     if seq.source.startswith("synthetic:"):
-        from edn_jax import synthetic
-
         s = config.synthetic
         return (synthetic.render_synthetic_frame(k, s.height, s.width, s.appearance) for k in seq.raw_keypoints)
     if config.input.video:
