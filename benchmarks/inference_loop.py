@@ -40,7 +40,8 @@ def main(argv) -> None:
     import numpy as np
 
     from benchmarks import common
-    from edn_jax import face_stage, inference, synthetic, train
+    from edn_jax import inference, stages, synthetic
+    from edn_jax.models import factory
     from edn_jax.models import param_count
     from edn_jax.pose import render
 
@@ -48,7 +49,7 @@ def main(argv) -> None:
     h, w, n, chunk = _HEIGHT.value, _WIDTH.value, _FRAMES.value, _CHUNK.value
     if n % chunk:
         raise app.UsageError(f"--frames={n} must be a multiple of --chunk={chunk}")
-    generator = train.build_generator(config, "global")
+    generator = factory.build_generator(config, "global")
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     image = jnp.zeros((1, h, w, 3), jnp.float32)
     params = {"g": generator.init(keys[0], inference.generator_input(image, image, image,
@@ -56,8 +57,8 @@ def main(argv) -> None:
               "face": None}
     renderer = inference.Renderer(generator, config.model.use_prev_label)
     if _FACE.value:
-        side = train.face_crop_side(config, h, w)
-        face_g = face_stage.build_face_models(config)[0]
+        side = stages.face_crop_side(config, h, w)
+        face_g = factory.build_face_models(config)[0]
         crop = jnp.zeros((1, side, side, 3), jnp.float32)
         params["face"] = face_g.init(keys[1], crop, crop)["params"]
         renderer = inference.Renderer(generator, config.model.use_prev_label, face_g, side)

@@ -20,7 +20,7 @@ figure + previous output); the multiscale NLayer PatchGAN (4x4 convs, padding 2,
 12-channel temporal pair; a VGG16 feature stack (random weights: only speed matters here)
 up to relu5_1. Parameter counts are printed next to edn_jax's for the same sizes.
 
-``train`` is ``edn_jax.train.train_step``: G renders frame t-1 from a blank previous frame and
+``train`` is ``edn_jax.generator_stage.train_step``: G renders frame t-1 from a blank previous frame and
 frame t from that output; G loss = LSGAN + feature matching (lambda_feat) + VGG perceptual
 (lambda_vgg, both frames, pix2pixHD's layer weights); D loss = LSGAN; one Adam step each
 (lr 2e-4, betas (0.5, 0.999)). Only the gradients edn_jax computes are computed (G's loss
@@ -202,7 +202,7 @@ def perceptual(vgg, x, y):
 
 
 class TrainStep:
-    """edn_jax.train.train_step in eager PyTorch."""
+    """edn_jax.generator_stage.train_step in eager PyTorch."""
 
     def __init__(self, args):
         self.g = GlobalGenerator(6, 3, args.ngf, args.n_down, args.n_blocks)

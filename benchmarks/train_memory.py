@@ -37,17 +37,16 @@ def step_memory(config, stage_name: str) -> dict:
     """Memory analysis and FLOPs of one compiled train step of ``stage_name`` under ``config``."""
     import jax
     import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from benchmarks import common
-    from edn_jax import train
+    from edn_jax import generator_stage, sharding, stages
 
-    stage = next(s for s in train.plan_stages(config) if s.name == stage_name)
-    mesh = train.make_mesh()
-    trainer = train.Trainer.create(config, mesh, stage)
-    batch_sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    stage = next(s for s in stages.plan_stages(config) if s.name == stage_name)
+    mesh = sharding.make_mesh()
+    trainer = generator_stage.GeneratorTrainer.create(config, mesh, stage)
     shape = (config.train.batch_size, stage.height, stage.width, 3)
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding) for k in train.TRAIN_KEYS}
+    batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding.batch_sharding(mesh))
+             for k in generator_stage.TRAIN_KEYS}
     t0 = time.perf_counter()
     compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
     compile_s = time.perf_counter() - t0
@@ -68,7 +67,7 @@ def main(argv) -> None:
     del argv
     import jax
 
-    from edn_jax import train
+    from edn_jax import stages
 
     config = _CONFIG.value
     for flag, field in ((_BATCH, "batch_size"), (_HEIGHT, "height"), (_WIDTH, "width")):
@@ -79,7 +78,7 @@ def main(argv) -> None:
     results = {}
     for mode in _MODES.value:
         config.train.remat = mode
-        train.validate_train_config(config)
+        stages.validate_train_config(config)
         results[mode] = step_memory(config, _STAGE.value)
         print(f"remat={mode}: {results[mode]}", flush=True)
     base = results.get("none")
@@ -88,7 +87,7 @@ def main(argv) -> None:
             r["temp_vs_none"] = round(r["temp_size_mib"] / base["temp_size_mib"], 3) if base["temp_size_mib"] else None
             r["flops_vs_none"] = (round(r["flops_per_step"] / base["flops_per_step"], 3)
                                   if base["flops_per_step"] and r["flops_per_step"] else None)
-    stage = next(s for s in train.plan_stages(config) if s.name == _STAGE.value)
+    stage = next(s for s in stages.plan_stages(config) if s.name == _STAGE.value)
     m = config.model
     print(json.dumps({
         "benchmark": "train_memory", "config": config_flags.get_config_filename(flags.FLAGS["config"]),

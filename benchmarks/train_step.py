@@ -40,10 +40,9 @@ def main(argv) -> None:
     del argv
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
     from benchmarks import common
-    from edn_jax import train
+    from edn_jax import generator_stage, sharding, stages
     from edn_jax.models import param_count
 
     config = _CONFIG.value
@@ -54,14 +53,15 @@ def main(argv) -> None:
                                    (_PERCEPTUAL, ("loss", "perceptual")), (_DTYPE, ("model", "dtype"))]:
         if flag.value is not None:
             config[section][field] = flag.value
-    train.validate_train_config(config)
+    stages.validate_train_config(config)
     t, m = config.train, config.model
-    mesh = train.make_mesh()
-    trainer = train.Trainer.create(config, mesh)
+    mesh = sharding.make_mesh()
+    trainer = generator_stage.GeneratorTrainer.create(config, mesh)
     state = trainer.init(0)
     rng = np.random.default_rng(0)
-    sharding = NamedSharding(mesh, P(train.DATA_AXIS))
-    batch = {k: jax.device_put(rng.uniform(-1, 1, (t.batch_size, t.height, t.width, 3)).astype(np.float32), sharding)
+    batch_sharding = sharding.batch_sharding(mesh)
+    shape = (t.batch_size, t.height, t.width, 3)
+    batch = {k: jax.device_put(rng.uniform(-1, 1, shape).astype(np.float32), batch_sharding)
              for k in ("label_prev", "label", "image_prev", "image")}
 
     def one_step():
@@ -75,7 +75,8 @@ def main(argv) -> None:
     step_s = float(np.median(times))
     memory = common.peak_memory()  # before the matmul peak's buffers below
     # The same jitted step's FLOPs (the lowering hits the in-process compilation cache).
-    flops = common.compiled_flops(trainer.step_fn, state, {k: batch[k] for k in train.TRAIN_KEYS}, trainer.perceptual)
+    flops = common.compiled_flops(trainer.step_fn, state, {k: batch[k] for k in generator_stage.TRAIN_KEYS},
+                                  trainer.perceptual)
     peak = common.matmul_peak_flops()
     device = jax.devices()[0]
     print(json.dumps({

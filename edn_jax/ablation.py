@@ -19,6 +19,9 @@ import copy
 import json
 import os
 
+from clu import metric_writers
+
+from edn_jax import build, evaluate, metrics, stages, train
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 
@@ -30,30 +33,29 @@ VARIANTS = (
 )
 
 
-def variant_config(config, temporal: bool, stages: str, dataset_dir: str):
+def variant_config(config, temporal: bool, names: str, dataset_dir: str):
     """``config`` as one training run of the ablation: its temporal flag and stages, the shared dataset."""
     variant = copy.deepcopy(config)
     with variant.unlocked():
         variant.mode = "train"
         variant.model.temporal = temporal
-        variant.train.stages = stages
+        variant.train.stages = names
         variant.data.dataset_dir = dataset_dir
     return variant
 
 
-def train_variants(config, workdir: str) -> str:
+def train_variants(config, workdir: str, mesh=None) -> str:
     """Builds the shared dataset (first run) and trains both models; returns the dataset directory."""
-    from edn_jax import train
-
-    if "face" not in [s.strip() for s in config.train.stages.split(",")]:
+    if "face" not in stages.stage_names(config.train.stages):
         raise EdnError(f"train.stages={config.train.stages!r} has no face stage, so there is no +T.S.+Face row",
                        "use train.stages=global,face")
-    _, dataset_dir = train.open_training_data(config, workdir)
-    for run in dict.fromkeys((run, temporal, stages) for _, run, temporal, stages, _ in VARIANTS):
-        name, temporal, stages = run
-        print(f"ablation: training {name} (model.temporal={temporal}, stages {stages}) in "
+    _, dataset_dir = build.open_training_data(config, workdir)
+    for run in dict.fromkeys((run, temporal, names) for _, run, temporal, names, _ in VARIANTS):
+        name, temporal, names = run
+        print(f"ablation: training {name} (model.temporal={temporal}, stages {names}) in "
               f"{os.path.join(workdir, name)}")
-        train.train_and_evaluate(variant_config(config, temporal, stages, dataset_dir), os.path.join(workdir, name))
+        train.train_and_evaluate(variant_config(config, temporal, names, dataset_dir), os.path.join(workdir, name),
+                                 mesh)
     return dataset_dir
 
 
@@ -105,20 +107,17 @@ def format_table(results: list[tuple[str, dict]], config, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(config, workdir: str, command: str = "") -> dict:
-    """Trains (or resumes) both models, evaluates the three rows, writes ``ablation.md``/``.json``."""
-    from clu import metric_writers
-
-    from edn_jax import evaluate, metrics
-
+def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
+    """Trains (or resumes) both models on ``mesh`` (default: all devices), evaluates the three rows,
+    writes ``ablation.md``/``.json``."""
     evaluate.validate_evaluate_config(config)
     command = command or f"python -m edn_jax.main --config configs/ablation.py --workdir {workdir}"
-    dataset_dir = train_variants(config, workdir)
+    dataset_dir = train_variants(config, workdir, mesh)
     lpips = metrics.make_lpips(config.evaluate.lpips_net)
     detector = evaluate.make_detector(config) if config.evaluate.pose_distance else None
     results = []
     try:
-        for row, run, temporal, stages, stage in VARIANTS:
+        for row, run, temporal, names, stage in VARIANTS:
             out_dir = os.path.join(workdir, "evaluation", _slug(row))
             existing = os.path.join(out_dir, "metrics.json")
             if os.path.exists(existing) and not config.overwrite:
@@ -129,7 +128,7 @@ def run_ablation(config, workdir: str, command: str = "") -> dict:
             print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
             writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"ablation_{_slug(row)}"))
             try:
-                result = evaluate.evaluate_model(variant_config(config, temporal, stages, dataset_dir),
+                result = evaluate.evaluate_model(variant_config(config, temporal, names, dataset_dir),
                                                  os.path.join(workdir, run), out_dir, stage, lpips=lpips,
                                                  detector=detector, writer=writer)
             finally:

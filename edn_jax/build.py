@@ -1,4 +1,5 @@
-"""Build mode: a TFDS pose-frame dataset from videos (or the synthetic subject).
+"""Build mode: a TFDS pose-frame dataset from videos (or the synthetic subject); the datasets of
+training runs (built on first use) and of trained models.
 
 A dataset that already exists is never replaced silently: the build refuses, or
 with ``--config.overwrite=True`` moves the old one aside (renamed with a
@@ -7,12 +8,23 @@ timestamp) before building, so nothing is lost.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
 
+import jax
+from jax.experimental import multihost_utils
+
+from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
+from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
+from edn_jax import dataset, video
 from edn_jax.errors import EdnError
+from edn_jax.pose import pipeline
+from edn_jax.stages import plan_stages
+
+TRAIN_SUMMARY = "train_summary.json"  # written by training into its workdir; names the dataset it used
 
 
 def _parse_list(text: str, what: str) -> list[str]:
@@ -24,11 +36,6 @@ def _parse_list(text: str, what: str) -> list[str]:
 
 def make_builder(config, workdir: str, size: tuple[int, int] | None = None):
     """The TFDS builder for the configured inputs (a video list or the synthetic subject), at ``size`` or build.height/width."""
-    from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
-    from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-    from edn_jax import dataset, video
-    from edn_jax.pose import pipeline
-
     b = config.build
     data_dir = b.data_dir or os.path.join(workdir, "tfds")
     pipeline.validate_pose_config(config)
@@ -76,3 +83,56 @@ def run_build_mode(config, workdir: str) -> str:
     os.makedirs(workdir, exist_ok=True)
     builder.download_and_prepare()
     return target
+
+
+def training_builder(config, workdir: str):
+    """The TFDS builder of the dataset training builds into ``workdir`` when ``data.dataset_dir`` is
+    empty: the configured inputs at the largest stage's frame size."""
+    last = plan_stages(config)[-1]
+    return make_builder(config, workdir, size=(last.height, last.width))
+
+
+def open_training_data(config, workdir: str):
+    """(the training split, its directory): ``data.dataset_dir`` if set, else built into the workdir
+    on first use at the largest stage's frame size (smaller stages resize its frames)."""
+    directory = config.data.dataset_dir
+    if not directory:
+        builder = training_builder(config, workdir)
+        directory = str(builder.data_dir)
+        if jax.process_index() == 0 and not os.path.exists(os.path.join(directory, "dataset_info.json")):
+            print(f"building the training dataset at {directory}")
+            builder.download_and_prepare()
+        if jax.process_count() > 1:  # the others wait for process 0's build (the workdir must be shared)
+            multihost_utils.sync_global_devices("edn_jax: training dataset built")
+            if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+                raise EdnError(f"process {jax.process_index()} cannot see the dataset process 0 built at {directory}",
+                               "put --workdir on storage every host mounts at the same path, or set data.dataset_dir")
+    return dataset.open_split(directory, "train"), directory
+
+
+def model_dataset_dir(config, model_workdir: str, recorded: str = "") -> str:
+    """The dataset a trained model learned from: ``data.dataset_dir`` if set, else the one its
+    checkpoint recorded, else the one its ``train_summary.json`` names (relative paths tried from
+    here and from the model directory), else the one training builds into ``model_workdir``."""
+    candidates = [config.data.dataset_dir] if config.data.dataset_dir else []
+    if not candidates:
+        candidates += [recorded] if recorded else []
+        summary = os.path.join(model_workdir, TRAIN_SUMMARY)
+        if os.path.isfile(summary):
+            try:
+                with open(summary) as f:
+                    directory = json.load(f).get("dataset", "")
+            except (OSError, ValueError) as e:
+                raise EdnError(f"cannot read {summary} ({e})", "pass --config.data.dataset_dir=<the training dataset>")
+            parts = directory.split(os.sep)
+            if directory:
+                candidates += [directory] if os.path.isabs(directory) else [
+                    directory, os.path.join(model_workdir, directory),
+                    *([os.path.join(model_workdir, *parts[parts.index("tfds"):])] if "tfds" in parts else [])]
+        candidates.append(str(training_builder(config, model_workdir).data_dir))
+    for directory in candidates:
+        if directory and os.path.isfile(os.path.join(directory, "dataset_info.json")):
+            return directory
+    raise EdnError(f"no built dataset found for the model in {os.path.abspath(model_workdir)} "
+                   f"(looked in: {', '.join(c for c in candidates if c) or 'nowhere'})",
+                   "set --config.data.dataset_dir to the dataset the model was trained on")

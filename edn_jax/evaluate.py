@@ -1,11 +1,15 @@
 """Evaluation as in the paper: self-reenactment on a target's held-out frames.
 
-Each held-out frame is generated from its own stick figure, sequentially as at
-inference (``inference.render_chunk``: every video from a blank first frame, each
-frame conditioned on the previous output), and compared with the real frame:
+One evaluator serves both the end of every training stage (a short version: the first
+64 held-out frames, image scores only) and evaluate mode (every held-out frame, pose
+distance, jitter and files). Each held-out frame is generated from its own stick figure,
+sequentially as at inference (``inference.render_chunk``: every video from a blank first
+frame, each frame conditioned on the previous output), and compared with the real frame:
 
 * **image quality**: SSIM and LPIPS on the body crop (the input pose's bounding box)
-  and on the face crop (the face GAN's fixed-size crop), plus whole-frame SSIM;
+  and on the face crop (the face GAN's fixed-size crop), whole-frame SSIM, and L1;
+* **baselines**: the same scores for the mean training frame, and for a face model the
+  same frames without the face residual (the model before its face stage);
 * **pose distance**: the detector P runs on the generated frames, and its keypoints
   are compared with the input keypoints (body 25, face 70, hands 2 x 21, overall),
   with the rate of missed detections. The same detector on the real frames gives the
@@ -15,9 +19,9 @@ frame conditioned on the previous output), and compared with the real frame:
 
 The array math (SSIM, LPIPS, crops, jitter, pose distance) is jit-compiled and runs
 chunk by chunk next to the render, so memory does not grow with the held-out set.
-Results go to ``<workdir>/evaluation/<stage>/`` (``metrics.json``, ``per_frame.csv``,
-``samples.png``, ``side_by_side.mp4``: stick figure | generated | real) and to
-TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
+Evaluate mode writes ``<workdir>/evaluation/<stage>/`` (``metrics.json``,
+``per_frame.csv``, ``samples.png``, ``side_by_side.mp4``: stick figure | generated |
+real) and TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
 """
 
 from __future__ import annotations
@@ -26,18 +30,28 @@ import csv
 import functools
 import json
 import os
+import warnings
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
+from clu import metric_writers
+from flax import traverse_util
 
-from edn_jax import face_crop, metrics
+from edn_jax import build, checkpoints, dataset, face_crop, images, inference, metrics, progress, stages, video
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
+from edn_jax.input_pipeline import fit_face_box, fit_record
+from edn_jax.pose import detector as pose_detector
+from edn_jax.pose import layout
+from edn_jax.pose.tracking import person_box
 
 EVALUATION_DIR = "evaluation"
 LPIPS_MIN_SIDE = 64  # crops smaller than this are upsampled before LPIPS (AlexNet needs >= 31 px)
-FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips")
+FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips", "l1", "face_l1")
+MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline
+GRID_ROWS = 4
 
 
 def body_crop_size(height: int, width: int) -> tuple[int, int]:
@@ -64,20 +78,26 @@ def frame_scores(lpips, generated, real, body_boxes, face_boxes, face_valid, *, 
 
     ``ssim`` whole frame; ``body_ssim`` over windows centred in the body box, ``body_lpips`` on
     the body box resampled to ``body_size``; ``face_ssim`` / ``face_lpips`` on the ``face_side``
-    crop (NaN where the frame has no face).
+    crop (NaN where the frame has no face); ``l1`` / ``face_l1`` the mean absolute difference in
+    [0, 1] units over the frame / the face crop. Without ``lpips`` (None) no LPIPS scores.
     """
     h, w = real.shape[1:3]
     g01, r01 = (generated + 1) / 2, (real + 1) / 2
-    scores = {"ssim": metrics.ssim(g01, r01), "body_ssim": metrics.masked_ssim(g01, r01, body_boxes)}
-    body = lambda x: metrics.box_crops(x, body_boxes, body_size)  # noqa: E731
-    scores["body_lpips"] = lpips(_lpips_ready(body(generated)), _lpips_ready(body(real)))
+    scores = {"ssim": metrics.ssim(g01, r01), "body_ssim": metrics.masked_ssim(g01, r01, body_boxes),
+              "l1": jnp.mean(jnp.abs(generated - real), axis=(1, 2, 3)) / 2}
     corners = face_crop.crop_boxes(face_boxes, face_valid, h, w, face_side)
     yx = corners.astype(jnp.float32)
     square = jnp.stack([yx[:, 1], yx[:, 0], yx[:, 1] + face_side - 1, yx[:, 0] + face_side - 1], axis=-1)
     face = lambda x: face_crop.crop(x, corners, face_side)  # noqa: E731
     has_face = jnp.asarray(face_valid, bool)
     scores["face_ssim"] = jnp.where(has_face, metrics.masked_ssim(g01, r01, square), jnp.nan)
-    scores["face_lpips"] = jnp.where(has_face, lpips(_lpips_ready(face(generated)), _lpips_ready(face(real))), jnp.nan)
+    scores["face_l1"] = jnp.where(has_face, jnp.mean(jnp.abs(face(generated) - face(real)), axis=(1, 2, 3)) / 2,
+                                  jnp.nan)
+    if lpips is not None:
+        body = lambda x: metrics.box_crops(x, body_boxes, body_size)  # noqa: E731
+        scores["body_lpips"] = lpips(_lpips_ready(body(generated)), _lpips_ready(body(real)))
+        scores["face_lpips"] = jnp.where(has_face, lpips(_lpips_ready(face(generated)), _lpips_ready(face(real))),
+                                         jnp.nan)
     return scores
 
 
@@ -91,10 +111,6 @@ def _frame_change(previous, frames) -> jax.Array:
 def _upscaled_detect(detector, frame: np.ndarray, min_side: int) -> np.ndarray | None:
     """Keypoints of ``frame`` (in its pixels), detected on a copy upscaled so its shorter side is
     at least ``min_side``: MediaPipe misses people in frames of a few dozen pixels."""
-    import cv2
-
-    from edn_jax.pose import layout
-
     scale = max(1.0, min_side / min(frame.shape[:2]))
     big = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     kps = detector.detect(big)
@@ -105,24 +121,47 @@ def _upscaled_detect(detector, frame: np.ndarray, min_side: int) -> np.ndarray |
     return kps
 
 
-def _dataset_dir(config, model_workdir: str) -> str:
-    """The dataset the model was trained on: ``data.dataset_dir``, else the one its training run
-    recorded in ``train_summary.json``, else the one training builds into ``model_workdir``."""
-    from edn_jax import train
+def records_at(split, indices, height: int, width: int) -> dict[str, np.ndarray]:
+    """Records fit to a frame size: ``frame``/``label`` float32 [N, H, W, 3] in [-1, 1], ``keypoints``
+    [N, 137, 3] in that frame's pixels, ``body_box`` float32 [N, 4] (the whole frame when no body),
+    ``face_box`` [N, 4] and ``face_valid`` [N]."""
+    out = {k: [] for k in ("frame", "label", "keypoints", "body_box", "face_box", "face_valid")}
+    for i in indices:
+        record = split.source[int(i)]
+        frame, kps, label, tf = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
+                                           height, width)
+        box = person_box(kps, 0.05)
+        face_box, face_valid = fit_face_box(record, tf)
+        for key, value in (("frame", frame), ("label", label), ("keypoints", kps), ("face_box", face_box),
+                           ("face_valid", face_valid),
+                           ("body_box", np.array([0, 0, width, height], np.float32) if box is None else box)):
+            out[key].append(value)
+    out = {k: np.stack(v) for k, v in out.items()}
+    for key in ("frame", "label"):
+        out[key] = out[key].astype(np.float32) / 127.5 - 1.0
+    return out
 
-    candidates = [config.data.dataset_dir]
-    summary = os.path.join(model_workdir, "train_summary.json")
-    if not config.data.dataset_dir and os.path.exists(summary):
-        with open(summary) as f:
-            candidates.append(json.load(f).get("dataset", ""))
-    if not config.data.dataset_dir:
-        candidates.append(str(train.training_builder(config, model_workdir).data_dir))
-    for directory in candidates:
-        if directory and os.path.exists(os.path.join(directory, "dataset_info.json")):
-            return directory
-    raise EdnError(f"no built dataset found for the model in {os.path.abspath(model_workdir)} "
-                   f"(looked in: {', '.join(c for c in candidates if c) or 'nowhere'})",
-                   "set --config.data.dataset_dir to the dataset the model was trained on")
+
+def held_out_order(split, max_frames: int) -> np.ndarray:
+    """Held-out record indices grouped by video, in frame order; the first ``max_frames`` (0 = all)."""
+    order = np.lexsort((split.frame_indices, split.video_ids))
+    return order[:max_frames] if max_frames else order
+
+
+def mean_train_frame(train_split, height: int, width: int) -> np.ndarray:
+    """The baseline a model must beat: the mean of 64 training frames spread over the split, [1, H, W, 3]."""
+    sample = np.linspace(0, len(train_split.source) - 1, min(len(train_split.source), MEAN_FRAME_SAMPLES)).astype(int)
+    return records_at(train_split, sample, height, width)["frame"].mean(0, keepdims=True)
+
+
+def lpips_or_none(net: str = "alex"):
+    """LPIPS for the scores that use it, or None (with a warning) if its weights cannot load:
+    the end of a training stage still reports the rest."""
+    try:
+        return metrics.make_lpips(net)
+    except (EdnError, OSError) as e:
+        warnings.warn(f"LPIPS scores off: {e}", stacklevel=2)
+        return None
 
 
 def validate_evaluate_config(config) -> None:
@@ -138,99 +177,144 @@ def validate_evaluate_config(config) -> None:
             raise EdnError(problem, fix)
 
 
-def _held_out_order(split, max_frames: int) -> np.ndarray:
-    """Held-out record indices grouped by video, in frame order; the first ``max_frames`` (0 = all)."""
-    order = np.lexsort((split.frame_indices, split.video_ids))
-    return order[:max_frames] if max_frames else order
+def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: int, *, lpips, face_side: int,
+                      max_frames: int = 0, chunk_frames: int = 16, detector=None, detect_min_side: int = 256,
+                      side_by_side: str | None = None, desc: str = "evaluating") -> tuple[dict, list[dict], np.ndarray]:
+    """(result, per-frame rows, sample grid): a model (``renderer``, ``params``) scored on its
+    dataset's held-out frames at ``height`` x ``width``, next to the baselines.
 
-
-def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "", lpips=None,
-                   detector=None, writer=None) -> dict:
-    """Evaluates a trained stage on its dataset's held-out frames; writes and returns the results.
-
-    ``lpips`` (``metrics.make_lpips``) and ``detector`` (a pose detector, or None to skip pose
-    distance) can be passed in to be shared between evaluations.
+    ``lpips`` (``metrics.make_lpips``, or None for no LPIPS scores) and ``detector`` (a pose
+    detector, or None to skip pose distance) are passed in so evaluations can share them;
+    ``side_by_side`` is a video path for (stick figure | generated | real).
     """
-    from edn_jax import dataset, inference, progress, train, video
-
-    validate_evaluate_config(config)
-    e = config.evaluate
-    model = train.load_trained_model(config, model_workdir, stage_name=stage_name)
-    stage, renderer, params = model.stage, model.renderer, model.params
-    height, width = stage.height, stage.width
-    directory = _dataset_dir(config, model_workdir)
-    split = dataset.open_split(directory, "validation")
-    order = _held_out_order(split, e.max_frames)
+    split = dataset.open_split(dataset_dir, "validation")
+    order = held_out_order(split, max_frames)
     if len(order) == 0:
-        raise EdnError(f"the dataset at {directory} has no held-out frames",
+        raise EdnError(f"the dataset at {dataset_dir} has no held-out frames",
                        "rebuild it with build.val_fraction > 0 (e.g. 0.2)")
-    lpips = lpips if lpips is not None else metrics.make_lpips(e.lpips_net)
-    face_side = renderer.face_crop if renderer.has_face else train.face_crop_side(config, height, width)
+    mean = jnp.asarray(mean_train_frame(dataset.open_split(dataset_dir, "train"), height, width))
     body_size = body_crop_size(height, width)
     videos = split.video_ids[order]
     fps = float(split.metadata["videos"][int(videos[0])].get("fps") or 30.0)
+    score = functools.partial(frame_scores, lpips, face_side=face_side, body_size=body_size)
 
-    rows, generated_kps, real_kps, input_kps, grid_rows = [], [], [], [], []
-    os.makedirs(out_dir, exist_ok=True)
-    video_path = os.path.join(out_dir, "side_by_side.mp4")
-    with video.VideoWriter(video_path, fps) as side_by_side, \
-            progress.Progress(len(order), f"evaluating the {stage.name} stage on {len(order)} held-out frames",
-                              unit="frames") as bar:
-        for vid in np.unique(videos):
-            records = order[videos == vid]
-            carry = inference.initial_carry(height, width)
-            previous_fake = previous_real = None
-            for start in range(0, len(records), e.chunk_frames):
-                chunk = records[start:start + e.chunk_frames]
-                held = train.records_at(split, chunk, height, width)
-                fake, carry = inference.render_chunk(renderer, params, jnp.asarray(held["label"]),
-                                                     jnp.asarray(held["face_box"]), jnp.asarray(held["face_valid"]),
-                                                     carry)
-                real = jnp.asarray(held["frame"])
-                scores = frame_scores(lpips, fake, real, jnp.asarray(held["body_box"]), jnp.asarray(held["face_box"]),
-                                      jnp.asarray(held["face_valid"]), face_side=face_side, body_size=body_size)
-                first = previous_fake is None
-                change_fake = _frame_change(fake[:1] if first else previous_fake, fake)
-                change_real = _frame_change(real[:1] if first else previous_real, real)
-                previous_fake, previous_real = fake[-1:], real[-1:]
-                scores = {k: np.asarray(v) for k, v in scores.items()}
-                fake_u8 = np.asarray(inference.to_uint8(fake))
-                real_u8 = np.asarray(inference.to_uint8(real))
-                label_u8 = np.asarray(inference.to_uint8(held["label"]))
-                for i, record in enumerate(chunk):
-                    if detector is not None:
-                        generated_kps.append(_upscaled_detect(detector, fake_u8[i], e.detect_min_side))
-                        real_kps.append(_upscaled_detect(detector, real_u8[i], e.detect_min_side))
-                    input_kps.append(held["keypoints"][i])
-                    row = {"video": int(vid), "frame": int(split.frame_indices[record])}
-                    row.update({k: float(scores[k][i]) for k in FRAME_SCORES})
-                    row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
-                    row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
-                    rows.append(row)
-                    side_by_side.write(np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1))
-                    if len(grid_rows) < 4:
-                        grid_rows.append(np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1))
-                bar.update(len(chunk))
+    rows, baselines, generated_kps, real_kps, input_kps, grid = [], [], [], [], [], []
+    writer = video.VideoWriter(side_by_side, fps) if side_by_side else None
+    with progress.Progress(len(order), f"{desc} on {len(order)} held-out frames", unit="frames") as bar:
+        if writer is not None:
+            writer.__enter__()
+        try:
+            for vid in np.unique(videos):
+                records = order[videos == vid]
+                carries = {"generated": inference.initial_carry(height, width)}
+                if renderer.has_face:
+                    carries["without_face"] = carries["generated"]
+                previous_fake = previous_real = None
+                for start in range(0, len(records), chunk_frames):
+                    chunk = records[start:start + chunk_frames]
+                    held = records_at(split, chunk, height, width)
+                    inputs = [jnp.asarray(held[k]) for k in ("label", "face_box", "face_valid")]
+                    real, body = jnp.asarray(held["frame"]), jnp.asarray(held["body_box"])
+                    rendered = {}
+                    for name in carries:
+                        rendered[name], carries[name] = inference.render_chunk(
+                            renderer, params, *inputs, carries[name], apply_face=name == "generated")
+                    rendered["mean_train_frame"] = jnp.broadcast_to(mean, real.shape)
+                    per_candidate = {name: {k: np.asarray(v) for k, v in score(x, real, body, *inputs[1:]).items()}
+                                     for name, x in rendered.items()}
+                    scores = per_candidate.pop("generated")
+                    baselines.append(per_candidate)
+                    fake = rendered["generated"]
+                    first = previous_fake is None
+                    change_fake = _frame_change(fake[:1] if first else previous_fake, fake)
+                    change_real = _frame_change(real[:1] if first else previous_real, real)
+                    previous_fake, previous_real = fake[-1:], real[-1:]
+                    fake_u8, real_u8, label_u8 = (np.asarray(inference.to_uint8(x))
+                                                  for x in (fake, real, held["label"]))
+                    for i, record in enumerate(chunk):
+                        if detector is not None:
+                            generated_kps.append(_upscaled_detect(detector, fake_u8[i], detect_min_side))
+                            real_kps.append(_upscaled_detect(detector, real_u8[i], detect_min_side))
+                        input_kps.append(held["keypoints"][i])
+                        row = {"video": int(vid), "frame": int(split.frame_indices[record])}
+                        row.update({k: float(scores[k][i]) for k in FRAME_SCORES if k in scores})
+                        row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
+                        row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
+                        rows.append(row)
+                        panel = np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1)
+                        if writer is not None:
+                            writer.write(panel)
+                        if len(grid) < GRID_ROWS:
+                            grid.append(panel)
+                    bar.update(len(chunk))
+        except BaseException as e:
+            if writer is not None:
+                writer.__exit__(type(e), e, e.__traceback__)
+            raise
+        if writer is not None:
+            writer.__exit__(None, None, None)
 
     result = _summarise(rows, np.stack(input_kps), np.stack(generated_kps) if detector is not None else None,
                         np.stack(real_kps) if detector is not None else None, videos)
+    for name in baselines[0]:
+        result[name] = {k: _nanmean(np.concatenate([b[name][k] for b in baselines])) for k in baselines[0][name]}
+    result.update({"dataset": os.path.abspath(dataset_dir), "frame_size_hw": [height, width],
+                   "face_crop_px": face_side, "body_crop_hw": list(body_size)})
+    return result, rows, np.concatenate(grid, axis=0)
+
+
+def holdout_summary(result: dict) -> dict:
+    """The short evaluation of a training stage's end as flat scalars: ``ssim_generated``,
+    ``body_ssim_mean_train_frame``, ``face_lpips_without_face``, ... (None scores left out)."""
+    summary = {"holdout_frames": result["frames"], "holdout_faces": result["faces"],
+               "face_crop_px": result["face_crop_px"]}
+    for candidate in ("generated", "without_face", "mean_train_frame"):
+        for key, value in result.get(candidate, {}).items():
+            if key in FRAME_SCORES and value is not None:
+                summary[f"{key}_{candidate}"] = value
+    return summary
+
+
+def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "", lpips=None,
+                   detector=None, writer=None, explicit=()) -> dict:
+    """Evaluates a trained stage on its dataset's held-out frames; writes and returns the results.
+
+    The model is rebuilt from ``model_workdir``'s training record (``explicit``: the fields the
+    user set, which must agree with it). ``lpips`` (``metrics.make_lpips``) and ``detector`` (a
+    pose detector, or None to skip pose distance) can be passed in to be shared between evaluations.
+    """
+    validate_evaluate_config(config)
+    e = config.evaluate
+    model = checkpoints.load_trained_model(config, model_workdir, stage_name=stage_name, explicit=explicit)
+    stage, renderer = model.stage, model.renderer
+    directory = build.model_dataset_dir(config, model_workdir, model.dataset_dir)
+    lpips = lpips if lpips is not None else metrics.make_lpips(e.lpips_net)
+    face_side = renderer.face_crop if renderer.has_face else stages.face_crop_side(model.config, stage.height,
+                                                                                   stage.width)
+    os.makedirs(out_dir, exist_ok=True)
+    video_path = os.path.join(out_dir, "side_by_side.mp4")
+    result, rows, grid = evaluate_held_out(
+        renderer, model.params, directory, stage.height, stage.width, lpips=lpips, face_side=face_side,
+        max_frames=e.max_frames, chunk_frames=e.chunk_frames, detector=detector, detect_min_side=e.detect_min_side,
+        side_by_side=video_path, desc=f"evaluating the {stage.name} stage")
+    height, width = stage.height, stage.width
     result.update({
         "model_workdir": os.path.abspath(model_workdir), "stage": stage.name, "step": stage.num_steps,
-        "dataset": os.path.abspath(directory), "frame_size_hw": [height, width], "face_crop_px": face_side,
-        "body_crop_hw": list(body_size), "lpips_net": e.lpips_net,
+        "lpips_net": e.lpips_net,
         "units": {
             "pose_distance": f"pixels at {height}x{width} (the evaluated frame size)",
             "keypoint_jitter": f"pixels per frame at {height}x{width}",
             "frame_jitter": "mean absolute change per pixel and channel between consecutive frames, 8-bit levels",
             "missed_rate": "fraction of the input's keypoints the detector did not find",
+            "l1": "mean absolute difference per pixel and channel, frames in [0, 1]",
         },
         "outputs": {"per_frame_csv": os.path.join(out_dir, "per_frame.csv"), "side_by_side": video_path,
                     "samples": os.path.join(out_dir, "samples.png")},
     })
-    _write_outputs(out_dir, result, rows, np.concatenate(grid_rows, axis=0))
+    _write_outputs(out_dir, result, rows, grid)
     if writer is not None:
         writer.write_scalars(stage.num_steps, flatten_scores(result))
-        writer.write_images(stage.num_steps, {"evaluate/stick_generated_real": np.concatenate(grid_rows, 0)[None]})
+        writer.write_images(stage.num_steps, {"evaluate/stick_generated_real": grid[None]})
         writer.flush()
     return result
 
@@ -263,7 +347,7 @@ def _keypoint_jitter(keypoints: np.ndarray, videos: np.ndarray) -> dict:
 
 
 def _summarise(rows: list[dict], input_kps, generated_kps, real_kps, videos) -> dict:
-    generated = {k: _nanmean([r[k] for r in rows]) for k in FRAME_SCORES}
+    generated = {k: _nanmean([r[k] for r in rows]) for k in FRAME_SCORES if k in rows[0]}
     generated["frame_jitter"] = _nanmean([r["frame_change_generated"] for r in rows])
     real = {"frame_jitter": _nanmean([r["frame_change_real"] for r in rows])}
     result = {"frames": len(rows), "videos": int(len(np.unique(videos))),
@@ -289,31 +373,19 @@ def _per_frame_distance(pred, target) -> jax.Array:
 
 def flatten_scores(result: dict) -> dict[str, float]:
     """The numeric scores of a result as flat TensorBoard scalar names (``evaluate/generated/body_ssim``)."""
-    out = {}
-
-    def visit(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                visit(f"{prefix}/{k}", v)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-            out[prefix] = float(value)
-
-    for key in ("generated", "real", "input_keypoint_jitter"):
-        visit(f"evaluate/{key}", result[key])
-    return out
+    sections = ("generated", "without_face", "mean_train_frame", "real", "input_keypoint_jitter")
+    flat = traverse_util.flatten_dict({k: result[k] for k in sections if k in result}, sep="/")
+    return {f"evaluate/{k}": float(v) for k, v in flat.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _write_outputs(out_dir: str, result: dict, rows: list[dict], grid: np.ndarray) -> None:
-    import cv2
-
     with atomic_path(os.path.join(out_dir, "per_frame.csv")) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
-    with atomic_path(os.path.join(out_dir, "samples.png"), suffix=".png") as tmp:
-        if not cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-            raise EdnError(f"could not write {out_dir}/samples.png", "check the disk has space and is writable")
+    images.write_png(os.path.join(out_dir, "samples.png"), grid)
     with atomic_path(os.path.join(out_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2)
 
@@ -323,23 +395,21 @@ def stage_output_dir(workdir: str, stage_name: str) -> str:
 
 
 def make_detector(config):
-    from edn_jax.pose import detector
-
-    return detector.MediaPipeHolisticDetector(min_detection_confidence=config.pose.min_detection_confidence,
+    return pose_detector.MediaPipeHolisticDetector(min_detection_confidence=config.pose.min_detection_confidence,
                                               min_visibility=config.pose.min_visibility)
 
 
-def run_evaluate_mode(config, workdir: str) -> dict:
+def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
     """``mode=evaluate``: the trained model in ``evaluate.model_workdir`` (default: ``--workdir``)
     scored on its dataset's held-out frames; results under ``<workdir>/evaluation/<stage>/``.
-    A stage already evaluated there is reported, not redone, unless ``overwrite``."""
-    from clu import metric_writers
-
-    from edn_jax import train
-
+    The model is rebuilt from its directory (``overrides``: the command line's ``--config.*``
+    names, checked against it). A stage already evaluated there is reported, not redone, unless
+    ``overwrite``."""
     validate_evaluate_config(config)
     model_workdir = config.evaluate.model_workdir or workdir
-    stage = config.evaluate.stage or train.plan_stages(config)[-1].name
+    explicit = stages.explicit_fields(config, overrides)
+    trained, _ = checkpoints.trained_config(config, model_workdir, explicit)
+    stage = config.evaluate.stage or stages.plan_stages(trained)[-1].name
     out_dir = stage_output_dir(workdir, stage)
     existing = os.path.join(out_dir, "metrics.json")
     if os.path.exists(existing) and not config.overwrite:
@@ -351,7 +421,8 @@ def run_evaluate_mode(config, workdir: str) -> dict:
                                                       just_logging=jax.process_index() > 0)
         detector = make_detector(config) if config.evaluate.pose_distance else None
         try:
-            result = evaluate_model(config, model_workdir, out_dir, stage, detector=detector, writer=writer)
+            result = evaluate_model(config, model_workdir, out_dir, stage, detector=detector, writer=writer,
+                                    explicit=explicit)
         finally:
             if detector is not None:
                 detector.close()
@@ -373,6 +444,12 @@ def format_summary(result: dict) -> str:
              f"face crop: SSIM {_fmt(g['face_ssim'])}, LPIPS {_fmt(g['face_lpips'])}; whole frame SSIM {_fmt(g['ssim'])}",
              f"  frame jitter (8-bit levels/frame): generated {_fmt(g['frame_jitter'], 2)}, "
              f"real {_fmt(r['frame_jitter'], 2)}"]
+    for name, label in (("without_face", "without the face residual"), ("mean_train_frame", "mean training frame")):
+        if name in result:
+            b = result[name]
+            lines.append(f"  {label}: body crop SSIM {_fmt(b['body_ssim'])}, LPIPS {_fmt(b.get('body_lpips'))}; "
+                         f"face crop SSIM {_fmt(b['face_ssim'])}, LPIPS {_fmt(b.get('face_lpips'))}; whole frame SSIM "
+                         f"{_fmt(b['ssim'])}")
     if "pose" in g:
         for name, scores in (("generated", g["pose"]), ("real (detector floor)", r["pose"])):
             lines.append(f"  pose distance, {name} (px at {h}x{w}): body {_fmt(scores['body_distance'], 2)}, "

@@ -22,13 +22,14 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
-from edn_jax import face_crop, losses
+from edn_jax import face_crop, losses, sharding
+from edn_jax.generator_stage import (TrainState, abstract_stage_state, discriminator_input, guard_nonfinite,
+                                     make_optimizers, make_perceptual, render_pair)
 from edn_jax.inference import Renderer, refine_faces
-from edn_jax.train import (DATA_AXIS, Stage, TrainState, abstract_stage_state, build_models, compute_dtype,
-                           discriminator_input, face_crop_side, guard_nonfinite, make_optimizers, make_perceptual,
-                           make_renderer, model_signature, render_pair)
+from edn_jax.models.factory import build_face_models, build_models
+from edn_jax.stages import Stage, face_crop_side, model_signature
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
              "face_valid")
@@ -45,15 +46,6 @@ class FaceState:
     face_g_opt_state: Any
     face_d_opt_state: Any
     rng: jax.Array
-
-
-def build_face_models(config):
-    from edn_jax.models import FaceDiscriminator, FaceResidualGenerator
-
-    m, dtype = config.model, compute_dtype(config)
-    return (FaceResidualGenerator(ngf=m.face_ngf, n_downsampling=m.face_n_downsampling, n_blocks=m.face_n_blocks,
-                                  dtype=dtype),
-            FaceDiscriminator(ndf=m.face_ndf, n_layers=m.face_n_layers_d, dtype=dtype))
 
 
 def init_face_state(config, side: int, rng, previous: TrainState, face_g, face_d, d_tx, face_g_tx,
@@ -144,7 +136,7 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, side: int, w
 
 @dataclasses.dataclass
 class FaceTrainer:
-    """The jitted, sharded pieces of the face stage (the same interface as ``train.Trainer``)."""
+    """The jitted, sharded pieces of the face stage (a ``stages.StageTrainer``)."""
 
     config: Any
     mesh: Mesh
@@ -172,12 +164,12 @@ class FaceTrainer:
         d_tx = make_optimizers(config, stage)[0]
         self = cls(config, mesh, stage, generator, discriminator, face_g, face_d, side, lr,
                    make_perceptual(config, mesh))
-        replicated = NamedSharding(mesh, P())
+        replicated = sharding.replicated(mesh)
         txs = dict(d_tx=d_tx, face_g_tx=face_g_tx, face_d_tx=face_d_tx)
         init = functools.partial(init_face_state, config, side, face_g=face_g, face_d=face_d, **txs)
         self.state_sharding = jax.tree.map(lambda a: a.sharding, abstract_face_state(config, mesh, stage))
         self.init_from_fn = jax.jit(init, out_shardings=self.state_sharding)
-        batch_sharding = NamedSharding(mesh, P(DATA_AXIS))
+        batch_sharding = sharding.batch_sharding(mesh)
         self.step_fns = {}
         for with_full_d in (False, True):
             step = functools.partial(face_train_step, config=config, side=side, with_full_d=with_full_d,
@@ -186,8 +178,11 @@ class FaceTrainer:
             self.step_fns[with_full_d] = jax.jit(
                 step, in_shardings=(self.state_sharding, batch_sharding, replicated),
                 out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
-        self.sample_fn = jax.jit(functools.partial(_sample, make_renderer(config, generator, face_g, side)))
+        self.sample_fn = jax.jit(functools.partial(_sample, Renderer.from_config(config, generator, face_g, side)))
         return self
+
+    def init(self, seed: int) -> FaceState:
+        raise ValueError("the face stage starts from the previous stage's final state: use init_from")
 
     def init_from(self, seed: int, previous: TrainState) -> FaceState:
         return self.init_from_fn(jax.random.PRNGKey(seed), previous)
@@ -203,7 +198,7 @@ class FaceTrainer:
                               batch["face_box"], batch["face_valid"])
 
     def renderer(self, state: FaceState) -> tuple[Renderer, dict]:
-        renderer = make_renderer(self.config, self.generator, self.face_generator, self.side)
+        renderer = Renderer.from_config(self.config, self.generator, self.face_generator, self.side)
         return renderer, {"g": state.g_params, "face": state.face_g_params}
 
     def signature(self) -> dict:
@@ -211,6 +206,11 @@ class FaceTrainer:
 
     def abstract_state(self):
         return abstract_face_state(self.config, self.mesh, self.stage)
+
+    @staticmethod
+    def abstract(config, mesh: Mesh, stage: Stage):
+        """(config, mesh, stage) -> the state's shapes, for restores."""
+        return abstract_face_state(config, mesh, stage)
 
 
 def abstract_face_state(config, mesh: Mesh, stage: Stage):
@@ -221,9 +221,7 @@ def abstract_face_state(config, mesh: Mesh, stage: Stage):
     init = functools.partial(init_face_state, config, side, face_g=face_g, face_d=face_d, d_tx=tx, face_g_tx=tx,
                              face_d_tx=tx)
     previous = abstract_stage_state(config, mesh, stage.previous)
-    replicated = NamedSharding(mesh, P())
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                        jax.eval_shape(init, jax.random.PRNGKey(0), previous))
+    return sharding.replicated_abstract(jax.eval_shape(init, jax.random.PRNGKey(0), previous), mesh)
 
 
 def _sample(renderer: Renderer, g_params, face_g_params, label_prev, label, face_box, face_valid):

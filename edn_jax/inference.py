@@ -2,7 +2,9 @@
 
 One ``jax.lax.scan`` over a chunk of frames, carrying the previous output, so a
 whole chunk is a single compiled call; chunks are chained by passing the returned
-carry on, so a video of any length renders in constant memory.
+carry on, so a video of any length renders in constant memory. ``BatchRenderer``
+renders several videos at once, the video axis sharded over a mesh of local devices,
+through one compiled function.
 
 With a face model, each frame's face crop is refined by the face residual
 generator and pasted back. The carry stays the main generator's own output, the
@@ -18,8 +20,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from edn_jax import face_crop
+from edn_jax import face_crop, sharding
 
 
 def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True):
@@ -48,6 +51,11 @@ class Renderer:
     @property
     def has_face(self) -> bool:
         return self.face_generator is not None
+
+    @classmethod
+    def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
+        """A renderer of ``generator`` (and the face generator) with the config's input flags."""
+        return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal)
 
 
 def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
@@ -95,3 +103,64 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
     carry, outputs = jax.lax.scan(step, carry, (labels, jnp.asarray(face_boxes, jnp.float32),
                                                 jnp.asarray(face_valid, bool)))
     return outputs, carry
+
+
+def render_devices(slots: int, devices=None) -> list:
+    """The devices ``slots`` videos are spread over: the most local devices that divide them evenly."""
+    devices = list(devices if devices is not None else jax.local_devices())
+    count = max(d for d in range(1, min(len(devices), slots) + 1) if slots % d == 0)
+    return devices[:count]
+
+
+@functools.partial(jax.jit, static_argnames=("renderer", "sharding", "apply_face"), donate_argnames=("carry",))
+def render_batch(renderer, params, labels, boxes, valid, carry, reset, sharding=None, apply_face: bool = True):
+    """``render_chunk`` over a leading video axis: uint8 stick figures [B, T, H, W, 3], face boxes
+    [B, T, 4] and valid [B, T], per-video carries ([B, 1, H, W, 3] twice) -> (uint8 outputs [B, T, H, W, 3],
+    carry). ``reset[b]`` starts video b from a blank previous frame; ``sharding`` (static) keeps the
+    outputs and carry split over the video axis."""
+    h, w = labels.shape[2:4]
+    keep = ~reset[:, None, None, None, None]
+    carry = tuple(jnp.where(keep, c, blank[None]) for c, blank in zip(carry, initial_carry(h, w)))
+    labels = labels.astype(jnp.float32) / 127.5 - 1.0
+    one_video = functools.partial(render_chunk, renderer, params, apply_face=apply_face)
+    outputs, carry = jax.vmap(one_video)(labels, boxes, valid, carry)
+    outputs = to_uint8(outputs)
+    if sharding is not None:
+        outputs, carry = jax.lax.with_sharding_constraint((outputs, carry), sharding)
+    return outputs, carry
+
+
+class BatchRenderer:
+    """``slots`` videos rendered side by side, ``chunk`` frames per call, through one compiled function.
+
+    The video axis is sharded over a mesh of the local devices (data axis); params are
+    replicated. Each slot's carry stays on the devices between calls; ``reset[i]`` starts
+    slot i from a blank previous frame (a new video). ``render_batch`` is jitted at module
+    level, so renderers of the same model and shapes share its compilation. ``model`` is a
+    trained model (``checkpoints.TrainedModel``: renderer, params, stage).
+    """
+
+    def __init__(self, model, slots: int, chunk: int, devices=None, apply_face: bool = True):
+        if slots < 1 or chunk < 1:
+            raise ValueError(f"slots={slots} and chunk={chunk} must be >= 1")
+        self.renderer, self.apply_face = model.renderer, apply_face
+        self.slots, self.chunk = slots, chunk
+        self.height, self.width = model.stage.height, model.stage.width
+        self.mesh = sharding.local_mesh(render_devices(slots, devices))
+        self.sharding = sharding.batch_sharding(self.mesh)
+        # The restored params may live on other devices (or other hosts): one replica, put on this mesh.
+        self.params = jax.device_put(sharding.first_replica(model.params), sharding.replicated(self.mesh))
+        blank = initial_carry(self.height, self.width)
+        self.carry = jax.device_put(tuple(np.broadcast_to(np.asarray(b)[None], (slots,) + b.shape) for b in blank),
+                                    self.sharding)
+
+    def dispatch(self, labels: np.ndarray, boxes: np.ndarray, valid: np.ndarray, reset: np.ndarray):
+        """Starts rendering uint8 stick figures [B, T, H, W, 3] (face boxes [B, T, 4], valid [B, T]); returns
+        the uint8 outputs [B, T, H, W, 3] as a device array (asynchronous: ``np.asarray`` waits)."""
+        inputs = jax.device_put((labels, boxes, valid, np.asarray(reset, bool)), self.sharding)
+        outputs, self.carry = render_batch(self.renderer, self.params, *inputs[:3], self.carry, inputs[3],
+                                           sharding=self.sharding, apply_face=self.apply_face)
+        return outputs
+
+    def __call__(self, labels, boxes, valid, reset) -> np.ndarray:
+        return np.asarray(self.dispatch(labels, boxes, valid, reset))

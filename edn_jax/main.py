@@ -3,7 +3,9 @@
   python -m edn_jax.main --config configs/<x>.py --workdir DIR [--config.field=value ...]
 
 The job is chosen by ``config.mode``. A problem with the user's input is printed
-as one ``error: ...`` line and exits with status 2.
+as one ``error: ...`` line and exits with status 2. Each mode's module is imported only
+when it runs (TensorFlow, TFDS and MediaPipe take seconds to import; pose mode needs
+none of TensorFlow).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's output
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _pose(config, workdir: str) -> None:
+def _pose(config, workdir: str, overrides=()) -> None:
     from edn_jax.pose import pipeline
 
     outputs = pipeline.run_pose_mode(config, workdir)
@@ -34,7 +36,7 @@ def _pose(config, workdir: str) -> None:
         print(f"  {name:14s} {os.path.abspath(path)}")
 
 
-def _build(config, workdir: str) -> None:
+def _build(config, workdir: str, overrides=()) -> None:
     from edn_jax import build, dataset
 
     target = build.run_build_mode(config, workdir)
@@ -45,7 +47,7 @@ def _build(config, workdir: str) -> None:
         print(f"  {v['name']}: {v['frames']} frames, {v['frames_dropped_no_person']} dropped (no person)")
 
 
-def _train(config, workdir: str) -> None:
+def _train(config, workdir: str, overrides=()) -> None:
     from edn_jax import train
 
     result = train.train_and_evaluate(config, workdir)
@@ -56,19 +58,19 @@ def _train(config, workdir: str) -> None:
     print(f"  {'summary':12s} {os.path.abspath(os.path.join(workdir, 'train_summary.json'))}")
 
 
-def _transfer(config, workdir: str) -> None:
+def _transfer(config, workdir: str, overrides=()) -> None:
     from edn_jax import transfer
 
-    transfer.run_transfer_mode(config, workdir)  # prints each source's outputs as it reports
+    transfer.run_transfer_mode(config, workdir, overrides)  # prints each source's outputs as it reports
 
 
-def _evaluate(config, workdir: str) -> None:
+def _evaluate(config, workdir: str, overrides=()) -> None:
     from edn_jax import evaluate
 
-    evaluate.run_evaluate_mode(config, workdir)  # prints the scores and where they were written
+    evaluate.run_evaluate_mode(config, workdir, overrides)  # prints the scores and where they were written
 
 
-def _ablation(config, workdir: str) -> None:
+def _ablation(config, workdir: str, overrides=()) -> None:
     from edn_jax import ablation
 
     ablation.run_ablation(config, workdir)  # prints the table and where it was written
@@ -78,14 +80,16 @@ MODES = {"pose": _pose, "build": _build, "train": _train, "evaluate": _evaluate,
          "ablation": _ablation}
 
 
-def run(config, workdir: str) -> None:
-    """Runs ``config.mode``; importable so tests and notebooks need no subprocess."""
+def run(config, workdir: str, overrides=()) -> None:
+    """Runs ``config.mode``; importable so tests and notebooks need no subprocess. ``overrides``: the
+    ``--config.*`` fields named on the command line (a trained model's own settings are kept unless
+    one of them contradicts it)."""
     mode = MODES.get(config.mode)
     if mode is None:
         raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
     if not workdir:
         raise EdnError("--workdir is empty", "pass a directory for the outputs")
-    mode(config, workdir)
+    mode(config, workdir, tuple(overrides))
 
 
 def main(argv) -> None:
@@ -96,7 +100,7 @@ def main(argv) -> None:
         from edn_jax import distributed
 
         distributed.maybe_initialize()  # multi-host runs join before anything touches a JAX backend
-        run(_CONFIG.value, _WORKDIR.value)
+        run(_CONFIG.value, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS["config"]))
     except EdnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -30,6 +30,11 @@ class Progress:
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = interval if self._tty else log_interval
 
+    @property
+    def rate(self) -> float:
+        """Items per second since the start."""
+        return self.count / max(time.monotonic() - self.start, 1e-9)
+
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = self.count / elapsed

@@ -27,6 +27,12 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end to end through a subprocess (CI runs them too; "
+                                       "-m 'not slow' skips them while iterating)")
+
 DATA = REPO.parent / "shared" / "data"
 
 
@@ -43,6 +49,70 @@ def scripted_person(seed: int, frames: int, height: int, width: int, scale: floa
     kps[..., 0] = np.where(present, kps[..., 0] * scale + dx, 0)
     kps[..., 1] = np.where(present, kps[..., 1] * scale + dy, 0)
     return kps
+
+
+def tiny_config(perceptual="none", **train_overrides):
+    """configs/tiny.py (a 32x32 global stage), with ``loss.perceptual`` and ``train`` fields set."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.loss.perceptual = perceptual
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def staged_config(stages="global,local,face"):
+    """configs/tiny.py with ``stages``, two steps each, everything logged and checkpointed every step."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.train.stages = stages
+    config.loss.lambda_l1 = 10.0
+    config.train.num_steps, config.train.decay_steps = 2, 1
+    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 1
+    config.train.evaluate_holdout = False
+    return config
+
+
+def face_batch(batch=8, size=32, seed=0):
+    """Random frames with per-example face boxes in different places; two examples have no face."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+           for k in ("label_prev", "label", "image_prev", "image")}
+    for suffix in ("_prev", ""):
+        x0 = rng.uniform(0, size - 12, batch)
+        y0 = rng.uniform(0, size - 12, batch)
+        out["face_box" + suffix] = np.stack([x0, y0, x0 + 12, y0 + 12], -1).astype(np.float32)
+        valid = np.ones(batch, bool)
+        valid[[1, batch - 2]] = False
+        out["face_valid" + suffix] = valid
+    return out
+
+
+def face_trainer(config, mesh, perturb_head=False):
+    """(face trainer, its first state, the frozen generator stage's state on the host).
+
+    ``perturb_head``: the face generator's zero-initialised output conv made non-zero, so
+    gradients reach all its layers from the first step (and its output is not the identity).
+    """
+    import jax
+
+    from edn_jax import stages
+    from edn_jax.face_stage import FaceTrainer
+    from edn_jax.generator_stage import GeneratorTrainer
+
+    planned = stages.plan_stages(config)
+    previous = GeneratorTrainer.create(config, mesh, planned[0]).init(5)
+    trainer = FaceTrainer.create(config, mesh, planned[1])
+    state = trainer.init_from(0, previous)
+    if perturb_head:
+        head = state.face_g_params["head"]
+        head = {"kernel": head["kernel"] + 0.05, "bias": head["bias"] + 0.1}
+        state = state.replace(face_g_params=dict(state.face_g_params, head=head))
+    return trainer, state, jax.device_get(previous)
 
 
 def real_video(name: str) -> str:
@@ -88,17 +158,78 @@ def cam01_target(tmp_path_factory):
     config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 1
     config.train.evaluate_holdout = False
     workdir = str(tmp_path_factory.mktemp("cam01_target"))
-    with pytest.MonkeyPatch.context() as patch:  # one device: 8 fake ones on 2 cores compile slowly
-        patch.setattr(train, "make_mesh", lambda devices=None: one_device_mesh())
-        train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir, one_device_mesh())  # 8 fake devices on 2 cores compile slowly
     return config, workdir
 
 
-def one_device_mesh():
+def one_device_mesh(devices=None):
+    """A 1-device mesh: for tests whose point is not sharding (8 fake devices on 2 cores compile slowly)."""
     import jax
-    import numpy as np
-    from jax.sharding import Mesh
 
+    from edn_jax import sharding
+
+    return sharding.make_mesh(jax.devices()[:1])
+
+
+SYNTHETIC_TARGET_SIZE = 64
+
+
+def synthetic_target_config(stages="global,face"):
+    """configs/tiny.py at 64x64 with one 1-layer discriminator and one step per stage."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.train.stages = stages
+    config.model.n_layers_d, config.model.num_d = 1, 1
+    config.loss.lambda_l1 = 10.0
+    config.train.height = config.train.width = SYNTHETIC_TARGET_SIZE
+    config.train.num_steps, config.train.decay_steps = 1, 0
+    config.train.face.num_steps, config.train.face.decay_steps, config.train.face.d_alone_steps = 1, 0, 1
+    config.train.log_every = config.train.sample_every = config.train.checkpoint_every = 1
+    config.train.evaluate_holdout = False
+    config.synthetic.height = config.synthetic.width = SYNTHETIC_TARGET_SIZE
+    return config
+
+
+@pytest.fixture(scope="session")
+def synthetic_target(tmp_path_factory):
+    """(config, model workdir) of a tiny global+face model trained on the synthetic subject."""
     from edn_jax import train
 
-    return Mesh(np.array(jax.devices()[:1]), (train.DATA_AXIS,))
+    config = synthetic_target_config()
+    workdir = str(tmp_path_factory.mktemp("target"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+def transfer_config(trained, **fields):
+    """The training config of ``trained`` (config, model workdir) as a transfer config onto it."""
+    import copy
+
+    base, workdir = trained
+    config = copy.deepcopy(base)
+    config.mode = "transfer"
+    config.transfer.model_workdir = workdir
+    for key, value in fields.items():
+        config.transfer[key] = value
+    return config
+
+
+def to_unit(u8):
+    return u8.astype("float32") / 127.5 - 1.0
+
+
+def reference_render(target, keypoints):
+    """The whole sequence in one render_chunk call, as uint8 (and the stick figures)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from edn_jax import inference
+    from edn_jax.pose import render
+
+    h, w = target.height, target.width
+    labels = render.render_stick_figures(keypoints, h, w)
+    boxes, valid = render.face_boxes(keypoints, h, w)
+    out, _ = inference.render_chunk(target.model.renderer, target.model.params, jnp.asarray(to_unit(labels)),
+                                    jnp.asarray(boxes), jnp.asarray(valid), inference.initial_carry(h, w))
+    return np.asarray(inference.to_uint8(out)), labels

@@ -1,4 +1,4 @@
-"""One process of tests/test_multihost.py: a few real training steps on a global mesh.
+"""One process of tests/test_distributed.py: a few real training steps on a global mesh.
 
   EDN_COORDINATOR_ADDRESS=127.0.0.1:PORT EDN_NUM_PROCESSES=2 EDN_PROCESS_ID=0 JAX_PLATFORMS=cpu \
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/multihost_worker.py OUT_DIR [DATASET_DIR]
@@ -63,20 +63,19 @@ def run(mesh, dataset_dir: str | None) -> dict:
     import jax
     import numpy as np
     from jax.experimental import multihost_utils
-    from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from edn_jax import dataset, input_pipeline, train
+    from edn_jax import dataset, generator_stage, input_pipeline, sharding
 
     config = tiny_config()
-    trainer = train.Trainer.create(config, mesh)
+    trainer = generator_stage.GeneratorTrainer.create(config, mesh)
     state = trainer.init(0)
-    sharding = NamedSharding(mesh, P(train.DATA_AXIS))
+    batch_sharding = sharding.batch_sharding(mesh)
     b, index, count = config.train.batch_size, jax.process_index(), jax.process_count()
     rows = slice(index * b // count, (index + 1) * b // count)
     out, metrics = {}, None
     for step in range(RANDOM_STEPS):
         global_batch = random_global_batch(step)
-        batch = {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in global_batch.items()}
+        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v[rows], v.shape) for k, v in global_batch.items()}
         state, metrics = trainer.step(state, batch)
         jax.block_until_ready((state, metrics))
     out.update(_flat(state, f"step{RANDOM_STEPS}/state"))
@@ -106,10 +105,10 @@ def main(argv) -> None:
     import jax
     import numpy as np
 
-    from edn_jax import train
+    from edn_jax import sharding
 
     out_dir, dataset_dir = argv[1], (argv[2] if len(argv) > 2 else None)
-    result = run(train.make_mesh(), dataset_dir)
+    result = run(sharding.make_mesh(), dataset_dir)
     path = os.path.join(out_dir, f"process_{jax.process_index()}.npz")
     np.savez(path + ".tmp.npz", **result)
     os.replace(path + ".tmp.npz", path)

@@ -4,17 +4,17 @@ a rerun redoes nothing."""
 import json
 import os
 
-import jax
-import numpy as np
-from jax.sharding import Mesh
-
+from conftest import one_device_mesh
 from configs import tiny
-from edn_jax import main, train
+from edn_jax import ablation
 
 
-def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
+def run_ablation(config, workdir):
     # One device: sharding is tested elsewhere, and 8 fake devices on 2 cores compile slowly.
-    monkeypatch.setattr(train, "make_mesh", lambda devices=None: Mesh(np.array(jax.devices()[:1]), (train.DATA_AXIS,)))
+    ablation.run_ablation(config, workdir, mesh=one_device_mesh())
+
+
+def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys):
     config = tiny.get_config()
     config.mode = "ablation"
     config.train.stages = "global,face"
@@ -22,7 +22,7 @@ def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
     config.evaluate.pose_distance = False  # the detector is tested in test_evaluate.py
     config.evaluate.max_frames = 4
     workdir = str(tmp_path)
-    main.run(config, workdir)
+    run_ablation(config, workdir)
     out = capsys.readouterr().out
     table = open(os.path.join(workdir, "ablation.md")).read()
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == \
@@ -41,7 +41,7 @@ def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys, monkeypatch):
     assert g["+T.S.+Face"]["face_lpips"] != g["+T.S."]["face_lpips"]
     assert "ablation table written to" in out
 
-    main.run(config, workdir)
+    run_ablation(config, workdir)
     again = capsys.readouterr().out
     assert again.count("already evaluated") == 3 and again.count("skipped") == 3
     assert open(os.path.join(workdir, "ablation.md")).read() == table

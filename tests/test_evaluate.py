@@ -11,9 +11,12 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from clu import metric_writers
 
-from edn_jax import dataset, evaluate, inference, main, metrics, train, video
+from conftest import one_device_mesh
+from edn_jax import build, checkpoints, dataset, evaluate, inference, main, metrics, stages, train, video
 from edn_jax.errors import EdnError
+from edn_jax.generator_stage import GeneratorTrainer
 from edn_jax.pose import layout
 
 
@@ -78,7 +81,7 @@ def held_out(config, workdir):
     summary = json.load(open(os.path.join(workdir, "train_summary.json")))
     split = dataset.open_split(summary["dataset"], "validation")
     order = np.lexsort((split.frame_indices, split.video_ids))
-    return split, order, train.records_at(split, order, config.train.height, config.train.width)
+    return split, order, evaluate.records_at(split, order, config.train.height, config.train.width)
 
 
 def test_cam01_evaluation_end_to_end(cam01_target, tmp_path, capsys):
@@ -113,7 +116,7 @@ def test_cam01_evaluation_end_to_end(cam01_target, tmp_path, capsys):
     # Scores are of a sequential render: the per-frame SSIM equals one scan over all 20 frames
     # (the evaluation rendered them in chunks of 16, passing the carry on).
     split, order, held = held_out(base, model_dir)
-    model = train.load_trained_model(base, model_dir)
+    model = checkpoints.load_trained_model(base, model_dir)
     fake, _ = inference.render_chunk(model.renderer, model.params, jnp.asarray(held["label"]),
                                      jnp.asarray(held["face_box"]), jnp.asarray(held["face_valid"]),
                                      inference.initial_carry(128, 128))
@@ -169,3 +172,28 @@ def test_evaluating_a_workdir_without_a_model_is_refused(tmp_path):
     config.mode = "evaluate"
     with pytest.raises(EdnError, match="no checkpoints directory"):
         main.run(config, str(tmp_path))
+
+
+def test_one_evaluator_scores_the_end_of_training_and_evaluate_mode_alike(cam01_target, tmp_path, capsys):
+    """The end of a stage (short: no detector, no files) and evaluate mode give the same scores for the
+    same frames, baselines included; the mean-frame baseline is the mean of 64 training frames."""
+    base, model_dir = cam01_target
+    mesh = one_device_mesh()
+    stage = stages.plan_stages(base)[0]
+    trainer = GeneratorTrainer.create(base, mesh, stage)
+    state = train.restore_final(model_dir, base, mesh, stage)
+    writer = metric_writers.create_default_writer(str(tmp_path / "tb"), just_logging=True)
+    at_stage_end = train.evaluate_stage(base, str(tmp_path), trainer, state, build.model_dataset_dir(base, model_dir),
+                                        writer, stage.num_steps)
+    assert "held-out SSIM (20 frames)" in capsys.readouterr().out
+    full = evaluate.evaluate_model(base, model_dir, str(tmp_path / "eval"))
+    for candidate in ("generated", "mean_train_frame"):
+        for key in evaluate.FRAME_SCORES:
+            assert at_stage_end[f"{key}_{candidate}"] == pytest.approx(full[candidate][key], rel=1e-6), (candidate, key)
+    assert full["mean_train_frame"]["body_ssim"] != full["generated"]["body_ssim"]
+    split, _, held = held_out(base, model_dir)
+    train_split = dataset.open_split(full["dataset"], "train")
+    sample = np.linspace(0, len(train_split.source) - 1, 64).astype(int)
+    mean = evaluate.records_at(train_split, sample, 128, 128)["frame"].mean(0, keepdims=True)
+    ssim = metrics.ssim((jnp.asarray(mean) + 1) / 2, (jnp.asarray(held["frame"]) + 1) / 2)
+    assert full["mean_train_frame"]["ssim"] == pytest.approx(float(np.mean(ssim)), abs=1e-5)

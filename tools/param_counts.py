@@ -16,25 +16,24 @@ def count(config) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from edn_jax import train
-    from edn_jax.face_stage import build_face_models
-    from edn_jax.models import param_count
+    from edn_jax import stages
+    from edn_jax.models import factory, param_count
 
     def params(module, *shapes):
         return param_count(jax.eval_shape(module.init, jax.random.PRNGKey(0),
                                           *(jnp.zeros(s, jnp.float32) for s in shapes))["params"])
 
-    g_channels = (9 if config.model.use_prev_label else 6) if config.model.temporal else 3
+    g_channels = factory.generator_channels(config)
     out = {}
-    for stage in train.plan_stages(config):
+    for stage in stages.plan_stages(config):
         if stage.name == "face":
-            side = train.face_crop_side(config, stage.height, stage.width)
-            face_g, face_d = build_face_models(config)
+            side = stages.face_crop_side(config, stage.height, stage.width)
+            face_g, face_d = factory.build_face_models(config)
             crop = (1, side, side, 3)
             out["face"] = {"crop": side, "face_generator": params(face_g, crop, crop),
                            "face_discriminator": params(face_d, crop, crop)}
         else:
-            g, d = train.build_models(config, stage.generator)
+            g, d = factory.build_models(config, stage.generator)
             out[stage.name] = {"size": [stage.height, stage.width],
                                "generator": params(g, (1, stage.height, stage.width, g_channels)),
                                "discriminator": params(d, (1, stage.height, stage.width, 12)),

@@ -30,18 +30,21 @@ def assert_one_line_error(proc, *fragments):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_missing_video(tmp_path):
     proc = run_cli(tmp_path, f"--config.input.video={tmp_path / 'nope.mp4'}")
     assert_one_line_error(proc, "video not found", "nope.mp4")
     assert not (tmp_path / "work" / "keypoints.npz").exists()
 
 
+@pytest.mark.slow
 def test_not_a_video(tmp_path):
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("this is not a video\n")
     assert_one_line_error(run_cli(tmp_path, f"--config.input.video={bogus}"), "cannot read", "notes.mp4")
 
 
+@pytest.mark.slow
 def test_zero_frame_video(tmp_path):
     import imageio_ffmpeg
 
@@ -51,6 +54,7 @@ def test_zero_frame_video(tmp_path):
     assert_one_line_error(run_cli(tmp_path, f"--config.input.video={empty}"), "no video frames")
 
 
+@pytest.mark.slow
 def test_video_without_a_person(tmp_path):
     rng = np.random.default_rng(0)
     path = str(tmp_path / "empty_room.mp4")
@@ -66,6 +70,7 @@ def test_video_without_a_person(tmp_path):
     ("--config.pose.subject=tallest", "pose.subject='tallest'"),
     ("--config.mode=dance", "config.mode='dance'"),
 ])
+@pytest.mark.slow
 def test_invalid_config_value_cli(tmp_path, flag, fragment):
     assert_one_line_error(run_cli(tmp_path, flag), fragment)
 
@@ -92,6 +97,7 @@ def test_invalid_config_values(tmp_path, field, value, fragment):
     assert not (tmp_path / "work" / "keypoints.npz").exists()
 
 
+@pytest.mark.slow
 def test_invalid_config_type_is_refused_by_the_flag_parser(tmp_path):
     proc = run_cli(tmp_path, "--config.pose.max_gap=ten")
     assert proc.returncode != 0 and "max_gap" in proc.stderr

@@ -55,6 +55,7 @@ def _finish(procs: dict, timeout_s: float) -> None:
                 proc.wait()
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     """3 steps on random global batches (each process feeding its own rows), then 2 on the input
     pipeline's batches (each process reading its own share of a TFDS dataset): the final state of

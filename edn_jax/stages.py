@@ -1,0 +1,286 @@
+"""The training stages a config asks for, the checks on its training values, and what a
+checkpoint records of the model so that a trained model directory describes itself.
+
+Training runs in the paper's stages (``config.train.stages``): "global" (the
+GlobalGenerator at ``train.height x train.width``), "local" (the LocalEnhancer at twice
+that size) and "face" (the face GAN on the last generator's output). ``plan_stages``
+turns the config into ``Stage`` objects; every stage's trainer implements
+``StageTrainer``, so the training loop treats them alike.
+
+Every checkpoint stores the model signature (what must match to restore it) and the
+training record (every model, loss and training field the run used). Evaluation and
+transfer rebuild the networks from that record (``config_from_record``), so they need no
+training config: an explicit setting that contradicts the record is an error naming the
+field.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Iterable, Protocol
+
+import jax
+from flax import traverse_util
+
+from configs import default
+from edn_jax import face_crop
+from edn_jax.errors import EdnError
+from edn_jax.models.factory import compute_dtype
+
+STAGE_ORDER = ("global", "local", "face")
+REMAT_MODES = ("none", "perceptual", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One training stage as configured: what it trains, at what size, for how long."""
+
+    name: str            # global | local | face
+    number: int          # 1-based position among the configured stages
+    count: int
+    height: int
+    width: int
+    num_steps: int
+    decay_steps: int
+    generator: str       # the main generator it trains (global/local stages) or refines (face stage)
+    previous: "Stage | None" = None  # the stage whose final checkpoint it starts from
+
+    @property
+    def title(self) -> str:
+        return f"stage {self.number}/{self.count} ({self.name}, {self.height}x{self.width})"
+
+
+class StageTrainer(Protocol):
+    """What the training loop needs of a stage: its jitted pieces behind one interface."""
+
+    config: Any
+    stage: Stage
+    lr_schedule: Any
+
+    def init(self, seed: int): ...                       # a fresh state (stages without a previous one)
+    def init_from(self, seed: int, previous): ...        # the first state from the previous stage's final one
+    def step(self, state, batch, step: int | None = None): ...  # (state, metrics)
+    def sample(self, state, batch): ...                  # frame t as the step renders it, for sample grids
+    def renderer(self, state): ...                       # (inference.Renderer, params) of the model in ``state``
+    def abstract_state(self): ...                        # the state's shapes, replicated on the mesh
+    def signature(self) -> dict: ...
+
+
+def stage_names(stages: str) -> list[str]:
+    return [n.strip() for n in str(stages).split(",") if n.strip()]
+
+
+def plan_stages(config) -> list[Stage]:
+    """``config.train.stages`` as Stage objects, checked: known names, paper order, global first."""
+    t = config.train
+    names = stage_names(t.stages)
+    fix = "use global, global,local, global,face or global,local,face"
+    unknown = [n for n in names if n not in STAGE_ORDER]
+    if not names or unknown:
+        raise EdnError(f"train.stages={t.stages!r} names no known stage" if not names else
+                       f"train.stages={t.stages!r}: {', '.join(unknown)} is not a stage", fix)
+    if names != sorted(set(names), key=STAGE_ORDER.index) or names[0] != "global":
+        raise EdnError(f"train.stages={t.stages!r} is out of order or repeats a stage (each stage starts from "
+                       "the previous one's checkpoint, beginning with global)", fix)
+    stages: list[Stage] = []
+    height, width, kind = t.height, t.width, "global"
+    for number, name in enumerate(names, 1):
+        if name == "global":
+            steps, decay = t.num_steps, t.decay_steps
+        elif name == "local":
+            height, width, kind = 2 * height, 2 * width, "local"
+            steps, decay = t.local.num_steps, t.local.decay_steps
+        else:
+            steps, decay = t.face.num_steps, t.face.decay_steps
+        stages.append(Stage(name, number, len(names), height, width, steps, decay, kind,
+                            stages[-1] if stages else None))
+    return stages
+
+
+def face_crop_side(config, height: int, width: int) -> int:
+    """The face crop's side at a frame size: ``model.face_crop``, or the paper's 128 at 512x1024 scaled."""
+    side = config.model.face_crop or face_crop.face_crop_size(height, width)
+    factor = 2 ** config.model.face_n_downsampling
+    if side % factor or not 0 < side <= min(height, width):
+        raise EdnError(f"model.face_crop={side} must be a positive multiple of 2^face_n_downsampling = {factor} "
+                       f"no larger than the {height}x{width} frame", "set model.face_crop=0 for the scaled default")
+    return side
+
+
+def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
+    checks = [
+        (m.ngf >= 1, f"model.ngf={m.ngf} must be >= 1", "use e.g. 64"),
+        (m.ndf >= 1, f"model.ndf={m.ndf} must be >= 1", "use e.g. 64"),
+        (0 <= m.n_downsampling <= 8, f"model.n_downsampling={m.n_downsampling} is out of range", "use 1..8 (paper: 4)"),
+        (m.n_blocks >= 0, f"model.n_blocks={m.n_blocks} must be >= 0", "use e.g. 9"),
+        (m.num_d >= 1, f"model.num_d={m.num_d} must be >= 1", "use e.g. 2 or 3"),
+        (m.n_layers_d >= 1, f"model.n_layers_d={m.n_layers_d} must be >= 1", "use e.g. 3"),
+        (m.temporal or not m.use_prev_label, "model.use_prev_label=True needs model.temporal=True (a single-frame "
+         "generator sees no previous frame)", "set model.temporal=True or model.use_prev_label=False"),
+    ]
+    if "local" in names:
+        checks += [(m.local_ngf >= 1 and 2 * m.local_ngf == m.ngf,
+                    f"model.ngf={m.ngf} must be 2 * model.local_ngf={m.local_ngf} (the LocalEnhancer adds the global "
+                    "generator's features to its local branch's)", f"set model.local_ngf={max(1, m.ngf // 2)}"),
+                   (m.n_blocks_local >= 0, f"model.n_blocks_local={m.n_blocks_local} must be >= 0", "use e.g. 3")]
+    if "face" in names:
+        checks += [(min(m.face_ngf, m.face_ndf, m.face_n_layers_d) >= 1 and m.face_n_blocks >= 0
+                    and 1 <= m.face_n_downsampling <= 6,
+                    "model.face_ngf, face_ndf, face_n_layers_d must be >= 1, face_n_blocks >= 0 and "
+                    "face_n_downsampling in 1..6", "use the paper's 64, 64, 3, 5 and 3")]
+    return checks
+
+
+def _training_checks(config, stages: list[Stage]) -> list[tuple[bool, str, str]]:
+    t, l = config.train, config.loss
+    names = [s.name for s in stages]
+    checks = [
+        (t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1", "use e.g. 8"),
+        (t.learning_rate > 0, f"train.learning_rate={t.learning_rate} must be > 0", "use e.g. 2e-4"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, f"train.beta1/beta2=({t.beta1}, {t.beta2}) must be in [0, 1)",
+         "use 0.5 and 0.999"),
+        (t.log_every >= 1 and t.checkpoint_every >= 1 and t.sample_every >= 1,
+         "train.log_every, checkpoint_every and sample_every must be >= 1", "use positive step counts"),
+        (l.lambda_feat >= 0 and l.lambda_vgg >= 0 and l.lambda_l1 >= 0,
+         "loss.lambda_feat, loss.lambda_vgg and loss.lambda_l1 must be >= 0", "use 10, 10 and 0 (pix2pixHD)"),
+        (l.perceptual in ("vgg16", "vgg19", "none"), f"loss.perceptual={l.perceptual!r} is not known",
+         "use vgg16, vgg19 or none"),
+        (t.remat in REMAT_MODES, f"train.remat={t.remat!r} is not known", f"use one of {', '.join(REMAT_MODES)}"),
+    ]
+    prefix = {"global": "train", "local": "train.local", "face": "train.face"}
+    for stage in stages:
+        p = prefix[stage.name]
+        checks += [
+            (stage.num_steps >= 1, f"{p}.num_steps={stage.num_steps} must be >= 1", "set the stage's training steps"),
+            (0 <= stage.decay_steps <= stage.num_steps, f"{p}.decay_steps={stage.decay_steps} is outside "
+             f"[0, {p}.num_steps]", f"use e.g. half of {p}.num_steps"),
+        ]
+    if "local" in names:
+        checks.append((0 <= t.local.fix_global_steps <= t.local.num_steps,
+                       f"train.local.fix_global_steps={t.local.fix_global_steps} is outside [0, train.local.num_steps]",
+                       "use e.g. a tenth of train.local.num_steps"))
+    if "face" in names:
+        checks.append((0 <= t.face.d_alone_steps <= t.face.num_steps,
+                       f"train.face.d_alone_steps={t.face.d_alone_steps} is outside [0, train.face.num_steps]",
+                       "use e.g. a fifth of train.face.num_steps"))
+    return checks
+
+
+def validate_train_config(config, check_batch: bool = True) -> None:
+    """Every training value checked before anything slow starts (``check_batch=False``: the
+    model and stage values only, for loading a trained model where no training batch exists)."""
+    m, t = config.model, config.train
+    stages = plan_stages(config)
+    names = [s.name for s in stages]
+    checks = _model_checks(m, names) + _training_checks(config, stages)
+    checks.append((t.height >= 16 and t.width >= 16, f"train size {t.height}x{t.width} is too small",
+                   "use e.g. 256x256"))
+    for ok, problem, fix in checks:
+        if not ok:
+            raise EdnError(problem, fix)
+    factor = 2 ** m.n_downsampling
+    if t.height % factor or t.width % factor:
+        raise EdnError(f"train size {t.height}x{t.width} is not divisible by 2^n_downsampling = {factor}",
+                       f"use a size that is a multiple of {factor}, or fewer downsamplings")
+    if "face" in names:
+        face_crop_side(config, stages[-1].height, stages[-1].width)
+    compute_dtype(config)
+    if check_batch and t.batch_size % jax.device_count():
+        raise EdnError(f"train.batch_size={t.batch_size} does not split over {jax.device_count()} devices",
+                       f"use a multiple of {jax.device_count()}")
+
+
+# ----------------------------------------------------------------------------- what a checkpoint records
+
+SIGNATURE_FIELDS = {
+    "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label", "temporal"),
+    "local": ("local_ngf", "n_blocks_local"),
+    "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
+}
+RECORDED_SECTIONS = ("model", "loss", "train")
+# Fields a trained model is rebuilt with but that may change after training (activations' dtype).
+FREE_AT_INFERENCE = frozenset({"model.dtype"})
+# Fields that decide the networks and the stage plan: an explicit value must equal the record's.
+PLAN_FIELDS = ("train.stages", "train.height", "train.width")
+
+
+def model_signature(config, stage: Stage | None = None) -> dict:
+    """What must match for a stage's checkpoint to be restored into this configuration
+    (the architecture and frame size; not the compute dtype, which may change on resume)."""
+    stage = stage or plan_stages(config)[0]
+    fields = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if stage.generator == "local" else ())
+    if stage.name == "face":
+        fields += SIGNATURE_FIELDS["face"]
+    signature = {"stage": stage.name, "generator": stage.generator,
+                 "model": {k: config.model[k] for k in fields}, "height": stage.height, "width": stage.width}
+    if stage.name == "face":
+        signature["face_crop"] = face_crop_side(config, stage.height, stage.width)
+    return signature
+
+
+def training_record(config) -> dict:
+    """Every model, loss and training field of ``config`` (JSON types), as a checkpoint stores them."""
+    return {section: config[section].to_dict() for section in RECORDED_SECTIONS}
+
+
+def flat_fields(record: dict) -> dict[str, Any]:
+    """A record (or config dict) as {"model.ngf": 16, "train.face.num_steps": 400, ...}."""
+    return traverse_util.flatten_dict(record, sep=".")
+
+
+def record_from_signatures(signatures: dict[str, dict]) -> dict[str, Any]:
+    """The flat fields that checkpoints written before training records existed still tell:
+    the architecture and sizes in each stage's signature, and the stages present."""
+    fields: dict[str, Any] = {}
+    for name in STAGE_ORDER:
+        signature = signatures.get(name)
+        if signature is None:
+            continue
+        fields.update({f"model.{k}": v for k, v in signature["model"].items()})
+        shrink = 2 if signature["generator"] == "local" else 1
+        fields["train.height"], fields["train.width"] = signature["height"] // shrink, signature["width"] // shrink
+    fields["train.stages"] = ",".join(n for n in STAGE_ORDER if n in signatures)
+    return fields
+
+
+def explicit_fields(config, overrides: Iterable[str] = ()) -> set[str]:
+    """The recorded fields a user set: named on the command line (``overrides``), or set by the
+    config file to something other than ``configs/default.py``'s value."""
+    defaults = flat_fields({s: default.get_config()[s].to_dict() for s in RECORDED_SECTIONS})
+    current = flat_fields(training_record(config))
+    differ = {k for k, v in current.items() if defaults.get(k, object()) != v}
+    return differ | {k for k in overrides if k.split(".")[0] in RECORDED_SECTIONS}
+
+
+def _same(a, b) -> bool:
+    as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731  (JSON turns tuples into lists)
+    return as_list(a) == as_list(b)
+
+
+def config_from_record(config, stored: dict[str, Any], explicit: Iterable[str], where: str):
+    """``config`` with every recorded field (flat ``stored``) as the model was trained, for rebuilding it.
+
+    An ``explicit`` field that decides the networks or the stage plan and contradicts the
+    record is an error naming it; explicit fields free at inference (the compute dtype) win;
+    the rest take the recorded value.
+    """
+    explicit = set(explicit)
+    checked = {k for k in stored if k.startswith("model.") or k in PLAN_FIELDS} - FREE_AT_INFERENCE
+    out = copy.deepcopy(config)
+    with out.unlocked():
+        for key, value in stored.items():
+            *path, name = key.split(".")
+            section = out
+            for part in path:
+                section = section[part]
+            if name not in section:
+                continue  # a field this version no longer has
+            if key in explicit and not _same(section[name], value):
+                if key in checked:
+                    raise EdnError(f"--config.{key}={section[name]!r} conflicts with the model in {where}, trained "
+                                   f"with {key}={value!r}", "drop the override (the model directory records "
+                                   "its settings), or point at a model trained with it")
+                continue
+            section[name] = tuple(value) if isinstance(section[name], tuple) else value
+    return out

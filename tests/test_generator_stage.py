@@ -1,0 +1,193 @@
+"""The global and local stages' step: one step per variant, the single-frame baseline, remat, sharded ==
+single-device, the NaN guard, and the local stage's start from the global one."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import one_device_mesh, staged_config, tiny_config
+from edn_jax import generator_stage, inference, losses, sharding, stages
+from edn_jax.generator_stage import GeneratorTrainer
+from edn_jax.models import GlobalGenerator
+
+SIZE = 32
+
+
+def random_batch(batch=8, size=SIZE, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+            for k in ("label_prev", "label", "image_prev", "image")}
+
+
+def put(batch, mesh):
+    batch_sharding = sharding.batch_sharding(mesh)
+    return {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("variant", [
+    {"perceptual": "vgg16"},
+    {"perceptual": "none", "use_prev_label": True},
+    {"perceptual": "none", "dtype": "bfloat16"},
+    {"perceptual": "none", "lambda_l1": 100.0},
+])
+def test_one_train_step_per_variant(variant):
+    config = tiny_config(perceptual=variant.get("perceptual", "none"))
+    config.model.use_prev_label = variant.get("use_prev_label", False)
+    config.model.dtype = variant.get("dtype", "float32")
+    config.loss.lambda_l1 = variant.get("lambda_l1", 0.0)
+    mesh = sharding.make_mesh()
+    trainer = GeneratorTrainer.create(config, mesh)
+    state = trainer.init(0)
+    before = jax.device_get(state.g_params)
+    state, metrics = trainer.step(state, put(random_batch(), mesh))
+    metrics = jax.device_get(metrics)
+    assert int(state.step) == 1 and metrics["nonfinite"] == 0
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert ("g_vgg" in metrics) == (variant.get("perceptual") == "vgg16")
+    if "g_vgg" in metrics:
+        assert metrics["g_vgg"] > 0
+    assert ("g_l1" in metrics) == (config.loss.lambda_l1 > 0)
+    if "g_l1" in metrics:  # random images in [-1, 1] vs tanh outputs near 0: mean |diff| is about 0.5 per frame
+        assert 50 < metrics["g_l1"] < 150
+    changed = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), before,
+                           jax.device_get(state.g_params))
+    assert max(jax.tree.leaves(changed)) > 0
+
+
+def test_single_frame_pix2pixhd_baseline_ignores_the_previous_frame():
+    """model.temporal=False is the paper's pix2pixHD baseline: G sees the stick figure alone and D
+    judges single frames, so a frame's render cannot depend on anything before it."""
+    config = tiny_config()
+    config.model.temporal = False
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    trainer = GeneratorTrainer.create(config, mesh)
+    state = trainer.init(0)
+    in_channels = lambda tree: {a.shape[2] for a in jax.tree.leaves(tree) if a.ndim == 4}  # noqa: E731
+    assert 3 in in_channels(state.g_params) and 6 not in in_channels(state.g_params)
+    assert 6 in in_channels(state.d_params) and 12 not in in_channels(state.d_params)
+    batch = random_batch(batch=2)
+    state, metrics = trainer.step(state, put(batch, mesh))
+    assert float(metrics["nonfinite"]) == 0 and np.isfinite(float(metrics["g_total"]))
+
+    labels = jnp.asarray(batch["label"])
+    alone = trainer.generator.apply({"params": state.g_params}, labels)
+    renderer, params = trainer.renderer(state)
+    assert not renderer.temporal
+    boxes, valid = jnp.zeros((2, 4)), jnp.zeros((2,), bool)
+    carry = (jnp.asarray(batch["image"][:1]), jnp.asarray(batch["label_prev"][:1]))  # a non-blank history
+    sequential, _ = inference.render_chunk(renderer, params, labels, boxes, valid, carry)
+    np.testing.assert_allclose(np.asarray(sequential), np.asarray(alone), atol=1e-5)
+    _, fake = trainer.sample_fn(state.g_params, jnp.asarray(batch["label_prev"]) * 0 + 0.5, labels)
+    np.testing.assert_allclose(np.asarray(fake), np.asarray(alone), atol=1e-5)
+
+    temporal = GeneratorTrainer.create(tiny_config(), mesh)  # the paper's model: the history matters
+    t_state = temporal.init(0)
+    t_renderer, t_params = temporal.renderer(t_state)
+    blank = inference.initial_carry(32, 32)
+    with_history, _ = inference.render_chunk(t_renderer, t_params, labels, boxes, valid, carry)
+    from_blank, _ = inference.render_chunk(t_renderer, t_params, labels, boxes, valid, blank)
+    assert float(jnp.abs(with_history[0] - from_blank[0]).max()) > 1e-3
+
+
+def test_remat_modes_recompute_the_same_values():
+    """train.remat trades compute for memory only. The checkpointed pieces give the plain pieces'
+    values and gradients (VGG's perceptual loss, a generator pass), and the step really
+    rematerialises them: none of them under "none", the 2 VGG passes under "perceptual", and
+    also the 2 generator passes under "full" (counted in the traced step, nothing compiled)."""
+    rng = np.random.default_rng(0)
+    x, y = (rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32) for _ in range(2))
+    perceptual = losses.make_perceptual_loss("vgg16")
+    plain, remat = (jax.jit(jax.value_and_grad(lambda x, r=r: perceptual(x, y, remat=r))) for r in (False, True))
+    for a, b in zip(plain(x), remat(x), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    generator = GlobalGenerator(output_nc=3, ngf=4, n_downsampling=1, n_blocks=1)
+    inputs = np.concatenate([x, y], axis=-1)
+    params = jax.jit(generator.init)(jax.random.key(0), inputs)
+    grad = lambda g: jax.jit(jax.grad(lambda p: jnp.sum(g.apply(p, inputs) ** 2)))(params)  # noqa: E731
+    rematerialised = generator_stage.RematApply(generator)
+    for a, b in zip(jax.tree.leaves(grad(generator)), jax.tree.leaves(grad(rematerialised)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+    mesh, batch, counts = sharding.make_mesh(jax.devices()[:1]), random_batch(batch=1), {}
+    for mode in stages.REMAT_MODES:
+        trainer = GeneratorTrainer.create(tiny_config(perceptual="vgg16", batch_size=1, remat=mode), mesh)
+        jaxpr = str(jax.make_jaxpr(trainer.step_fn)(trainer.abstract_state(), batch, trainer.perceptual))
+        counts[mode] = jaxpr.count("remat2[")  # jax.checkpoint's primitive once differentiated
+    assert counts == {"none": 0, "perceptual": 2, "full": 4}, counts
+
+
+def test_sharded_step_equals_single_device_step():
+    """8 devices with a batch of 1 each compute the step of 1 device with the batch of 8.
+
+    After one step everything agrees, Adam's moments (the gradients) included. After the second,
+    the params and metrics do; the second step's moments are not compared: Adam's first update
+    is about lr * sign(g), so gradients within rounding of 0 (reduced in a different order on 8
+    devices) move a param by +-lr, and the VGG loss carries that into every gradient of step 2.
+    """
+    config = tiny_config(perceptual="vgg16")
+    batch = random_batch()
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.make_mesh(devices)
+        trainer = GeneratorTrainer.create(config, mesh)
+        state = trainer.init(0)
+        states = []
+        for step in range(2):
+            state, metrics = trainer.step(state, put(batch, mesh))
+            jax.block_until_ready(state)
+            states.append(jax.device_get(state))
+        results.append((states, jax.device_get(metrics)))
+    assert len(jax.devices()) == 8
+    (one, m1), (eight, m8) = results
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),  # noqa: E731
+                                                    rtol=2e-4, atol=2e-5)
+    for a, b in zip(jax.tree.leaves(one[0]), jax.tree.leaves(eight[0]), strict=True):
+        close(a, b)
+    for name in ("g_params", "d_params"):
+        for a, b in zip(jax.tree.leaves(getattr(one[1], name)), jax.tree.leaves(getattr(eight[1], name)), strict=True):
+            close(a, b)
+    for key in m1:
+        np.testing.assert_allclose(m1[key], m8[key], rtol=1e-4, atol=1e-5)
+
+
+def test_nonfinite_step_leaves_params_untouched():
+    config = tiny_config()
+    mesh = sharding.make_mesh()
+    trainer = GeneratorTrainer.create(config, mesh)
+    state = trainer.init(0)
+    before = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
+    batch = random_batch()
+    batch["image"][0, 0, 0, 0] = np.nan
+    state, metrics = trainer.step(state, put(batch, mesh))
+    assert float(metrics["nonfinite"]) == 1.0 and int(state.step) == 1
+    after = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_local_stage_starts_from_global_weights_and_first_trains_only_its_branch():
+    config = staged_config("global,local")
+    mesh = one_device_mesh()
+    global_stage, local_stage = stages.plan_stages(config)
+    previous = GeneratorTrainer.create(config, mesh, global_stage).init(3)
+    trainer = GeneratorTrainer.create(config, mesh, local_stage)
+    state = trainer.init_from(0, previous)
+    prev = jax.device_get(previous)
+    start = jax.device_get(state)
+    expected = {k: v for k, v in prev.g_params.items() if k != "head"}
+    jax.tree.map(np.testing.assert_array_equal, start.g_params["global_generator"], expected)
+    jax.tree.map(np.testing.assert_array_equal, start.d_params, prev.d_params)
+
+    rng = np.random.default_rng(0)
+    batch = {k: rng.uniform(-1, 1, (8, 2 * SIZE, 2 * SIZE, 3)).astype(np.float32)
+             for k in ("label_prev", "label", "image_prev", "image")}
+    state, _ = trainer.step(state, put(batch, mesh))  # step 0 < fix_global_steps = 1: the global part is fixed
+    after_fixed = jax.device_get(state.g_params)
+    jax.tree.map(np.testing.assert_array_equal, after_fixed["global_generator"], expected)
+    assert not np.array_equal(after_fixed["stem"]["kernel"], start.g_params["stem"]["kernel"])
+    state, _ = trainer.step(state, put(batch, mesh))  # then everything learns
+    after = jax.device_get(state.g_params)["global_generator"]
+    assert not np.array_equal(after["stem"]["kernel"], expected["stem"]["kernel"])
+
+

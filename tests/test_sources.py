@@ -1,0 +1,61 @@
+"""Motion sources: globs, lists and names, the nearest pose held over frames without a person, and
+the target's pose statistics mapped into the model's frame."""
+
+import numpy as np
+import pytest
+
+from configs import default
+from edn_jax import sources, synthetic
+from edn_jax.errors import EdnError
+from edn_jax.pose import layout, normalization, render
+
+
+def test_hold_nearest_pose():
+    kps = np.zeros((7, layout.NUM_KEYPOINTS, 3), np.float32)
+    for t in (2, 3, 6):
+        kps[t, :, :2], kps[t, :, 2] = t, 1.0
+    filled, held = sources.hold_nearest_pose(kps)
+    assert held.tolist() == [True, True, False, False, True, True, False]
+    # Frames 0-1 take frame 2 (the first pose), 4 the nearer 3, 5 the nearer 6.
+    assert [int(f[0, 0]) for f in filled] == [2, 2, 2, 3, 3, 6, 6]
+    with pytest.raises(EdnError, match="no person in any of the 7 frames"):
+        sources.hold_nearest_pose(np.zeros_like(kps))
+
+
+def test_stats_in_frame_match_statistics_of_moved_poses():
+    kps = synthetic.synthetic_keypoints(4, 60, 96, 64)
+    tf = render.fit_transform((96, 64), (128, 256), "pad")
+    mapped = sources.stats_in_frame(normalization.pose_statistics(kps), tf)
+    direct = normalization.pose_statistics(render.transform_keypoints(kps, tf))
+    for name, a, b in zip(normalization.PoseStats._fields, mapped, direct):
+        assert abs(float(a) - float(b)) < 0.05 * max(1.0, abs(float(b))), name
+
+
+def test_sources_from_globs_lists_and_names(tmp_path):
+    config = default.get_config()
+    for name in ("b.mp4", "a.mp4", "c.txt"):
+        (tmp_path / name).write_text("x")
+    config.transfer.source = str(tmp_path / "*.mp4")
+    assert [s.name for s in sources.resolve_sources(config)] == ["a", "b"]
+    pose_dir = tmp_path / "pose_cam01"
+    pose_dir.mkdir()
+    config.transfer.source = f"{tmp_path / 'a.mp4'}, {pose_dir / 'keypoints.npz'}"
+    assert [(s.name, s.kind) for s in sources.resolve_sources(config)] == [("a", "video"), ("pose_cam01", "keypoints")]
+    (tmp_path / "list.txt").write_text("# relative to the list\nb.mp4\n\npose_cam01\n")
+    config.transfer.source = f"@{tmp_path / 'list.txt'}"
+    specs = sources.resolve_sources(config)
+    assert [(s.name, s.kind, s.path) for s in specs] == [("b", "video", str(tmp_path / "b.mp4")),
+                                                         ("pose_cam01", "openpose", str(pose_dir))]
+    config.transfer.source = str(tmp_path / "*.avi")
+    with pytest.raises(EdnError, match="matches no file"):
+        sources.resolve_sources(config)
+    config.transfer.source = f"@{tmp_path / 'missing.txt'}"
+    with pytest.raises(EdnError, match="source list not found"):
+        sources.resolve_sources(config)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.mp4").write_text("x")
+    config.transfer.source = f"{tmp_path / 'a.mp4'},{tmp_path / 'other' / 'a.mp4'}"
+    with pytest.raises(EdnError, match="would both write a.mp4"):
+        sources.resolve_sources(config)
+    config.transfer.source = ""
+    assert [(s.name, s.kind) for s in sources.resolve_sources(config)] == [("synthetic_seed1", "synthetic")]
