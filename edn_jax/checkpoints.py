@@ -42,13 +42,13 @@ class Checkpoints:
     """Orbax manager for one stage's state plus JSON metadata (input position, model signature, record).
 
     ``every`` > 0 saves every that many steps and at ``last_step``; 0 saves only when asked
-    with ``force``. Use as a context manager while training: it turns SIGTERM into
-    ``preempted`` (one process; several processes use JAX's preemption sync point) and
-    closes the manager.
+    with ``force``; ``read_only`` (restores for rendering) creates and writes nothing. Use as a
+    context manager while training: it turns SIGTERM into ``preempted`` (one process; several
+    processes use JAX's preemption sync point) and closes the manager.
     """
 
     def __init__(self, directory: str, signature: dict, keep: int = 3, every: int = 0, last_step: int = 0,
-                 extra_meta: dict | None = None):
+                 extra_meta: dict | None = None, read_only: bool = False):
         self.directory = os.path.abspath(directory)
         policies = [ocp.checkpoint_managers.PreemptionCheckpointingPolicy()]
         if every > 0:
@@ -56,7 +56,7 @@ class Checkpoints:
                          ocp.checkpoint_managers.SpecificStepsPolicy([last_step])]
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "meta"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
                                                  save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(policies)))
         self.signature = signature
         self.extra_meta = extra_meta or {}
@@ -149,7 +149,7 @@ def unfinished_error(directory: str, step: int | None, stage: Stage) -> EdnError
 
 def restore_final(workdir: str, stage: Stage, signature: dict, abstract_state, keep: int = 3):
     """The final state of a stage from its checkpoints; refuses a missing or unfinished stage."""
-    checkpoints = Checkpoints(checkpoint_dir(workdir, stage.name), signature, keep)
+    checkpoints = Checkpoints(checkpoint_dir(workdir, stage.name), signature, keep, read_only=True)
     try:
         step = checkpoints.latest_step()
         if step is None or step < stage.num_steps:
@@ -176,7 +176,7 @@ class TrainedModel:
 
 
 def _newest_meta(directory: str) -> dict | None:
-    checkpoints = Checkpoints(directory, {})
+    checkpoints = Checkpoints(directory, {}, read_only=True)
     try:
         step = checkpoints.latest_step()
         return None if step is None else dict(checkpoints.meta(step), step=step)
@@ -231,7 +231,7 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
         crop = jnp.zeros((1, side, side, 3), jnp.float32)
         abstract["face_g_params"] = jax.eval_shape(face_generator.init, jax.random.PRNGKey(0), crop, crop)["params"]
     mesh = mesh or sharding.make_mesh()
-    checkpoints = Checkpoints(checkpoint_dir(model_workdir, stage.name), model_signature(cfg, stage))
+    checkpoints = Checkpoints(checkpoint_dir(model_workdir, stage.name), model_signature(cfg, stage), read_only=True)
     try:
         step = checkpoints.latest_step()
         recorded = "record" in newest

@@ -26,6 +26,7 @@ real) and TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -195,64 +196,51 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
     mean = jnp.asarray(mean_train_frame(dataset.open_split(dataset_dir, "train"), height, width))
     body_size = body_crop_size(height, width)
     videos = split.video_ids[order]
+    chunk_frames = min(chunk_frames, int(np.unique(videos, return_counts=True)[1].max()))  # no chunk of padding only
     fps = float(split.metadata["videos"][int(videos[0])].get("fps") or 30.0)
     score = functools.partial(frame_scores, lpips, face_side=face_side, body_size=body_size)
 
     rows, baselines, generated_kps, real_kps, input_kps, grid = [], [], [], [], [], []
-    writer = video.VideoWriter(side_by_side, fps) if side_by_side else None
-    with progress.Progress(len(order), f"{desc} on {len(order)} held-out frames", unit="frames") as bar:
-        if writer is not None:
-            writer.__enter__()
-        try:
-            for vid in np.unique(videos):
-                records = order[videos == vid]
-                carries = {"generated": inference.initial_carry(height, width)}
-                if renderer.has_face:
-                    carries["without_face"] = carries["generated"]
-                previous_fake = previous_real = None
-                for start in range(0, len(records), chunk_frames):
-                    chunk = records[start:start + chunk_frames]
-                    held = records_at(split, chunk, height, width)
-                    inputs = [jnp.asarray(held[k]) for k in ("label", "face_box", "face_valid")]
-                    real, body = jnp.asarray(held["frame"]), jnp.asarray(held["body_box"])
-                    rendered = {}
-                    for name in carries:
-                        rendered[name], carries[name] = inference.render_chunk(
-                            renderer, params, *inputs, carries[name], apply_face=name == "generated")
-                    rendered["mean_train_frame"] = jnp.broadcast_to(mean, real.shape)
-                    per_candidate = {name: {k: np.asarray(v) for k, v in score(x, real, body, *inputs[1:]).items()}
-                                     for name, x in rendered.items()}
-                    scores = per_candidate.pop("generated")
-                    baselines.append(per_candidate)
-                    fake = rendered["generated"]
-                    first = previous_fake is None
-                    change_fake = _frame_change(fake[:1] if first else previous_fake, fake)
-                    change_real = _frame_change(real[:1] if first else previous_real, real)
-                    previous_fake, previous_real = fake[-1:], real[-1:]
-                    fake_u8, real_u8, label_u8 = (np.asarray(inference.to_uint8(x))
-                                                  for x in (fake, real, held["label"]))
-                    for i, record in enumerate(chunk):
-                        if detector is not None:
-                            generated_kps.append(_upscaled_detect(detector, fake_u8[i], detect_min_side))
-                            real_kps.append(_upscaled_detect(detector, real_u8[i], detect_min_side))
-                        input_kps.append(held["keypoints"][i])
-                        row = {"video": int(vid), "frame": int(split.frame_indices[record])}
-                        row.update({k: float(scores[k][i]) for k in FRAME_SCORES if k in scores})
-                        row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
-                        row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
-                        rows.append(row)
-                        panel = np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1)
-                        if writer is not None:
-                            writer.write(panel)
-                        if len(grid) < GRID_ROWS:
-                            grid.append(panel)
-                    bar.update(len(chunk))
-        except BaseException as e:
-            if writer is not None:
-                writer.__exit__(type(e), e, e.__traceback__)
-            raise
-        if writer is not None:
-            writer.__exit__(None, None, None)
+    candidates = ("generated", "without_face") if renderer.has_face else ("generated",)
+    with progress.Progress(len(order), f"{desc} on {len(order)} held-out frames", unit="frames") as bar, \
+            contextlib.ExitStack() as outputs:
+        writer = outputs.enter_context(video.VideoWriter(side_by_side, fps)) if side_by_side else None
+        for vid in np.unique(videos):
+            records = order[videos == vid]
+            carries = dict.fromkeys(candidates, inference.initial_carry(height, width))
+            previous = None  # the last generated and real frames of the chunk before
+            for start in range(0, len(records), chunk_frames):
+                chunk = records[start:start + chunk_frames]
+                # A short last chunk is padded with its last record, so every call has one shape (one
+                # compile); the padding comes after the video's last frame and is dropped.
+                n = len(chunk)
+                padded = records_at(split, np.concatenate([chunk, np.repeat(chunk[-1:], chunk_frames - n)]),
+                                    height, width)
+                fake, scores, carries = _render_and_score(renderer, params, padded, carries, mean, score)
+                held = {k: v[:n] for k, v in padded.items()}
+                fake, scores = fake[:n], jax.tree.map(lambda v: v[:n], scores)
+                real = jnp.asarray(held["frame"])
+                change_fake = _frame_change(fake[:1] if previous is None else previous[0], fake)
+                change_real = _frame_change(real[:1] if previous is None else previous[1], real)
+                first, previous = previous is None, (fake[-1:], real[-1:])
+                baselines.append({k: v for k, v in scores.items() if k != "generated"})
+                fake_u8, real_u8, label_u8 = (np.asarray(inference.to_uint8(x)) for x in (fake, real, held["label"]))
+                for i, record in enumerate(chunk):
+                    if detector is not None:
+                        generated_kps.append(_upscaled_detect(detector, fake_u8[i], detect_min_side))
+                        real_kps.append(_upscaled_detect(detector, real_u8[i], detect_min_side))
+                    input_kps.append(held["keypoints"][i])
+                    row = {"video": int(vid), "frame": int(split.frame_indices[record])}
+                    row.update({k: float(scores["generated"][k][i]) for k in FRAME_SCORES if k in scores["generated"]})
+                    row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
+                    row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
+                    rows.append(row)
+                    panel = np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1)
+                    if writer is not None:
+                        writer.write(panel)
+                    if len(grid) < GRID_ROWS:
+                        grid.append(panel)
+                bar.update(len(chunk))
 
     result = _summarise(rows, np.stack(input_kps), np.stack(generated_kps) if detector is not None else None,
                         np.stack(real_kps) if detector is not None else None, videos)
@@ -261,6 +249,21 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
     result.update({"dataset": os.path.abspath(dataset_dir), "frame_size_hw": [height, width],
                    "face_crop_px": face_side, "body_crop_hw": list(body_size)})
     return result, rows, np.concatenate(grid, axis=0)
+
+
+def _render_and_score(renderer, params, held: dict, carries: dict, mean, score):
+    """(generated frames, {candidate: {score: [T] numpy}}, carries) of one chunk of held-out records:
+    each rendered candidate (with and without the face residual) from its own carry, and the mean frame."""
+    labels, boxes, valid = (jnp.asarray(held[k]) for k in ("label", "face_box", "face_valid"))
+    real, body = jnp.asarray(held["frame"]), jnp.asarray(held["body_box"])
+    rendered, carries = {}, dict(carries)
+    for name in carries:
+        rendered[name], carries[name] = inference.render_chunk(renderer, params, labels, boxes, valid, carries[name],
+                                                               apply_face=name == "generated")
+    rendered["mean_train_frame"] = jnp.broadcast_to(mean, real.shape)
+    scores = {name: {k: np.asarray(v) for k, v in score(x, real, body, boxes, valid).items()}
+              for name, x in rendered.items()}
+    return rendered["generated"], scores, carries
 
 
 def holdout_summary(result: dict) -> dict:

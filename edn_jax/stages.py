@@ -199,7 +199,7 @@ SIGNATURE_FIELDS = {
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
 RECORDED_SECTIONS = ("model", "loss", "train")
-# Fields a trained model is rebuilt with but that may change after training (activations' dtype).
+# The model field that may change after training (the activations' dtype; params stay float32).
 FREE_AT_INFERENCE = frozenset({"model.dtype"})
 # Fields that decide the networks and the stage plan: an explicit value must equal the record's.
 PLAN_FIELDS = ("train.stages", "train.height", "train.width")
@@ -261,9 +261,10 @@ def _same(a, b) -> bool:
 def config_from_record(config, stored: dict[str, Any], explicit: Iterable[str], where: str):
     """``config`` with every recorded field (flat ``stored``) as the model was trained, for rebuilding it.
 
-    An ``explicit`` field that decides the networks or the stage plan and contradicts the
-    record is an error naming it; explicit fields free at inference (the compute dtype) win;
-    the rest take the recorded value.
+    An ``explicit`` field that decides the networks or the stage plan (``model.*`` but the
+    compute dtype, ``PLAN_FIELDS``) and contradicts the record is an error naming it. Any
+    other explicit field wins (``model.dtype``; a stage's ``num_steps``, to use a stage
+    stopped early); every field not set explicitly takes the recorded value.
     """
     explicit = set(explicit)
     checked = {k for k in stored if k.startswith("model.") or k in PLAN_FIELDS} - FREE_AT_INFERENCE
