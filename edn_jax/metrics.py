@@ -1,8 +1,9 @@
 """Evaluation metrics of the paper as pure jax.numpy functions (jit-able).
 
-Image quality: SSIM (whole image and body/face boxes) and LPIPS. Pose: keypoint
-distance between poses detected on generated and real frames, with missed
-detections. Temporal: frame-to-frame change of pixels and of keypoints (jitter).
+Image quality: SSIM (whole image, body/face boxes windowed, and the crop alone) and LPIPS.
+Pose: keypoint distance between poses detected on generated and real frames, with missed
+detections, in edn_jax's form and in the paper's (``paper_pose_distance``). Temporal:
+frame-to-frame change of pixels and of keypoints (jitter).
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def masked_ssim(x: jax.Array, y: jax.Array, boxes: jax.Array, data_range: float 
     b = boxes.astype(jnp.float32)[:, :, None, None]
     mask = (cols >= b[:, 0]) & (cols <= b[:, 2]) & (rows >= b[:, 1]) & (rows <= b[:, 3])
     return jnp.sum(smap * mask, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1)
+
+
+def cropped_ssim(x: jax.Array, y: jax.Array, boxes: jax.Array, data_range: float = 1.0) -> jax.Array:
+    """SSIM per image of the crop ``boxes`` [N, 4] (x0, y0, x1, y1 pixels) cut out of both images:
+    "crop, then SSIM", the paper's body SSIM. Only windows lying wholly inside the crop count, as
+    SSIM of the crop alone computes it (scikit-image's ``structural_similarity`` on the crop, with
+    the 11x11 Gaussian window). The crop's pixels are those the box covers, [floor(x0), ceil(x1)).
+    NaN for a crop smaller than the window; ``masked_ssim`` is the windowed variant that keeps them.
+    """
+    smap = ssim_map(x, y, data_range)
+    half = WINDOW // 2
+    rows = jnp.arange(smap.shape[1], dtype=jnp.float32)[None, :, None] + half
+    cols = jnp.arange(smap.shape[2], dtype=jnp.float32)[None, None, :] + half
+    b = boxes.astype(jnp.float32)[:, :, None, None]
+    x0, y0 = jnp.floor(b[:, 0]), jnp.floor(b[:, 1])
+    x1, y1 = jnp.ceil(b[:, 2]) - 1, jnp.ceil(b[:, 3]) - 1  # the last pixel inside
+    mask = (cols - half >= x0) & (cols + half <= x1) & (rows - half >= y0) & (rows + half <= y1)
+    count = jnp.sum(mask, axis=(1, 2))
+    return jnp.where(count > 0, jnp.sum(smap * mask, axis=(1, 2)) / jnp.maximum(count, 1), jnp.nan)
 
 
 @functools.partial(jax.jit, static_argnames=("size",))
@@ -305,6 +325,53 @@ def pose_distance(pred: jax.Array, target: jax.Array, conf_threshold: float = 0.
         result[f"{part}_distance"] = _masked_mean(distance[..., points], pairs)
         result[f"{part}_pairs"] = jnp.sum(pairs, dtype=jnp.int32)
         result[f"{part}_missed_rate"] = _masked_mean((~valid_pred[..., points]).astype(jnp.float32), in_target)
+    return result
+
+
+# The paper's protocol: body on the 23 points the original used (BODY_25 without the heels), and
+# each group compared only on frames where every one of its points is there.
+HEELS = (layout.B["LHeel"], layout.B["RHeel"])
+PAPER_GROUPS = {
+    "body": np.array([i for i in range(layout.BODY.start, layout.BODY.stop) if i not in HEELS]),
+    "face": POSE_PARTS["face"],
+    "left_hand": np.arange(layout.LEFT_HAND.start, layout.LEFT_HAND.stop),
+    "right_hand": np.arange(layout.RIGHT_HAND.start, layout.RIGHT_HAND.stop),
+}
+PAPER_PARTS = {"body": ("body",), "face": ("face",), "hands": ("left_hand", "right_hand"),
+               "overall": ("body", "face", "left_hand", "right_hand")}
+"""Reported parts and the groups they pool: body 23, face 70, hands 42, overall 135 points."""
+PAPER_FRAME_HEIGHT = 512  # the paper's frames are 512x1024: distances are given in their pixels
+
+
+@jax.jit
+def paper_pose_distance(pred: jax.Array, target: jax.Array, scale: float = 1.0,
+                        conf_threshold: float = 0.05) -> dict[str, jax.Array]:
+    """The paper's pose distance of detections ``pred`` against the input poses ``target``,
+    both [T, 137, 3] (one pose per frame). For each part of ``PAPER_PARTS``:
+
+    - ``{part}_distance``: mean L2 distance, times ``scale`` (the evaluated frame's pixels to the
+      paper's 512x1024), over the points of the groups compared. A group of a frame is compared
+      only when every one of its points is valid in ``target`` and detected in ``pred``; NaN when
+      no group is.
+    - ``{part}_compared``: how many (frame, group) pairs that mean is over.
+    - ``{part}_missed_per_frame``: missed detections as counts per frame, the mean number of the
+      part's points valid in ``target`` but not detected in ``pred``.
+    """
+    pred, target = pred.astype(jnp.float32), target.astype(jnp.float32)
+    valid_pred, valid_target = pred[..., 2] > conf_threshold, target[..., 2] > conf_threshold
+    distance = jnp.sqrt(jnp.sum((pred[..., :2] - target[..., :2]) ** 2, axis=-1)) * scale
+    per_group = {}
+    for group, points in PAPER_GROUPS.items():
+        complete = jnp.all(valid_pred[:, points] & valid_target[:, points], axis=1)  # [T]
+        per_group[group] = (complete, jnp.sum(distance[:, points], axis=1), len(points),
+                            jnp.sum(valid_target[:, points] & ~valid_pred[:, points], axis=1))
+    result = {}
+    for part, groups in PAPER_PARTS.items():
+        total = sum(jnp.sum(jnp.where(per_group[g][0], per_group[g][1], 0.0)) for g in groups)
+        points = sum(jnp.sum(per_group[g][0]) * per_group[g][2] for g in groups)
+        result[f"{part}_distance"] = jnp.where(points > 0, total / jnp.maximum(points, 1), jnp.nan)
+        result[f"{part}_compared"] = sum(jnp.sum(per_group[g][0], dtype=jnp.int32) for g in groups)
+        result[f"{part}_missed_per_frame"] = jnp.mean(sum(per_group[g][3] for g in groups).astype(jnp.float32))
     return result
 
 

@@ -110,6 +110,27 @@ def test_make_lpips_rejects_unknown_nets_and_lpips_bad_shapes():
         metrics.make_lpips("alex")(_signed_images(0, 1, 32, 32), _signed_images(0, 1, 40, 40))
 
 
+@pytest.mark.parametrize("box", [(4, 6, 37, 30), (3.4, 5.6, 36.2, 29.5), (0, 0, 40, 40)])
+def test_cropped_ssim_is_scikit_images_ssim_of_the_crop(box):
+    x = _images(7, n=2, size=40)
+    y = jnp.clip(x + _images(8, n=2, size=40) * 0.6 - 0.3, 0, 1)
+    ours = np.asarray(metrics.cropped_ssim(x, y, jnp.array([box] * 2, jnp.float32)))
+    x0, y0, x1, y1 = int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))
+    reference = [structural_similarity(np.asarray(a[y0:y1, x0:x1], np.float64), np.asarray(b[y0:y1, x0:x1], np.float64),
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+                                       channel_axis=-1) for a, b in zip(x, y)]
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+    # The windowed variant also counts windows centred in the box that reach outside it.
+    assert np.abs(ours - np.asarray(metrics.masked_ssim(x, y, jnp.array([box] * 2, jnp.float32)))).max() > 1e-3 \
+        or box == (0, 0, 40, 40)
+
+
+def test_cropped_ssim_of_a_crop_smaller_than_the_window_is_nan():
+    x = _images(9, n=1, size=40)
+    assert np.isnan(float(metrics.cropped_ssim(x, x, jnp.array([[10, 10, 20, 30]], jnp.float32))[0]))
+    assert float(metrics.cropped_ssim(x, x, jnp.array([[10, 10, 21, 30]], jnp.float32))[0]) == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------- pose distance
 
 def _pose(seed, leading=()):
@@ -231,3 +252,46 @@ def test_keypoint_jitter_static_linear_and_invalid_points():
     np.testing.assert_allclose(metrics.keypoint_jitter(jnp.asarray(two)), (0 + 0 + 6 + 8) / 4, rtol=1e-6)
     two[:, :, 2] = [[1, 0], [0, 1], [1, 0]]      # no point valid in two consecutive frames
     assert np.isnan(metrics.keypoint_jitter(jnp.asarray(two)))
+
+
+# --------------------------------------------------------------------------- the paper's pose protocol
+
+
+def test_paper_pose_distance_of_a_shift_scaled_to_512_rows():
+    target = _pose(30, (4,))
+    pred = target.copy()
+    pred[..., :2] += (3.0, 4.0)
+    result = metrics.paper_pose_distance(jnp.asarray(pred), jnp.asarray(target), 2.0)  # a 256-row frame
+    for part, groups in (("body", 4), ("face", 4), ("hands", 8), ("overall", 16)):
+        assert float(result[f"{part}_distance"]) == pytest.approx(10.0)
+        assert int(result[f"{part}_compared"]) == groups and float(result[f"{part}_missed_per_frame"]) == 0.0
+    assert len(metrics.PAPER_GROUPS["body"]) == 23 and sum(len(g) for g in metrics.PAPER_GROUPS.values()) == 135
+
+
+def test_paper_pose_distance_compares_complete_groups_and_counts_misses_per_frame():
+    target = _pose(31, (4,))
+    pred = target.copy()
+    pred[..., layout.B["LHeel"], :2] += 100.0   # heels are not among the 23 body points
+    pred[0, layout.FACE.start, 2] = 0.0         # one face point missed on frame 0: its face is not compared
+    pred[0, layout.FACE.start + 1, :2] += 50.0  # ... so this error does not count either
+    pred[1, layout.LEFT_HAND.start:layout.LEFT_HAND.start + 21, 2] = 0.0  # a whole hand missed on frame 1
+    pred[2, layout.RIGHT_HAND.start + 5, :2] += (6.0, 8.0)  # a 10 px error in a compared hand
+    target[3, layout.FACE.start + 2, 2] = 0.0   # not in the input: no face compared, and not a miss
+    result = {k: float(v) for k, v in metrics.paper_pose_distance(jnp.asarray(pred), jnp.asarray(target)).items()}
+    assert result["body_distance"] == 0.0 and result["body_compared"] == 4
+    assert result["face_distance"] == 0.0 and result["face_compared"] == 2
+    assert result["face_missed_per_frame"] == pytest.approx(1 / 4)
+    assert result["hands_compared"] == 7 and result["hands_missed_per_frame"] == pytest.approx(21 / 4)
+    assert result["hands_distance"] == pytest.approx(10.0 / (7 * 21))
+    assert result["overall_compared"] == 4 + 2 + 7
+    assert result["overall_missed_per_frame"] == pytest.approx(22 / 4)
+    # today's protocol counts the heel errors and the incomplete groups
+    assert float(metrics.pose_distance(jnp.asarray(pred), jnp.asarray(target))["body_distance"]) > 1.0
+
+
+def test_paper_pose_distance_without_any_complete_group_is_nan():
+    target = _pose(32, (2,))
+    pred = target.copy()
+    pred[:, layout.FACE.start, 2] = 0.0
+    result = metrics.paper_pose_distance(jnp.asarray(pred), jnp.asarray(target))
+    assert np.isnan(float(result["face_distance"])) and int(result["face_compared"]) == 0
