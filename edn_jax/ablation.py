@@ -23,6 +23,7 @@ from clu import metric_writers
 
 from edn_jax import build, evaluate, metrics, stages, train
 from edn_jax.errors import EdnError
+from edn_jax.evaluate import fmt
 from edn_jax.fileio import atomic_path
 
 # (row name, training run directory, model.temporal, stages trained, stage evaluated)
@@ -63,15 +64,13 @@ def _slug(row: str) -> str:
     return {"pix2pixHD": "pix2pixhd", "+T.S.": "temporal", "+T.S.+Face": "temporal_face"}[row]
 
 
-def _fmt(value, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def format_table(results: list[tuple[str, dict]], config, command: str) -> str:
-    """The paper-style markdown tables (image quality, then pose distance) of evaluated rows."""
+    """The paper-style markdown tables (image quality, then pose distance) of evaluated rows, each next
+    to the mean-frame and nearest-pose baselines, in ``config.evaluate.protocol``'s definitions."""
     first = results[0][1]
     h, w = first["frame_size_hw"]
-    t = config.train
+    t, protocol = config.train, config.evaluate.protocol
+    body = evaluate.body_ssim_key(protocol)
     lines = [
         "# Ablation on the synthetic subject: pix2pixHD vs +T.S. vs +T.S.+Face", "",
         f"Command: `{command}`", "",
@@ -79,31 +78,32 @@ def format_table(results: list[tuple[str, dict]], config, command: str) -> str:
         "generated from its own stick figure, sequentially (every video from a blank first frame). "
         f"Training: {t.num_steps} global steps for pix2pixHD and +T.S. (batch {t.batch_size}); +T.S.+Face adds "
         f"{t.face.num_steps} face-GAN steps on top of +T.S. with its generator frozen. Body crop: the input pose's "
-        f"box ({first['body_crop_hw'][0]}x{first['body_crop_hw'][1]} px for LPIPS); face crop: {first['face_crop_px']} "
-        f"px (LPIPS on crops upsampled to 64 px). LPIPS-{first['lpips_net']}.", "",
+        f"box ({'cut out, then SSIM' if protocol == 'paper' else 'SSIM over windows centred in it'}; "
+        f"{first['body_crop_hw'][0]}x{first['body_crop_hw'][1]} px for LPIPS); face crop: {first['face_crop_px']} "
+        f"px (LPIPS on crops upsampled to 64 px). LPIPS-{first['lpips_net']}. Protocol: {protocol}. Baselines: the "
+        "mean of 64 training frames, and for each held-out frame the training frame nearest by pose.", "",
         "| Method | body SSIM ↑ | body LPIPS ↓ | face SSIM ↑ | face LPIPS ↓ | frame SSIM ↑ | frame jitter (real: "
-        f"{_fmt(first['real']['frame_jitter'], 2)}) |",
+        f"{fmt(first['real']['frame_jitter'], 2)}) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row, r in results:
-        g = r["generated"]
-        lines.append(f"| {row} | {_fmt(g['body_ssim'], 4)} | {_fmt(g['body_lpips'], 4)} | {_fmt(g['face_ssim'], 4)} | "
-                     f"{_fmt(g['face_lpips'], 4)} | {_fmt(g['ssim'], 4)} | {_fmt(g['frame_jitter'], 2)} |")
-    if "pose" in first["generated"]:
-        lines += ["", f"Pose distance: the detector (MediaPipe Holistic) on each frame vs the input keypoints: mean "
-                  f"L2 in pixels at {h}x{w} over the points found in both, and in brackets the share of the input's "
-                  "points it did not find. Keypoint jitter: mean displacement of detected points between "
-                  f"consecutive frames (px/frame; the input poses: {_fmt(first['input_keypoint_jitter']['overall'], 2)})."
-                  " The last row is the detector on the real held-out frames: the floor of every row above.", "",
-                  "| Method | body ↓ | face ↓ | hands ↓ | overall ↓ | keypoint jitter |",
-                  "|---|---|---|---|---|---|"]
-        rows = [(row, r["generated"]) for row, r in results] + [("real frames (detector floor)", first["real"])]
-        cell = lambda p, part: (f"{_fmt(p[f'{part}_distance'], 2)} "  # noqa: E731
-                                f"({_fmt(None if p[f'{part}_missed_rate'] is None else 100 * p[f'{part}_missed_rate'], 0)}% missed)")
+    rows = [(row, r["generated"]) for row, r in results] + [
+        (evaluate.ROW_NAMES[name], first[name]) for name in evaluate.BASELINES]
+    for row, g in rows:
+        cells = [fmt(g.get(k), 4) for k in (body, "body_lpips", "face_ssim", "face_lpips", "ssim")]
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {fmt(g.get('frame_jitter'), 2)} |")
+    key = "pose_paper" if protocol == "paper" else "pose"
+    if key in first["generated"]:
+        lines += ["", f"Pose distance ({evaluate.pose_units(first, protocol)}): the detector (MediaPipe Holistic, one "
+                  "per stream of frames) on each frame vs the input keypoints, with the missed detections. Keypoint "
+                  "jitter: mean displacement of detected points between consecutive frames (px/frame; the input "
+                  f"poses: {fmt(first['input_keypoint_jitter']['overall'], 2)}). The last row is the detector on "
+                  "the real held-out frames: the floor of every row above.", "",
+                  "| Method | pose distance ↓ (body, face, hands, overall) | keypoint jitter |", "|---|---|---|"]
+        rows = [(row, r["generated"]) for row, r in results] + [
+            (evaluate.ROW_NAMES[name], first[name]) for name in ("nearest_train_frame", "real")]
         for row, s in rows:
-            p = s["pose"]
-            lines.append(f"| {row} | " + " | ".join(cell(p, part) for part in ("body", "face", "hands", "overall"))
-                         + f" | {_fmt(s['keypoint_jitter']['overall'], 2)} |")
+            lines.append(f"| {row} | {evaluate.pose_cells(s[key], protocol)} | "
+                         f"{fmt(s['keypoint_jitter']['overall'], 2)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -114,29 +114,25 @@ def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
     command = command or f"python -m edn_jax.main --config configs/ablation.py --workdir {workdir}"
     dataset_dir = train_variants(config, workdir, mesh)
     lpips = metrics.make_lpips(config.evaluate.lpips_net)
-    detector = evaluate.make_detector(config) if config.evaluate.pose_distance else None
+    factory = (lambda: evaluate.make_detector(config)) if config.evaluate.pose_distance else None
     results = []
-    try:
-        for row, run, temporal, names, stage in VARIANTS:
-            out_dir = os.path.join(workdir, "evaluation", _slug(row))
-            existing = os.path.join(out_dir, "metrics.json")
-            if os.path.exists(existing) and not config.overwrite:
-                print(f"ablation: {row} already evaluated ({existing})")
-                with open(existing) as f:
-                    results.append((row, json.load(f)))
-                continue
-            print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
-            writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"ablation_{_slug(row)}"))
-            try:
-                result = evaluate.evaluate_model(variant_config(config, temporal, names, dataset_dir),
-                                                 os.path.join(workdir, run), out_dir, stage, lpips=lpips,
-                                                 detector=detector, writer=writer)
-            finally:
-                writer.close()
-            results.append((row, result))
-    finally:
-        if detector is not None:
-            detector.close()
+    for row, run, temporal, names, stage in VARIANTS:
+        out_dir = os.path.join(workdir, "evaluation", _slug(row))
+        existing = os.path.join(out_dir, "metrics.json")
+        if os.path.exists(existing) and not config.overwrite:
+            print(f"ablation: {row} already evaluated ({existing})")
+            with open(existing) as f:
+                results.append((row, json.load(f)))
+            continue
+        print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
+        writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"ablation_{_slug(row)}"))
+        try:  # fresh detectors per row: none carries what it saw in another row's frames
+            result = evaluate.evaluate_model(variant_config(config, temporal, names, dataset_dir),
+                                             os.path.join(workdir, run), out_dir, stage, lpips=lpips,
+                                             detector_factory=factory, writer=writer)
+        finally:
+            writer.close()
+        results.append((row, result))
     table = format_table(results, config, command)
     with atomic_path(os.path.join(workdir, "ablation.md")) as tmp, open(tmp, "w") as f:
         f.write(table)

@@ -33,25 +33,24 @@ import json
 import os
 import warnings
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers
 from flax import traverse_util
 
-from edn_jax import build, checkpoints, dataset, face_crop, images, inference, metrics, progress, stages, video
+from edn_jax import (build, checkpoints, dataset, face_crop, holdout, images, inference, metrics, progress, stages,
+                     video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
-from edn_jax.input_pipeline import fit_face_box, fit_record
 from edn_jax.pose import detector as pose_detector
-from edn_jax.pose import layout
-from edn_jax.pose.tracking import person_box
 
 EVALUATION_DIR = "evaluation"
 LPIPS_MIN_SIDE = 64  # crops smaller than this are upsampled before LPIPS (AlexNet needs >= 31 px)
-FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips", "l1", "face_l1")
-MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline
+FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips", "l1", "face_l1", "body_ssim_crop")
+BASELINES = ("mean_train_frame", "nearest_train_frame")
+POSE_STREAMS = ("generated", "real", "nearest_train_frame")  # each with its own detector
+PROTOCOLS = ("edn_jax", "paper")
 GRID_ROWS = 4
 
 
@@ -77,14 +76,16 @@ def frame_scores(lpips, generated, real, body_boxes, face_boxes, face_valid, *, 
                  body_size: tuple[int, int]) -> dict[str, jax.Array]:
     """Per-frame image scores of generated vs real frames ([T, H, W, 3] in [-1, 1]): [T] each.
 
-    ``ssim`` whole frame; ``body_ssim`` over windows centred in the body box, ``body_lpips`` on
-    the body box resampled to ``body_size``; ``face_ssim`` / ``face_lpips`` on the ``face_side``
-    crop (NaN where the frame has no face); ``l1`` / ``face_l1`` the mean absolute difference in
-    [0, 1] units over the frame / the face crop. Without ``lpips`` (None) no LPIPS scores.
+    ``ssim`` whole frame; ``body_ssim`` over windows centred in the body box, ``body_ssim_crop``
+    of the body box cut out (crop, then SSIM: the paper's), ``body_lpips`` on the body box
+    resampled to ``body_size``; ``face_ssim`` / ``face_lpips`` on the ``face_side`` crop (NaN
+    where the frame has no face); ``l1`` / ``face_l1`` the mean absolute difference in [0, 1]
+    units over the frame / the face crop. Without ``lpips`` (None) no LPIPS scores.
     """
     h, w = real.shape[1:3]
     g01, r01 = (generated + 1) / 2, (real + 1) / 2
     scores = {"ssim": metrics.ssim(g01, r01), "body_ssim": metrics.masked_ssim(g01, r01, body_boxes),
+              "body_ssim_crop": metrics.cropped_ssim(g01, r01, body_boxes),
               "l1": jnp.mean(jnp.abs(generated - real), axis=(1, 2, 3)) / 2}
     corners = face_crop.crop_boxes(face_boxes, face_valid, h, w, face_side)
     yx = corners.astype(jnp.float32)
@@ -109,52 +110,6 @@ def _frame_change(previous, frames) -> jax.Array:
     return metrics.frame_jitter(jnp.concatenate([previous, frames]) * 127.5)
 
 
-def _upscaled_detect(detector, frame: np.ndarray, min_side: int) -> np.ndarray | None:
-    """Keypoints of ``frame`` (in its pixels), detected on a copy upscaled so its shorter side is
-    at least ``min_side``: MediaPipe misses people in frames of a few dozen pixels."""
-    scale = max(1.0, min_side / min(frame.shape[:2]))
-    big = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    kps = detector.detect(big)
-    if kps is None:
-        return layout.empty_pose()
-    kps = kps.copy()
-    kps[:, :2] /= scale
-    return kps
-
-
-def records_at(split, indices, height: int, width: int) -> dict[str, np.ndarray]:
-    """Records fit to a frame size: ``frame``/``label`` float32 [N, H, W, 3] in [-1, 1], ``keypoints``
-    [N, 137, 3] in that frame's pixels, ``body_box`` float32 [N, 4] (the whole frame when no body),
-    ``face_box`` [N, 4] and ``face_valid`` [N]."""
-    out = {k: [] for k in ("frame", "label", "keypoints", "body_box", "face_box", "face_valid")}
-    for i in indices:
-        record = split.source[int(i)]
-        frame, kps, label, tf = fit_record(np.asarray(record["frame"]), np.asarray(record["keypoints"], np.float32),
-                                           height, width)
-        box = person_box(kps, 0.05)
-        face_box, face_valid = fit_face_box(record, tf)
-        for key, value in (("frame", frame), ("label", label), ("keypoints", kps), ("face_box", face_box),
-                           ("face_valid", face_valid),
-                           ("body_box", np.array([0, 0, width, height], np.float32) if box is None else box)):
-            out[key].append(value)
-    out = {k: np.stack(v) for k, v in out.items()}
-    for key in ("frame", "label"):
-        out[key] = out[key].astype(np.float32) / 127.5 - 1.0
-    return out
-
-
-def held_out_order(split, max_frames: int) -> np.ndarray:
-    """Held-out record indices grouped by video, in frame order; the first ``max_frames`` (0 = all)."""
-    order = np.lexsort((split.frame_indices, split.video_ids))
-    return order[:max_frames] if max_frames else order
-
-
-def mean_train_frame(train_split, height: int, width: int) -> np.ndarray:
-    """The baseline a model must beat: the mean of 64 training frames spread over the split, [1, H, W, 3]."""
-    sample = np.linspace(0, len(train_split.source) - 1, min(len(train_split.source), MEAN_FRAME_SAMPLES)).astype(int)
-    return records_at(train_split, sample, height, width)["frame"].mean(0, keepdims=True)
-
-
 def lpips_or_none(net: str = "alex"):
     """LPIPS for the scores that use it, or None (with a warning) if its weights cannot load:
     the end of a training stage still reports the rest."""
@@ -172,6 +127,7 @@ def validate_evaluate_config(config) -> None:
         (e.chunk_frames >= 1, f"evaluate.chunk_frames={e.chunk_frames} must be >= 1", "use e.g. 16"),
         (e.max_frames >= 0, f"evaluate.max_frames={e.max_frames} must be >= 0", "use 0 for every held-out frame"),
         (e.detect_min_side >= 0, f"evaluate.detect_min_side={e.detect_min_side} must be >= 0", "use e.g. 256"),
+        (e.protocol in PROTOCOLS, f"evaluate.protocol={e.protocol!r} is not known", f"use {' or '.join(PROTOCOLS)}"),
     ]
     for ok, problem, fix in checks:
         if not ok:
@@ -179,32 +135,42 @@ def validate_evaluate_config(config) -> None:
 
 
 def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: int, *, lpips, face_side: int,
-                      max_frames: int = 0, chunk_frames: int = 16, detector=None, detect_min_side: int = 256,
+                      max_frames: int = 0, chunk_frames: int = 16, detector_factory=None, detect_min_side: int = 256,
                       side_by_side: str | None = None, desc: str = "evaluating") -> tuple[dict, list[dict], np.ndarray]:
     """(result, per-frame rows, sample grid): a model (``renderer``, ``params``) scored on its
-    dataset's held-out frames at ``height`` x ``width``, next to the baselines.
+    dataset's held-out frames at ``height`` x ``width``, next to the baselines (``BASELINES``, and
+    for a face model the frames without the face residual).
 
-    ``lpips`` (``metrics.make_lpips``, or None for no LPIPS scores) and ``detector`` (a pose
-    detector, or None to skip pose distance) are passed in so evaluations can share them;
+    ``lpips`` (``metrics.make_lpips``, or None for no LPIPS scores) is passed in so evaluations
+    can share it. ``detector_factory`` (no arguments -> a pose detector, or None to skip pose
+    distance) makes one detector per stream of frames (``POSE_STREAMS``): a detector carries
+    regions from one call to the next, so streams sharing one would contaminate each other.
     ``side_by_side`` is a video path for (stick figure | generated | real).
     """
-    split = dataset.open_split(dataset_dir, "validation")
-    order = held_out_order(split, max_frames)
+    split, train_split = dataset.open_split(dataset_dir, "validation"), dataset.open_split(dataset_dir, "train")
+    order = holdout.held_out_order(split, max_frames)
     if len(order) == 0:
         raise EdnError(f"the dataset at {dataset_dir} has no held-out frames",
                        "rebuild it with build.val_fraction > 0 (e.g. 0.2)")
-    mean = jnp.asarray(mean_train_frame(dataset.open_split(dataset_dir, "train"), height, width))
+    mean = jnp.asarray(holdout.mean_train_frame(train_split, height, width))
+    train_poses = jnp.asarray(holdout.training_poses(train_split, height, width))
     body_size = body_crop_size(height, width)
     videos = split.video_ids[order]
     chunk_frames = min(chunk_frames, int(np.unique(videos, return_counts=True)[1].max()))  # no chunk of padding only
     fps = float(split.metadata["videos"][int(videos[0])].get("fps") or 30.0)
     score = functools.partial(frame_scores, lpips, face_side=face_side, body_size=body_size)
 
-    rows, baselines, generated_kps, real_kps, input_kps, grid = [], [], [], [], [], []
+    rows, scores_by_chunk, grid = [], [], []
+    detected = {stream: [] for stream in POSE_STREAMS} if detector_factory is not None else {}
+    input_kps = []
     candidates = ("generated", "without_face") if renderer.has_face else ("generated",)
     with progress.Progress(len(order), f"{desc} on {len(order)} held-out frames", unit="frames") as bar, \
             contextlib.ExitStack() as outputs:
         writer = outputs.enter_context(video.VideoWriter(side_by_side, fps)) if side_by_side else None
+        detectors = {stream: detector_factory() for stream in detected}
+        for detector in detectors.values():
+            if hasattr(detector, "close"):
+                outputs.callback(detector.close)
         for vid in np.unique(videos):
             records = order[videos == vid]
             carries = dict.fromkeys(candidates, inference.initial_carry(height, width))
@@ -214,56 +180,64 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                 # A short last chunk is padded with its last record, so every call has one shape (one
                 # compile); the padding comes after the video's last frame and is dropped.
                 n = len(chunk)
-                padded = records_at(split, np.concatenate([chunk, np.repeat(chunk[-1:], chunk_frames - n)]),
-                                    height, width)
-                fake, scores, carries = _render_and_score(renderer, params, padded, carries, mean, score)
+                padded = holdout.records_at(split, np.concatenate([chunk, np.repeat(chunk[-1:], chunk_frames - n)]),
+                                            height, width)
+                nearest = np.asarray(holdout.nearest_poses(jnp.asarray(padded["keypoints"]), train_poses))
+                baselines = {"mean_train_frame": jnp.broadcast_to(mean, padded["frame"].shape),
+                             "nearest_train_frame": jnp.asarray(holdout.records_at(train_split, nearest, height,
+                                                                                   width)["frame"])}
+                frames, scores, carries = _render_and_score(renderer, params, padded, carries, baselines, score)
                 held = {k: v[:n] for k, v in padded.items()}
-                fake, scores = fake[:n], jax.tree.map(lambda v: v[:n], scores)
-                real = jnp.asarray(held["frame"])
+                frames, scores = jax.tree.map(lambda v: v[:n], (frames, scores))
+                fake, real = frames["generated"], jnp.asarray(held["frame"])
                 change_fake = _frame_change(fake[:1] if previous is None else previous[0], fake)
                 change_real = _frame_change(real[:1] if previous is None else previous[1], real)
                 first, previous = previous is None, (fake[-1:], real[-1:])
-                baselines.append({k: v for k, v in scores.items() if k != "generated"})
-                fake_u8, real_u8, label_u8 = (np.asarray(inference.to_uint8(x)) for x in (fake, real, held["label"]))
+                scores_by_chunk.append(scores)
+                u8 = {name: np.asarray(inference.to_uint8(x)) for name, x in
+                      (("generated", fake), ("real", real), ("label", held["label"]),
+                       ("nearest_train_frame", frames["nearest_train_frame"]))}
                 for i, record in enumerate(chunk):
-                    if detector is not None:
-                        generated_kps.append(_upscaled_detect(detector, fake_u8[i], detect_min_side))
-                        real_kps.append(_upscaled_detect(detector, real_u8[i], detect_min_side))
+                    for stream, detector in detectors.items():
+                        detected[stream].append(pose_detector.detect_upscaled(detector, u8[stream][i], detect_min_side))
                     input_kps.append(held["keypoints"][i])
-                    row = {"video": int(vid), "frame": int(split.frame_indices[record])}
+                    row = {"video": int(vid), "frame": int(split.frame_indices[record]),
+                           "nearest_train_record": int(nearest[i])}
                     row.update({k: float(scores["generated"][k][i]) for k in FRAME_SCORES if k in scores["generated"]})
                     row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
                     row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
                     rows.append(row)
-                    panel = np.concatenate([label_u8[i], fake_u8[i], real_u8[i]], axis=1)
+                    panel = np.concatenate([u8["label"][i], u8["generated"][i], u8["real"][i]], axis=1)
                     if writer is not None:
                         writer.write(panel)
                     if len(grid) < GRID_ROWS:
-                        grid.append(panel)
-                bar.update(len(chunk))
+                        grid.append(np.concatenate([panel, u8["nearest_train_frame"][i]], axis=1))
+                bar.update(n)
 
-    result = _summarise(rows, np.stack(input_kps), np.stack(generated_kps) if detector is not None else None,
-                        np.stack(real_kps) if detector is not None else None, videos)
-    for name in baselines[0]:
-        result[name] = {k: _nanmean(np.concatenate([b[name][k] for b in baselines])) for k in baselines[0][name]}
+    result = _summarise(rows, np.stack(input_kps), {k: np.stack(v) for k, v in detected.items()}, videos,
+                        scale=metrics.PAPER_FRAME_HEIGHT / height)
+    for name in scores_by_chunk[0]:
+        if name != "generated":
+            result.setdefault(name, {}).update(
+                {k: _nanmean(np.concatenate([c[name][k] for c in scores_by_chunk])) for k in scores_by_chunk[0][name]})
     result.update({"dataset": os.path.abspath(dataset_dir), "frame_size_hw": [height, width],
                    "face_crop_px": face_side, "body_crop_hw": list(body_size)})
     return result, rows, np.concatenate(grid, axis=0)
 
 
-def _render_and_score(renderer, params, held: dict, carries: dict, mean, score):
-    """(generated frames, {candidate: {score: [T] numpy}}, carries) of one chunk of held-out records:
-    each rendered candidate (with and without the face residual) from its own carry, and the mean frame."""
+def _render_and_score(renderer, params, held: dict, carries: dict, baselines: dict, score):
+    """({candidate: frames}, {candidate: {score: [T] numpy}}, carries) of one chunk of held-out
+    records: each rendered candidate (with and without the face residual) from its own carry,
+    and the baselines' frames."""
     labels, boxes, valid = (jnp.asarray(held[k]) for k in ("label", "face_box", "face_valid"))
     real, body = jnp.asarray(held["frame"]), jnp.asarray(held["body_box"])
-    rendered, carries = {}, dict(carries)
+    frames, carries = dict(baselines), dict(carries)
     for name in carries:
-        rendered[name], carries[name] = inference.render_chunk(renderer, params, labels, boxes, valid, carries[name],
-                                                               apply_face=name == "generated")
-    rendered["mean_train_frame"] = jnp.broadcast_to(mean, real.shape)
+        frames[name], carries[name] = inference.render_chunk(renderer, params, labels, boxes, valid, carries[name],
+                                                             apply_face=name == "generated")
     scores = {name: {k: np.asarray(v) for k, v in score(x, real, body, boxes, valid).items()}
-              for name, x in rendered.items()}
-    return rendered["generated"], scores, carries
+              for name, x in frames.items()}
+    return frames, scores, carries
 
 
 def holdout_summary(result: dict) -> dict:
@@ -271,7 +245,7 @@ def holdout_summary(result: dict) -> dict:
     ``body_ssim_mean_train_frame``, ``face_lpips_without_face``, ... (None scores left out)."""
     summary = {"holdout_frames": result["frames"], "holdout_faces": result["faces"],
                "face_crop_px": result["face_crop_px"]}
-    for candidate in ("generated", "without_face", "mean_train_frame"):
+    for candidate in ("generated", "without_face") + BASELINES:
         for key, value in result.get(candidate, {}).items():
             if key in FRAME_SCORES and value is not None:
                 summary[f"{key}_{candidate}"] = value
@@ -279,12 +253,13 @@ def holdout_summary(result: dict) -> dict:
 
 
 def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "", lpips=None,
-                   detector=None, writer=None, explicit=()) -> dict:
+                   detector_factory=None, writer=None, explicit=()) -> dict:
     """Evaluates a trained stage on its dataset's held-out frames; writes and returns the results.
 
     The model is rebuilt from ``model_workdir``'s training record (``explicit``: the fields the
-    user set, which must agree with it). ``lpips`` (``metrics.make_lpips``) and ``detector`` (a
-    pose detector, or None to skip pose distance) can be passed in to be shared between evaluations.
+    user set, which must agree with it). ``lpips`` (``metrics.make_lpips``) can be passed in to
+    be shared between evaluations; ``detector_factory`` makes the pose detectors (None: no pose
+    distance), one per stream of frames of this evaluation.
     """
     validate_evaluate_config(config)
     e = config.evaluate
@@ -298,17 +273,20 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
     video_path = os.path.join(out_dir, "side_by_side.mp4")
     result, rows, grid = evaluate_held_out(
         renderer, model.params, directory, stage.height, stage.width, lpips=lpips, face_side=face_side,
-        max_frames=e.max_frames, chunk_frames=e.chunk_frames, detector=detector, detect_min_side=e.detect_min_side,
-        side_by_side=video_path, desc=f"evaluating the {stage.name} stage")
+        max_frames=e.max_frames, chunk_frames=e.chunk_frames, detector_factory=detector_factory,
+        detect_min_side=e.detect_min_side, side_by_side=video_path, desc=f"evaluating the {stage.name} stage")
     height, width = stage.height, stage.width
     result.update({
         "model_workdir": os.path.abspath(model_workdir), "stage": stage.name, "step": stage.num_steps,
-        "lpips_net": e.lpips_net,
+        "lpips_net": e.lpips_net, "protocol": e.protocol,
         "units": {
             "pose_distance": f"pixels at {height}x{width} (the evaluated frame size)",
+            "pose_paper_distance": f"pixels at {metrics.PAPER_FRAME_HEIGHT} rows (the paper's 512x1024), scaled by "
+                                   f"{metrics.PAPER_FRAME_HEIGHT}/{height} from the evaluated frame",
             "keypoint_jitter": f"pixels per frame at {height}x{width}",
             "frame_jitter": "mean absolute change per pixel and channel between consecutive frames, 8-bit levels",
             "missed_rate": "fraction of the input's keypoints the detector did not find",
+            "missed_per_frame": "input keypoints the detector did not find, per frame (the paper's count)",
             "l1": "mean absolute difference per pixel and channel, frames in [0, 1]",
         },
         "outputs": {"per_frame_csv": os.path.join(out_dir, "per_frame.csv"), "side_by_side": video_path,
@@ -317,7 +295,7 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
     _write_outputs(out_dir, result, rows, grid)
     if writer is not None:
         writer.write_scalars(stage.num_steps, flatten_scores(result))
-        writer.write_images(stage.num_steps, {"evaluate/stick_generated_real": grid[None]})
+        writer.write_images(stage.num_steps, {"evaluate/stick_generated_real_nearest": grid[None]})
         writer.flush()
     return result
 
@@ -328,9 +306,8 @@ def _nanmean(values) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _pose_scores(pred: np.ndarray, target: np.ndarray) -> dict:
-    scores = {k: float(v) for k, v in metrics.pose_distance(jnp.asarray(pred), jnp.asarray(target)).items()}
-    return {k: (None if np.isnan(v) else v) for k, v in scores.items()}
+def _none_if_nan(scores: dict) -> dict:
+    return {k: (None if np.isnan(float(v)) else float(v)) for k, v in scores.items()}
 
 
 def _keypoint_jitter(keypoints: np.ndarray, videos: np.ndarray) -> dict:
@@ -349,20 +326,23 @@ def _keypoint_jitter(keypoints: np.ndarray, videos: np.ndarray) -> dict:
     return out
 
 
-def _summarise(rows: list[dict], input_kps, generated_kps, real_kps, videos) -> dict:
+def _summarise(rows: list[dict], input_kps, detected: dict, videos, scale: float) -> dict:
+    """Means over the held-out frames of the generated frames' scores, and each stream's pose scores:
+    edn_jax's (``pose``) and the paper's (``pose_paper``, distances times ``scale``)."""
     generated = {k: _nanmean([r[k] for r in rows]) for k in FRAME_SCORES if k in rows[0]}
     generated["frame_jitter"] = _nanmean([r["frame_change_generated"] for r in rows])
-    real = {"frame_jitter": _nanmean([r["frame_change_real"] for r in rows])}
     result = {"frames": len(rows), "videos": int(len(np.unique(videos))),
               "faces": int(sum(np.isfinite(r["face_ssim"]) for r in rows)),
-              "generated": generated, "real": real,
+              "generated": generated, "real": {"frame_jitter": _nanmean([r["frame_change_real"] for r in rows])},
               "input_keypoint_jitter": _keypoint_jitter(input_kps, videos)}
-    if generated_kps is not None:
-        generated["pose"] = _pose_scores(generated_kps, input_kps)
-        real["pose"] = _pose_scores(real_kps, input_kps)
-        generated["keypoint_jitter"] = _keypoint_jitter(generated_kps, videos)
-        real["keypoint_jitter"] = _keypoint_jitter(real_kps, videos)
-        per_frame = np.asarray(_per_frame_distance(jnp.asarray(generated_kps), jnp.asarray(input_kps)))
+    target = jnp.asarray(input_kps)
+    for stream, kps in detected.items():
+        section = result.setdefault(stream, {})
+        section["pose"] = _none_if_nan(metrics.pose_distance(jnp.asarray(kps), target))
+        section["pose_paper"] = _none_if_nan(metrics.paper_pose_distance(jnp.asarray(kps), target, scale))
+        section["keypoint_jitter"] = _keypoint_jitter(kps, videos)
+    if "generated" in detected:
+        per_frame = np.asarray(_per_frame_distance(jnp.asarray(detected["generated"]), target))
         for row, distance in zip(rows, per_frame):  # overall distance of the detections on each generated frame
             row["pose_distance_generated"] = float(distance)
     return result
@@ -376,7 +356,7 @@ def _per_frame_distance(pred, target) -> jax.Array:
 
 def flatten_scores(result: dict) -> dict[str, float]:
     """The numeric scores of a result as flat TensorBoard scalar names (``evaluate/generated/body_ssim``)."""
-    sections = ("generated", "without_face", "mean_train_frame", "real", "input_keypoint_jitter")
+    sections = ("generated", "without_face", *BASELINES, "real", "input_keypoint_jitter")
     flat = traverse_util.flatten_dict({k: result[k] for k in sections if k in result}, sep="/")
     return {f"evaluate/{k}": float(v) for k, v in flat.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -398,8 +378,7 @@ def stage_output_dir(workdir: str, stage_name: str) -> str:
 
 
 def make_detector(config):
-    return pose_detector.MediaPipeHolisticDetector(min_detection_confidence=config.pose.min_detection_confidence,
-                                              min_visibility=config.pose.min_visibility)
+    return pose_detector.from_config(config.pose)
 
 
 def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
@@ -422,45 +401,72 @@ def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
     else:
         writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"evaluate_{stage}"),
                                                       just_logging=jax.process_index() > 0)
-        detector = make_detector(config) if config.evaluate.pose_distance else None
+        factory = (lambda: make_detector(config)) if config.evaluate.pose_distance else None
         try:
-            result = evaluate_model(config, model_workdir, out_dir, stage, detector=detector, writer=writer,
+            result = evaluate_model(config, model_workdir, out_dir, stage, detector_factory=factory, writer=writer,
                                     explicit=explicit)
         finally:
-            if detector is not None:
-                detector.close()
             writer.close()
-    print(format_summary(result))
+    print(format_summary(result, config.evaluate.protocol))
     return result
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3) -> str:
+    """A score for a table: ``digits`` decimals, or n/a."""
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def format_summary(result: dict) -> str:
-    g, r = result["generated"], result["real"]
+ROW_NAMES = {"generated": "generated", "without_face": "without the face residual",
+             "mean_train_frame": "mean training frame", "nearest_train_frame": "nearest training frame by pose",
+             "real": "real frames (detector floor)"}
+
+
+def body_ssim_key(protocol: str) -> str:
+    """The body SSIM a protocol reports: windowed (edn_jax) or crop, then SSIM (the paper)."""
+    return "body_ssim_crop" if protocol == "paper" else "body_ssim"
+
+
+def pose_cells(scores: dict, protocol: str) -> str:
+    """Body, face, hands and overall pose distance with their missed detections, as a protocol reports them."""
+    cells = []
+    for part in metrics.PAPER_PARTS if protocol == "paper" else metrics.POSE_PARTS:
+        if protocol == "paper":
+            missed = f"{fmt(scores[f'{part}_missed_per_frame'], 2)} missed/frame"
+        else:
+            rate = scores[f"{part}_missed_rate"]
+            missed = f"{fmt(None if rate is None else 100 * rate, 0)}% missed"
+        cells.append(f"{part} {fmt(scores[f'{part}_distance'], 2)} ({missed})")
+    return ", ".join(cells)
+
+
+def pose_units(result: dict, protocol: str) -> str:
+    """Where a protocol's pose distances are measured."""
     h, w = result["frame_size_hw"]
+    return f"px at {metrics.PAPER_FRAME_HEIGHT} rows, complete groups" if protocol == "paper" else f"px at {h}x{w}"
+
+
+def format_summary(result: dict, protocol: str = "edn_jax") -> str:
+    """Evaluate mode's tables: the model next to its baselines, image scores then pose distance."""
+    h, w = result["frame_size_hw"]
+    body = body_ssim_key(protocol)
     lines = [f"evaluation of the {result['stage']} stage ({result['frames']} held-out frames, "
-             f"{result['faces']} with a face, at {h}x{w}):",
-             f"  body crop: SSIM {_fmt(g['body_ssim'])}, LPIPS {_fmt(g['body_lpips'])}; "
-             f"face crop: SSIM {_fmt(g['face_ssim'])}, LPIPS {_fmt(g['face_lpips'])}; whole frame SSIM {_fmt(g['ssim'])}",
-             f"  frame jitter (8-bit levels/frame): generated {_fmt(g['frame_jitter'], 2)}, "
-             f"real {_fmt(r['frame_jitter'], 2)}"]
-    for name, label in (("without_face", "without the face residual"), ("mean_train_frame", "mean training frame")):
+             f"{result['faces']} with a face, at {h}x{w}; protocol {protocol}):",
+             f"  {'':32s} {'body SSIM':>9s} {'body LPIPS':>10s} {'face SSIM':>9s} {'face LPIPS':>10s} {'SSIM':>6s}"]
+    for name in ("generated", "without_face") + BASELINES:
         if name in result:
-            b = result[name]
-            lines.append(f"  {label}: body crop SSIM {_fmt(b['body_ssim'])}, LPIPS {_fmt(b.get('body_lpips'))}; "
-                         f"face crop SSIM {_fmt(b['face_ssim'])}, LPIPS {_fmt(b.get('face_lpips'))}; whole frame SSIM "
-                         f"{_fmt(b['ssim'])}")
-    if "pose" in g:
-        for name, scores in (("generated", g["pose"]), ("real (detector floor)", r["pose"])):
-            lines.append(f"  pose distance, {name} (px at {h}x{w}): body {_fmt(scores['body_distance'], 2)}, "
-                         f"face {_fmt(scores['face_distance'], 2)}, hands {_fmt(scores['hands_distance'], 2)}, "
-                         f"overall {_fmt(scores['overall_distance'], 2)}; missed "
-                         f"{_fmt(scores['overall_missed_rate'], 3)}")
-        lines.append(f"  keypoint jitter, overall (px/frame): generated {_fmt(g['keypoint_jitter']['overall'], 2)}, "
-                     f"real {_fmt(r['keypoint_jitter']['overall'], 2)}, "
-                     f"input {_fmt(result['input_keypoint_jitter']['overall'], 2)}")
+            r = result[name]
+            lines.append(f"  {ROW_NAMES[name]:32s} {fmt(r[body]):>9s} {fmt(r.get('body_lpips')):>10s} "
+                         f"{fmt(r['face_ssim']):>9s} {fmt(r.get('face_lpips')):>10s} {fmt(r['ssim']):>6s}")
+    lines.append(f"  frame jitter (8-bit levels/frame): generated {fmt(result['generated']['frame_jitter'], 2)}, "
+                 f"real {fmt(result['real']['frame_jitter'], 2)}")
+    key = "pose_paper" if protocol == "paper" else "pose"
+    if key in result["generated"]:
+        for name in ("generated", "nearest_train_frame", "real"):
+            lines.append(f"  pose distance, {ROW_NAMES[name]} ({pose_units(result, protocol)}): "
+                         + pose_cells(result[name][key], protocol))
+        lines.append(f"  keypoint jitter, overall (px/frame): generated "
+                     f"{fmt(result['generated']['keypoint_jitter']['overall'], 2)}, real "
+                     f"{fmt(result['real']['keypoint_jitter']['overall'], 2)}, input "
+                     f"{fmt(result['input_keypoint_jitter']['overall'], 2)}")
     lines.append(f"  written to {os.path.dirname(result['outputs']['per_frame_csv'])}")
     return "\n".join(lines)

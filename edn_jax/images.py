@@ -1,4 +1,5 @@
-"""Images people look at: sample grids (stick figure | generated | real), written atomically as PNG."""
+"""Images people look at: sample grids (stick figure | generated | real, or more panels), written
+atomically as PNG."""
 
 from __future__ import annotations
 

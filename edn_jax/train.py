@@ -109,6 +109,8 @@ def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, write
     print(f"{stage.title}: held-out SSIM ({scores['holdout_frames']} frames), generated vs mean training "
           f"frame: whole frame {scores['ssim_generated']:.3f} vs {scores['ssim_mean_train_frame']:.3f}, "
           f"body crop {scores['body_ssim_generated']:.3f} vs {scores['body_ssim_mean_train_frame']:.3f}")
+    print(f"{stage.title}: held-out nearest training frame by pose: whole frame "
+          f"{scores['ssim_nearest_train_frame']:.3f}, body crop {scores['body_ssim_nearest_train_frame']:.3f}")
     if "face_l1_without_face" in scores:
         lp = lambda k: f", LPIPS {scores[k]:.4f}" if k in scores else ""  # noqa: E731
         print(f"{stage.title}: held-out face crops ({scores['holdout_faces']} faces): with the face "

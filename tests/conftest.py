@@ -115,6 +115,17 @@ def face_trainer(config, mesh, perturb_head=False):
     return trainer, state, jax.device_get(previous)
 
 
+def tensorboard_tags(directory) -> set[str]:
+    """Every summary tag written under a TensorBoard run directory (scalars, images, hparams)."""
+    import tensorflow as tf
+
+    tags = set()
+    for path in pathlib.Path(directory).glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags |= {value.tag for value in event.summary.value}
+    return tags
+
+
 def real_video(name: str) -> str:
     path = DATA / name
     assert path.exists(), f"real test video missing: {path} (tests expect ../shared/data beside the checkout)"

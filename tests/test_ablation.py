@@ -26,7 +26,7 @@ def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys):
     out = capsys.readouterr().out
     table = open(os.path.join(workdir, "ablation.md")).read()
     assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| ")][1:] == \
-        ["pix2pixHD", "+T.S.", "+T.S.+Face"]
+        ["pix2pixHD", "+T.S.", "+T.S.+Face", "mean training frame", "nearest training frame by pose"]
     results = json.load(open(os.path.join(workdir, "ablation.json")))
     # One dataset for both models; the rows are the stages they name, of the models they name.
     assert len({r["dataset"] for r in results.values()}) == 1

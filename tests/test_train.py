@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, one_device_mesh, staged_config, tiny_config
+from conftest import REPO, one_device_mesh, staged_config, tensorboard_tags, tiny_config
 from edn_jax import build, checkpoints, generator_stage, sharding, stages, train
 from edn_jax.errors import EdnError
 
@@ -34,6 +34,15 @@ def test_staged_training_end_to_end_then_rerun_skips_finished_stages(tmp_path, c
         assert sorted(os.listdir(tmp_path / "samples" / stage)) == ["step_00000001.png", "step_00000002.png"]
     holdout = result["holdout"]
     assert {"face_l1_generated", "face_l1_without_face", "face_lpips_generated"} <= set(holdout)
+    # TensorBoard, by name: the step's terms, the schedule, speed, samples and the held-out scores with baselines.
+    for stage, tags in {"global": {"g_gan", "g_feat", "g_l1", "g_total", "d_loss", "g_grad_norm", "d_param_norm"},
+                        "local": {"g_total", "d_loss"},
+                        "face": {"face_g_gan", "face_g_total", "face_d_loss", "faces", "holdout/face_l1_without_face",
+                                 "holdout/face_lpips_generated"}}.items():
+        common = {"learning_rate", "stage", "steps_per_sec", "samples/stick_generated_real",
+                  "holdout/stick_generated_real", "holdout/ssim_generated", "holdout/body_ssim_mean_train_frame",
+                  "holdout/body_ssim_nearest_train_frame", "holdout/body_lpips_generated"}
+        assert tags | common <= tensorboard_tags(tmp_path / "tensorboard" / stage), stage
     # The face stage's generator is the local stage's final one, bit for bit.
     local = train.restore_final(str(tmp_path), config, one_device_mesh(), stages.plan_stages(config)[1])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(result["state"].g_params), jax.device_get(local.g_params))

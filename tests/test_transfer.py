@@ -288,3 +288,59 @@ def test_real_footage_transfer_stands_on_the_target_floor(cam01_target, tmp_path
     height, height_ok = normalization.frame_height(jnp.asarray(source.keypoints))
     height = float(np.median(np.asarray(height)[np.asarray(height_ok)]))
     assert abs(height - 0.5 * float(stats.height_far + stats.height_close)) < 0.1 * height
+
+
+class _Drawn:
+    """A detector that answers, frame after frame, the poses it was asked to draw shifted by (3, 4) px."""
+
+    def __init__(self, poses):
+        self.answers, self.closed = list(poses), False
+
+    def detect(self, frame):
+        kps = self.answers.pop(0).copy()
+        kps[:, :2] += np.float32([3, 4]) * (kps[:, 2:] > 0)
+        return kps
+
+    def close(self):
+        self.closed = True
+
+
+def test_transfer_scores_itself_against_the_poses_it_drew(synthetic_target, tmp_path, monkeypatch, capsys):
+    config = transfer_config(synthetic_target, synthetic_frames=6, chunk_frames=4, detect_min_side=0)
+    target = transfer.load_target(config)
+    drawn = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats).keypoints
+    made = []
+    monkeypatch.setattr(transfer.pose_detector, "from_config", lambda pose: made.append(_Drawn(drawn)) or made[-1])
+    written = spy_on_writes(monkeypatch)
+    main.run(config, str(tmp_path / "out"))
+    summary = json.load(open(tmp_path / "out" / "transfer_summary.json"))
+    score = summary["sources"][0]["self_score"]
+    assert len(made) == 1 and made[0].closed and not made[0].answers  # one detector, one call per frame
+    for part in ("body", "face", "hands", "overall"):
+        assert score["pose"][f"{part}_distance"] == pytest.approx(5.0, abs=1e-4)
+        assert score["pose"][f"{part}_missed_rate"] == 0.0
+    assert score["pose_paper"]["body_distance"] == pytest.approx(5.0 * 512 / SIZE, abs=1e-3)
+    frames = np.stack(written["synthetic_seed1.mp4"]).astype(np.float32)  # what the encoder was given
+    assert score["frame_jitter"]["output"] == pytest.approx(float(np.abs(np.diff(frames, axis=0)).mean()), rel=1e-5)
+    assert score["frame_jitter"]["source"] > 0 and score["frame_jitter"]["source"] != score["frame_jitter"]["output"]
+    assert summary["self_score"]["videos"] == 1
+    assert summary["self_score"]["pose"]["overall_distance"] == pytest.approx(5.0, abs=1e-4)
+    out = capsys.readouterr().out
+    assert "self score: pose distance 5.00 px (0% missed)" in out and "self score of the batch (1 video(s))" in out
+
+
+def test_self_score_with_the_real_detector_and_a_source_without_frames(synthetic_target, tmp_path):
+    """A pose file without its video: the output is scored by MediaPipe, the source has no frame jitter."""
+    path = tmp_path / "moves.npz"
+    kps = synthetic.synthetic_keypoints(8, 6, SIZE, SIZE)
+    gone = str(tmp_path / "deleted_since.mp4")  # pose mode's video, no longer there: poses without frames
+    pipeline.save_keypoints(str(path), pipeline.PoseSequence(kps, kps, 30.0, SIZE, SIZE, gone))
+    config = transfer_config(synthetic_target, source=str(path), chunk_frames=4)
+    main.run(config, str(tmp_path / "out"))
+    (entry,) = json.load(open(tmp_path / "out" / "transfer_summary.json"))["sources"]
+    score = entry["self_score"]
+    assert 0.0 <= score["pose"]["overall_missed_rate"] <= 1.0 and score["frame_jitter"]["source"] is None
+    assert score["frame_jitter"]["output"] > 0
+    config.transfer.self_score, config.overwrite = False, True
+    main.run(config, str(tmp_path / "out"))
+    assert json.load(open(tmp_path / "out" / "transfer_summary.json"))["sources"][0]["self_score"] == {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from edn_jax.errors import EdnError
@@ -161,3 +162,23 @@ class MediaPipeHolisticDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def from_config(pose_cfg) -> MediaPipeHolisticDetector:
+    """A Holistic detector with the pose section's thresholds (``config.pose``)."""
+    return MediaPipeHolisticDetector(min_detection_confidence=pose_cfg.min_detection_confidence,
+                                     min_visibility=pose_cfg.min_visibility)
+
+
+def detect_upscaled(detector, frame: np.ndarray, min_side: int) -> np.ndarray:
+    """Keypoints of ``frame`` in its pixels (an empty pose when nobody is found), detected on a copy
+    upscaled so its shorter side is at least ``min_side``: MediaPipe misses people in frames of a
+    few dozen pixels. For scoring generated frames, which come at the model's size."""
+    scale = max(1.0, min_side / min(frame.shape[:2]))
+    big = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    kps = detector.detect(big)
+    if kps is None:
+        return layout.empty_pose()
+    kps = kps.copy()
+    kps[:, :2] /= scale
+    return kps
