@@ -214,8 +214,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                         grid.append(np.concatenate([panel, u8["nearest_train_frame"][i]], axis=1))
                 bar.update(n)
 
-    result = _summarise(rows, np.stack(input_kps), {k: np.stack(v) for k, v in detected.items()}, videos,
-                        scale=metrics.PAPER_FRAME_HEIGHT / height)
+    result = _summarise(rows, np.stack(input_kps), {k: np.stack(v) for k, v in detected.items()}, videos, height)
     for name in scores_by_chunk[0]:
         if name != "generated":
             result.setdefault(name, {}).update(
@@ -306,8 +305,14 @@ def _nanmean(values) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _none_if_nan(scores: dict) -> dict:
-    return {k: (None if np.isnan(float(v)) else float(v)) for k, v in scores.items()}
+def pose_scores(detected: np.ndarray, target: np.ndarray, height: int) -> dict:
+    """{"pose": edn_jax's pose distance (px at the ``height``-row frame), "pose_paper": the paper's (px
+    at 512 rows)} of detections [T, 137, 3] against the poses they should show, NaN as None."""
+    detected, target = jnp.asarray(detected), jnp.asarray(target)
+    scores = {"pose": metrics.pose_distance(detected, target),
+              "pose_paper": metrics.paper_pose_distance(detected, target, metrics.PAPER_FRAME_HEIGHT / height)}
+    return {k: {name: (None if np.isnan(float(v)) else float(v)) for name, v in part.items()}
+            for k, part in scores.items()}
 
 
 def _keypoint_jitter(keypoints: np.ndarray, videos: np.ndarray) -> dict:
@@ -326,23 +331,20 @@ def _keypoint_jitter(keypoints: np.ndarray, videos: np.ndarray) -> dict:
     return out
 
 
-def _summarise(rows: list[dict], input_kps, detected: dict, videos, scale: float) -> dict:
-    """Means over the held-out frames of the generated frames' scores, and each stream's pose scores:
-    edn_jax's (``pose``) and the paper's (``pose_paper``, distances times ``scale``)."""
+def _summarise(rows: list[dict], input_kps, detected: dict, videos, height: int) -> dict:
+    """Means over the held-out frames of the generated frames' scores, and each stream's pose scores
+    (``pose_scores``) at the evaluated ``height``."""
     generated = {k: _nanmean([r[k] for r in rows]) for k in FRAME_SCORES if k in rows[0]}
     generated["frame_jitter"] = _nanmean([r["frame_change_generated"] for r in rows])
     result = {"frames": len(rows), "videos": int(len(np.unique(videos))),
               "faces": int(sum(np.isfinite(r["face_ssim"]) for r in rows)),
               "generated": generated, "real": {"frame_jitter": _nanmean([r["frame_change_real"] for r in rows])},
               "input_keypoint_jitter": _keypoint_jitter(input_kps, videos)}
-    target = jnp.asarray(input_kps)
     for stream, kps in detected.items():
         section = result.setdefault(stream, {})
-        section["pose"] = _none_if_nan(metrics.pose_distance(jnp.asarray(kps), target))
-        section["pose_paper"] = _none_if_nan(metrics.paper_pose_distance(jnp.asarray(kps), target, scale))
-        section["keypoint_jitter"] = _keypoint_jitter(kps, videos)
+        section.update(pose_scores(kps, input_kps, height), keypoint_jitter=_keypoint_jitter(kps, videos))
     if "generated" in detected:
-        per_frame = np.asarray(_per_frame_distance(jnp.asarray(detected["generated"]), target))
+        per_frame = np.asarray(_per_frame_distance(jnp.asarray(detected["generated"]), jnp.asarray(input_kps)))
         for row, distance in zip(rows, per_frame):  # overall distance of the detections on each generated frame
             row["pose_distance_generated"] = float(distance)
     return result

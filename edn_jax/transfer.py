@@ -36,12 +36,11 @@ import time
 import traceback
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, metrics, progress, stages, synthetic, video
+from edn_jax import build, checkpoints, dataset, progress, stages, synthetic, video
 from edn_jax.errors import EdnError
-from edn_jax.evaluate import fmt
+from edn_jax.evaluate import fmt, pose_scores
 from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
 from edn_jax.pose import detector as pose_detector
@@ -137,21 +136,11 @@ class SelfScore:
     def summary(self, drawn: np.ndarray) -> dict:
         """Pose distance of the detections to ``drawn`` [T, 137, 3] (edn_jax's and the paper's, with
         missed detections) and frame jitter in 8-bit levels per frame (the source's: None without frames)."""
-        return score_poses(np.stack(self.detected), drawn, self.height) | {"frame_jitter": {
+        return pose_scores(np.stack(self.detected), drawn, self.height) | {"frame_jitter": {
             name: (float(np.mean(v)) if v else None) for name, v in self.change.items()}}
 
     def close(self) -> None:
         self.detector.close()
-
-
-def score_poses(detected: np.ndarray, drawn: np.ndarray, height: int) -> dict:
-    """{"pose": edn_jax's pose distance (px at the model's frame), "pose_paper": the paper's (px at
-    512 rows)} of detections against the poses drawn, NaN as None."""
-    detected, drawn = jnp.asarray(detected), jnp.asarray(drawn)
-    scores = {"pose": metrics.pose_distance(detected, drawn),
-              "pose_paper": metrics.paper_pose_distance(detected, drawn, metrics.PAPER_FRAME_HEIGHT / height)}
-    return {k: {name: (None if np.isnan(float(v)) else float(v)) for name, v in part.items()}
-            for k, part in scores.items()}
 
 
 class _Job:
@@ -354,7 +343,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
         bar.close()
     if not scored:
         return {}
-    return dict(score_poses(np.concatenate([d for d, _ in scored]), np.concatenate([k for _, k in scored]), H),
+    return dict(pose_scores(np.concatenate([d for d, _ in scored]), np.concatenate([k for _, k in scored]), H),
                 videos=len(scored))
 
 

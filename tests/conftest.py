@@ -214,13 +214,15 @@ def synthetic_target(tmp_path_factory):
 
 
 def transfer_config(trained, **fields):
-    """The training config of ``trained`` (config, model workdir) as a transfer config onto it."""
+    """The training config of ``trained`` (config, model workdir) as a transfer config onto it; without
+    the self score (a detection per frame) unless a test asks for it (tests/test_transfer.py does)."""
     import copy
 
     base, workdir = trained
     config = copy.deepcopy(base)
     config.mode = "transfer"
     config.transfer.model_workdir = workdir
+    config.transfer.self_score = False
     for key, value in fields.items():
         config.transfer[key] = value
     return config

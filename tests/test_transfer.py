@@ -70,7 +70,8 @@ def test_synthetic_transfer_end_to_end(synthetic_target, tmp_path, monkeypatch, 
 
     # The poses: the synthetic dancer fit into the model frame and normalized to the target's statistics.
     target = transfer.load_target(config)
-    split = dataset.open_split(json.load(open(os.path.join(synthetic_target[1], "train_summary.json")))["dataset"], "train")
+    summary = json.load(open(os.path.join(synthetic_target[1], "train_summary.json")))
+    split = dataset.open_split(summary["dataset"], "train")
     raw = synthetic.synthetic_keypoints(3, 20, SIZE, SIZE, 24.0)
     expected_kps = np.asarray(normalization.normalize_sequence(raw, normalization.pose_statistics(raw), split.stats))
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], target.height, target.width,
@@ -268,6 +269,12 @@ def test_real_footage_transfer_stands_on_the_target_floor(cam01_target, tmp_path
     main.run(config, workdir)
     out = os.path.join(workdir, "two_people_cam01.mp4")
     assert len(decode(out)) == 20 and abs(video.probe_video(out).fps - 60.0) < 0.1
+    # It scored itself with the real detector: a distance or a full miss, and the source video's jitter.
+    (entry,) = json.load(open(os.path.join(workdir, "transfer_summary.json")))["sources"]
+    pose = entry["self_score"]["pose"]
+    assert 0.0 <= pose["overall_missed_rate"] <= 1.0
+    assert pose["overall_distance"] is not None or pose["overall_missed_rate"] == 1.0
+    assert entry["self_score"]["frame_jitter"]["source"] > 0
 
     target = transfer.load_target(config)
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], target.height, target.width,
@@ -306,7 +313,7 @@ class _Drawn:
 
 
 def test_transfer_scores_itself_against_the_poses_it_drew(synthetic_target, tmp_path, monkeypatch, capsys):
-    config = transfer_config(synthetic_target, synthetic_frames=6, chunk_frames=4, detect_min_side=0)
+    config = transfer_config(synthetic_target, synthetic_frames=6, chunk_frames=4, detect_min_side=0, self_score=True)
     target = transfer.load_target(config)
     drawn = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats).keypoints
     made = []
@@ -335,7 +342,7 @@ def test_self_score_with_the_real_detector_and_a_source_without_frames(synthetic
     kps = synthetic.synthetic_keypoints(8, 6, SIZE, SIZE)
     gone = str(tmp_path / "deleted_since.mp4")  # pose mode's video, no longer there: poses without frames
     pipeline.save_keypoints(str(path), pipeline.PoseSequence(kps, kps, 30.0, SIZE, SIZE, gone))
-    config = transfer_config(synthetic_target, source=str(path), chunk_frames=4)
+    config = transfer_config(synthetic_target, source=str(path), chunk_frames=4, self_score=True)
     main.run(config, str(tmp_path / "out"))
     (entry,) = json.load(open(tmp_path / "out" / "transfer_summary.json"))["sources"]
     score = entry["self_score"]
