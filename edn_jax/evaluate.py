@@ -436,7 +436,7 @@ def pose_cells(scores: dict, protocol: str) -> str:
             missed = f"{fmt(scores[f'{part}_missed_per_frame'], 2)} missed/frame"
         else:
             rate = scores[f"{part}_missed_rate"]
-            missed = f"{fmt(None if rate is None else 100 * rate, 0)}% missed"
+            missed = "n/a missed" if rate is None else f"{100 * rate:.0f}% missed"
         cells.append(f"{part} {fmt(scores[f'{part}_distance'], 2)} ({missed})")
     return ", ".join(cells)
 
