@@ -21,6 +21,7 @@ def test_ablation_trains_evaluates_and_resumes(tmp_path, capsys):
     config.train.evaluate_holdout = False
     config.evaluate.pose_distance = False  # the detector is tested in test_evaluate.py
     config.evaluate.max_frames = 4
+    config.train.face.d_alone_steps = 0  # one face step program to compile; the D-alone phase: test_face_stage.py
     workdir = str(tmp_path)
     run_ablation(config, workdir)
     out = capsys.readouterr().out

@@ -48,24 +48,24 @@ def test_orbax_saves_at_the_interval_and_the_last_step_and_sigterm_asks_to_stop(
             other.restore(6, state)
 
 
-@pytest.fixture(scope="module")
-def overridden_model(tmp_path_factory):
-    """A model trained with the synthetic target's config plus overrides a plain config does not have."""
-    config = synthetic_target_config()
-    config.model.ngf, config.model.local_ngf, config.model.n_blocks = 12, 6, 2
-    config.model.face_ngf = 4
-    workdir = str(tmp_path_factory.mktemp("overridden"))
-    result = train.train_and_evaluate(config, workdir, one_device_mesh())
-    renderer, params = result["trainer"].renderer(result["state"])
-    return config, workdir, (renderer, params)
+def _trained_generators(config, workdir):
+    """(renderer, params) of the face stage's full training state, restored the way training resumes."""
+    stage = stages.plan_stages(config)[-1]
+    state = train.restore_final(workdir, config, one_device_mesh(), stage)
+    return train.make_trainer(config, one_device_mesh(), stage).renderer(state)
 
 
-def test_a_model_directory_rebuilds_its_networks_without_the_training_config(overridden_model):
-    config, workdir, (renderer, params) = overridden_model
+def test_a_model_directory_rebuilds_its_networks_without_the_training_config(synthetic_target):
+    """The synthetic target was trained with configs/tiny.py's sizes (and the conftest's changes to them),
+    none of which paper-size defaults have."""
+    config, workdir = synthetic_target
     model = checkpoints.load_trained_model(default.get_config(), workdir)  # paper-size defaults
+    assert default.get_config().model.ngf != config.model.ngf
     assert (model.stage.name, model.stage.height, model.stage.num_steps) == ("face", 64, 1)
-    assert model.config.model.ngf == 12 and model.config.model.face_ngf == 4 and model.config.train.height == 64
+    assert (model.config.model.ngf, model.config.model.face_ngf, model.config.model.num_d) == (8, 8, 1)
+    assert model.config.train.height == 64 and model.config.loss.lambda_l1 == 10.0
     assert model.dataset_dir and os.path.isfile(os.path.join(model.dataset_dir, "dataset_info.json"))
+    renderer, params = _trained_generators(config, workdir)
     assert model.renderer == renderer
     trained = _render(checkpoints.TrainedModel(renderer, params, model.stage, config))
     np.testing.assert_array_equal(_render(model), trained)
@@ -77,14 +77,14 @@ def test_a_model_directory_rebuilds_its_networks_without_the_training_config(ove
     assert first.stage.name == "global" and not first.renderer.has_face
 
 
-def test_an_explicit_setting_that_contradicts_the_record_is_refused(overridden_model):
-    _, workdir, _ = overridden_model
+def test_an_explicit_setting_that_contradicts_the_record_is_refused(synthetic_target):
+    _, workdir = synthetic_target
     config = default.get_config()
     config.model.ngf = 16
     with pytest.raises(EdnError, match=r"--config.model.ngf=16 conflicts with the model in .* trained with "
-                                       r"model.ngf=12; drop the override"):
+                                       r"model.ngf=8; drop the override"):
         checkpoints.load_trained_model(config, workdir, explicit=stages.explicit_fields(config, ["model.ngf"]))
-    config.model.ngf = 12  # agreeing with the record is fine
+    config.model.ngf = 8  # agreeing with the record is fine
     checkpoints.load_trained_model(config, workdir, explicit=["model.ngf"])
     # A config file that differs from the defaults counts as explicit: configs/cpu.py's sizes are not the model's.
     with pytest.raises(EdnError, match="conflicts with the model"):
