@@ -173,6 +173,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.transfer.synthetic_frames = 120    # at synthetic.height x width and synthetic.fps
     config.transfer.synthetic_appearance = 1  # the synthetic source's clothes (side-by-side video only)
     config.transfer.normalize = True          # global pose normalization to the target (the paper's Sec. 3.2)
+    # "robust" (edn_jax.pose.normalization: percentile far/close, band-mean heights, scaled about the toe)
+    # or "paper" (edn_jax.pose.paper_normalization: the original release's algorithm and 7-frame median)
+    config.transfer.normalization = "robust"
     config.transfer.side_by_side = False      # also write <name>_side_by_side.mp4
     config.transfer.keep_audio = True         # copy the source video's audio track
     config.transfer.chunk_frames = 32         # frames per compiled render call

@@ -197,6 +197,7 @@ class OpenedSplit:
     frame_indices: np.ndarray      # per record
     stats: normalization.PoseStats  # the target's normalization statistics
     data_dir: str
+    name: str = "train"            # the split's name
 
 
 def open_split(dataset_dir: str, split: str) -> OpenedSplit:
@@ -212,4 +213,15 @@ def open_split(dataset_dir: str, split: str) -> OpenedSplit:
         source=builder.as_data_source(split), metadata=meta,
         video_ids=np.asarray(meta[f"{split}_video_id"], np.int32),
         frame_indices=np.asarray(meta[f"{split}_frame_index"], np.int32),
-        stats=normalization.stats_from_dict(meta["normalization"]), data_dir=dataset_dir)
+        stats=normalization.stats_from_dict(meta["normalization"]), data_dir=dataset_dir, name=split)
+
+
+def split_keypoints(split, height: int, width: int) -> np.ndarray:
+    """Every record's keypoints of ``split`` (``open_split``) at a height x width frame, [N, 137, 3],
+    read without decoding a single image (the frames are stored at the dataset's size, ``metadata``)."""
+    builder = tfds.builder_from_directory(split.data_dir)
+    source = builder.as_data_source(split.name, decoders={"frame": tfds.decode.SkipDecoding()})
+    stored = (int(split.metadata["height"]), int(split.metadata["width"]))
+    tf = render.fit_transform(stored, (height, width), "pad")
+    kps = np.stack([np.asarray(source[i]["keypoints"], np.float32) for i in range(len(source))])
+    return kps if stored == (height, width) else render.transform_keypoints(kps, tf)

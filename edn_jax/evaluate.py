@@ -153,7 +153,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
         raise EdnError(f"the dataset at {dataset_dir} has no held-out frames",
                        "rebuild it with build.val_fraction > 0 (e.g. 0.2)")
     mean = jnp.asarray(holdout.mean_train_frame(train_split, height, width))
-    train_poses = jnp.asarray(holdout.training_poses(train_split, height, width))
+    train_poses = jnp.asarray(dataset.split_keypoints(train_split, height, width))
     body_size = body_crop_size(height, width)
     videos = split.video_ids[order]
     chunk_frames = min(chunk_frames, int(np.unique(videos, return_counts=True)[1].max()))  # no chunk of padding only

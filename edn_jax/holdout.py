@@ -12,10 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from edn_jax.input_pipeline import fit_face_box, fit_record
-from edn_jax.pose import layout, render
+from edn_jax.pose import layout
 from edn_jax.pose.tracking import person_box
 
 MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline
@@ -53,17 +52,6 @@ def mean_train_frame(train_split, height: int, width: int) -> np.ndarray:
     """The mean of 64 training frames spread over the split, [1, H, W, 3] in [-1, 1]."""
     sample = np.linspace(0, len(train_split.source) - 1, min(len(train_split.source), MEAN_FRAME_SAMPLES)).astype(int)
     return records_at(train_split, sample, height, width)["frame"].mean(0, keepdims=True)
-
-
-def training_poses(train_split, height: int, width: int) -> np.ndarray:
-    """Every training record's keypoints at the evaluated frame size, [N, 137, 3], read without
-    decoding a single image (the frames are stored at the dataset's size, ``metadata``)."""
-    builder = tfds.builder_from_directory(train_split.data_dir)
-    source = builder.as_data_source("train", decoders={"frame": tfds.decode.SkipDecoding()})
-    stored = (int(train_split.metadata["height"]), int(train_split.metadata["width"]))
-    tf = render.fit_transform(stored, (height, width), "pad")
-    kps = np.stack([np.asarray(source[i]["keypoints"], np.float32) for i in range(len(source))])
-    return kps if stored == (height, width) else render.transform_keypoints(kps, tf)
 
 
 @jax.jit

@@ -21,8 +21,9 @@ import numpy as np
 
 from edn_jax import synthetic, video
 from edn_jax.errors import EdnError
-from edn_jax.pose import layout, normalization, pipeline, render
+from edn_jax.pose import layout, normalization, paper_normalization, pipeline, render
 
+NORMALIZATIONS = ("robust", "paper")  # transfer.normalization: edn_jax.pose.normalization, paper_normalization
 SIDE_BY_SIDE_SUFFIX = "_side_by_side"
 _GLOB_CHARS = "*?["
 
@@ -222,16 +223,17 @@ def source_poses(config, spec: SourceSpec):
 
 def normalize_to_target(keypoints: np.ndarray, target_stats: normalization.PoseStats,
                         source_stats: normalization.PoseStats | None = None) -> np.ndarray:
-    """Global pose normalization of model-frame keypoints to the target's statistics."""
+    """Global pose normalization ("robust") of model-frame keypoints to the target's statistics."""
     if source_stats is None:
         source_stats = normalization.pose_statistics(keypoints)
     return np.asarray(normalization.normalize_sequence(keypoints, source_stats, target_stats), np.float32)
 
 
-def prepare_source(config, spec: SourceSpec, height: int, width: int,
-                   target_stats: normalization.PoseStats) -> PreparedSource:
+def prepare_source(config, spec: SourceSpec, height: int, width: int, target_stats: normalization.PoseStats,
+                   target_poses: np.ndarray | None = None) -> PreparedSource:
     """Pass 1: the source's poses, gaps filled, fit into the model's ``height`` x ``width`` frame and
-    normalized to the target's statistics (in that frame)."""
+    normalized to the target (``transfer.normalization``: "robust" from the target's statistics,
+    "paper" from its training poses ``target_poses``, both in that frame)."""
     seq, frames, media = source_poses(config, spec)
     no_person = ~seq.detected
     try:
@@ -241,8 +243,13 @@ def prepare_source(config, spec: SourceSpec, height: int, width: int,
     tf = render.fit_transform((seq.height, seq.width), (height, width), "pad")
     in_frame = render.transform_keypoints(filled, tf)
     normalize = bool(config.transfer.normalize) and float(target_stats.num_valid) > 0
-    if normalize:
-        # The source's statistics from its own poses, not from copies held over frames without a person.
+    # The source's statistics from its own poses, not from copies held over frames without a person.
+    if normalize and config.transfer.normalization == "paper":
+        if target_poses is None:
+            raise ValueError("the paper's normalization needs the target's training poses")
+        keypoints = np.asarray(paper_normalization.normalize_sequence_paper(
+            in_frame, target_poses, width, stats_frames=~held), np.float32)
+    elif normalize:
         src_stats = normalization.pose_statistics(in_frame[~held])
         keypoints = normalize_to_target(in_frame, target_stats, src_stats)
     else:

@@ -45,19 +45,21 @@ from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
 from edn_jax.pose import detector as pose_detector
 from edn_jax.pose import normalization, render
-from edn_jax.sources import (PreparedSource, SourceSpec, frame_count_estimate, output_paths, prepare_source,
-                             resolve_sources, stats_in_frame)
+from edn_jax.sources import (NORMALIZATIONS, PreparedSource, SourceSpec, frame_count_estimate, output_paths,
+                             prepare_source, resolve_sources, stats_in_frame)
 
 SUMMARY_FILE = "transfer_summary.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """The trained target: its model and its pose statistics in the model's frame."""
+    """The trained target: its model, its pose statistics in the model's frame, and (for
+    ``transfer.normalization = "paper"``, which needs them) its training poses in that frame."""
 
     model: checkpoints.TrainedModel
     stats: normalization.PoseStats
     dataset_dir: str
+    poses: np.ndarray | None = None
 
     @property
     def height(self) -> int:
@@ -82,7 +84,10 @@ def load_target(config, explicit=()) -> Target:
     split = dataset.open_split(directory, "train")
     size = (int(split.metadata.get("height", model.stage.height)), int(split.metadata.get("width", model.stage.width)))
     tf = render.fit_transform(size, (model.stage.height, model.stage.width), "pad")
-    return Target(model, stats_in_frame(split.stats, tf), directory)
+    poses = None
+    if config.transfer.normalize and config.transfer.normalization == "paper":
+        poses = dataset.split_keypoints(split, model.stage.height, model.stage.width)
+    return Target(model, stats_in_frame(split.stats, tf), directory, poses)
 
 
 @dataclasses.dataclass
@@ -278,7 +283,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
                 spec = pending.popleft()
                 result = results[spec.name]
                 try:
-                    source = prepare_source(config, spec, target.height, target.width, target.stats)
+                    source = prepare_source(config, spec, target.height, target.width, target.stats, target.poses)
                     result.frames, result.fps, result.normalized = source.num_frames, source.fps, source.normalized
                     result.frames_without_person = int(source.no_person.sum())
                     result.interpolated, result.held = int(source.interpolated.sum()), int(source.held.sum())
@@ -366,6 +371,8 @@ def validate_transfer_config(config) -> None:
         (config.input.max_frames >= 0, f"input.max_frames={config.input.max_frames} is negative",
          "use 0 for all frames"),
         (t.detect_min_side >= 0, f"transfer.detect_min_side={t.detect_min_side} must be >= 0", "use e.g. 256"),
+        (t.normalization in NORMALIZATIONS, f"transfer.normalization={t.normalization!r} is not known",
+         f"use one of {', '.join(NORMALIZATIONS)}"),
     ]
     for ok, problem, fix in checks:
         if not ok:

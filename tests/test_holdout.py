@@ -21,7 +21,7 @@ def built(tmp_path_factory):
 @pytest.mark.parametrize("size", [(32, 32), (48, 96)])
 def test_training_poses_are_the_records_keypoints_at_the_evaluated_size(built, size):
     train = dataset.open_split(built, "train")
-    poses = holdout.training_poses(train, *size)
+    poses = dataset.split_keypoints(train, *size)
     assert poses.shape == (len(train.source), layout.NUM_KEYPOINTS, 3)
     expected = holdout.records_at(train, range(len(train.source)), *size)["keypoints"]
     np.testing.assert_allclose(poses, expected, atol=1e-4)

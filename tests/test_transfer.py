@@ -17,7 +17,7 @@ from conftest import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference
                       transfer_config)
 from edn_jax import dataset, main, sources, synthetic, transfer, video
 from edn_jax.errors import EdnError
-from edn_jax.pose import normalization, pipeline
+from edn_jax.pose import normalization, paper_normalization, pipeline
 
 
 def decode(path):
@@ -120,6 +120,25 @@ def _clip_with_gaps_and_audio(tmp_path, frames=12, blank=(0, 5, 6, 11)):
     os.remove(silent)
     assert video.has_audio(clip)
     return clip
+
+
+def test_paper_normalization_runs_the_original_algorithm_on_the_targets_training_poses(synthetic_target):
+    config = transfer_config(synthetic_target, synthetic_seed=3, synthetic_frames=20, normalization="paper")
+    target = transfer.load_target(config)
+    split = dataset.open_split(target.dataset_dir, "train")
+    assert target.poses.shape == (len(split.source), 137, 3)
+    np.testing.assert_array_equal(target.poses, dataset.split_keypoints(split, target.height, target.width))
+    spec = sources.resolve_sources(config)[0]
+    paper = sources.prepare_source(config, spec, target.height, target.width, target.stats, target.poses)
+    raw = synthetic.synthetic_keypoints(3, 20, SIZE, SIZE, config.synthetic.fps)
+    expected = np.asarray(paper_normalization.normalize_sequence_paper(raw, target.poses, SIZE))
+    np.testing.assert_allclose(paper.keypoints, expected, atol=1e-3)
+    config.transfer.normalization = "robust"
+    robust = sources.prepare_source(config, spec, target.height, target.width, target.stats)
+    assert np.abs(paper.keypoints - robust.keypoints).max() > 0.5  # two methods, two answers
+    config.transfer.normalization = "median"
+    with pytest.raises(EdnError, match="transfer.normalization='median' is not known.*robust, paper"):
+        transfer.validate_transfer_config(config)
 
 
 def test_real_video_source_keeps_audio_and_fills_frames_without_a_person(synthetic_target, tmp_path):
