@@ -123,7 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.local = ml_collections.ConfigDict()
     config.train.local.num_steps = 100_000
     config.train.local.decay_steps = 50_000
-    config.train.local.fix_global_steps = 10_000  # pix2pixHD's niter_fix_global: only the local branch learns first
+    # pix2pixHD's niter_fix_global: steps in which only the local branch learns. 0: the paper trains
+    # the LocalEnhancer jointly from its first step.
+    config.train.local.fix_global_steps = 0
     config.train.face = ml_collections.ConfigDict()
     config.train.face.num_steps = 50_000
     config.train.face.decay_steps = 25_000

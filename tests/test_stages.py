@@ -24,6 +24,14 @@ def test_plan_stages_sizes_steps_and_order():
     assert stages.face_crop_side(default.get_config(), 512, 1024) == 128
 
 
+def test_the_local_stage_trains_all_of_its_generator_from_the_first_step_by_default():
+    """The paper trains the LocalEnhancer jointly at once (pix2pixHD's niter_fix_global = 0); the frozen
+    phase is an option (its behaviour: test_generator_stage.py)."""
+    config = default.get_config()
+    assert config.train.local.fix_global_steps == 0
+    stages.validate_train_config(config, check_batch=False)
+
+
 @pytest.mark.parametrize("field,value,fragment", [
     ("train.stages", "local,global", "out of order"), ("train.stages", "global,global", "out of order"),
     ("train.stages", "face", "out of order"), ("train.stages", "global,hands", "hands is not a stage"),
@@ -49,6 +57,7 @@ def test_bad_stage_values(tmp_path, field, value, fragment):
     ("train.decay_steps", 10, "decay_steps"), ("loss.perceptual", "vgg11", "perceptual"), ("model.dtype", "fp8", "dtype"),
     ("model.temporal", False, "use_prev_label=True needs model.temporal=True"),
     ("train.remat", "some", "train.remat='some' is not known"),
+    ("loss.perceptual", "vgg19", "loss.perceptual=vgg19 has no weights: no vgg19 weights file given.*perceptual=none"),
 ])
 def test_bad_training_values(tmp_path, field, value, fragment):
     config = tiny_config()

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, one_device_mesh, staged_config, tensorboard_tags, tiny_config
+from conftest import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, staged_config, tensorboard_tags, tiny_config
 from edn_jax import build, checkpoints, generator_stage, sharding, stages, train
 from edn_jax.errors import EdnError
 
@@ -153,7 +153,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 @pytest.mark.slow
 def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
     """./launch.sh demo end to end (setup, build, both stages, held-out evaluation) on a short schedule."""
-    env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"), XLA_FLAGS="")  # the real CPU device, as users run it
+    env = dict(os.environ, EDN_DEMO_WORKDIR=str(tmp_path / "demo"),
+               XLA_FLAGS=ONE_DEVICE_XLA_FLAGS)  # the real CPU device, as users run it
     flags = ["--config.synthetic.num_frames=20", "--config.train.num_steps=4", "--config.train.decay_steps=2",
              "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2",
              "--config.train.face.num_steps=2", "--config.train.face.decay_steps=1",
