@@ -1,6 +1,15 @@
 """Default configuration: every field edn_jax reads, with its default (paper-size models).
 
-Other configs start from this one and change what they need. Run, e.g.:
+Other configs start from this one and change what they need. Which config to run for what
+(each one's docstring holds its exact command):
+
+  configs/pose_video.py   pose extraction from a video: keypoints, stick-figure and overlay videos
+  configs/demo.py         the whole method on the built-in synthetic subject, ~10 min on 2 CPU cores
+  configs/cpu.py          a CPU-size model of your own footage (--config.input.video=...)
+  configs/transfer.py     render a source dancer's motion as a trained target (any trained model)
+  configs/ablation.py     the paper's ablation table (pix2pixHD, +T.S., +T.S.+Face) on the synthetic subject
+  configs/tiny.py         the smallest model with every part: tests and quick checks
+  configs/default.py      paper-size models; its mode is "pose" unless --config.mode says otherwise:
 
   python -m edn_jax.main --config configs/default.py --workdir runs/pose \
       --config.input.video=../shared/data/single_person_cam01.mp4
