@@ -197,7 +197,7 @@ class OpenedSplit:
     frame_indices: np.ndarray      # per record
     stats: normalization.PoseStats  # the target's normalization statistics
     data_dir: str
-    name: str = "train"            # the split's name
+    name: str                      # the split's name ("train", "validation")
 
 
 def open_split(dataset_dir: str, split: str) -> OpenedSplit:

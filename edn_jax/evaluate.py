@@ -418,6 +418,11 @@ def fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def missed_text(rate) -> str:
+    """A missed rate for a table or a report line: "8% missed", or "n/a missed"."""
+    return "n/a missed" if rate is None else f"{100 * rate:.0f}% missed"
+
+
 ROW_NAMES = {"generated": "generated", "without_face": "without the face residual",
              "mean_train_frame": "mean training frame", "nearest_train_frame": "nearest training frame by pose",
              "real": "real frames (detector floor)"}
@@ -435,8 +440,7 @@ def pose_cells(scores: dict, protocol: str) -> str:
         if protocol == "paper":
             missed = f"{fmt(scores[f'{part}_missed_per_frame'], 2)} missed/frame"
         else:
-            rate = scores[f"{part}_missed_rate"]
-            missed = "n/a missed" if rate is None else f"{100 * rate:.0f}% missed"
+            missed = missed_text(scores[f"{part}_missed_rate"])
         cells.append(f"{part} {fmt(scores[f'{part}_distance'], 2)} ({missed})")
     return ", ".join(cells)
 

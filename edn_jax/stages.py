@@ -188,10 +188,7 @@ def validate_train_config(config, check_batch: bool = True) -> None:
     compute_dtype(config)
     loss = config.loss
     if check_batch and loss.perceptual != "none" and loss.lambda_vgg > 0:  # before a dataset is built
-        problem = losses.perceptual_weights_problem(loss.perceptual, loss.vgg19_weights)
-        if problem is not None:
-            raise EdnError(f"loss.perceptual={loss.perceptual} has no weights: {problem}",
-                           "or train without it: --config.loss.perceptual=none")
+        losses.require_perceptual_weights(loss.perceptual, loss.vgg19_weights, f"loss.perceptual={loss.perceptual}")
     if check_batch and t.batch_size % jax.device_count():
         raise EdnError(f"train.batch_size={t.batch_size} does not split over {jax.device_count()} devices",
                        f"use a multiple of {jax.device_count()}")

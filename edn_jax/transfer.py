@@ -38,9 +38,9 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, progress, stages, synthetic, video
+from edn_jax import build, checkpoints, dataset, metrics, progress, stages, synthetic, video
 from edn_jax.errors import EdnError
-from edn_jax.evaluate import fmt, pose_scores
+from edn_jax.evaluate import fmt, missed_text, pose_scores
 from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
 from edn_jax.pose import detector as pose_detector
@@ -125,18 +125,18 @@ class SelfScore:
         self.detector, self.min_side, self.height = detector, min_side, height
         self.detected: list[np.ndarray] = []
         self.change = {"output": [], "source": []}
-        self._previous: dict[str, np.ndarray] = {}
+        self._last: dict[str, np.ndarray] = {}
 
-    def add(self, output: np.ndarray, source: np.ndarray | None) -> None:
-        """One output frame (uint8, model frame) and the source frame it came from (the same size), if any."""
-        self.detected.append(pose_detector.detect_upscaled(self.detector, output, self.min_side))
-        for name, frame in (("output", output), ("source", source)):
-            if frame is None:
+    def add(self, outputs: np.ndarray, sources: np.ndarray | None) -> None:
+        """Consecutive output frames [n, H, W, 3] (uint8, model frame) and the source frames they came
+        from (the same size), if any."""
+        self.detected.extend(pose_detector.detect_upscaled(self.detector, frame, self.min_side) for frame in outputs)
+        for name, frames in (("output", outputs), ("source", sources)):
+            if frames is None:
                 continue
-            frame = frame.astype(np.float32)
-            if name in self._previous:
-                self.change[name].append(float(np.abs(frame - self._previous[name]).mean()))
-            self._previous[name] = frame
+            run = frames if name not in self._last else np.concatenate([self._last[name], frames])
+            self.change[name].extend(np.asarray(metrics.frame_jitter(run)).tolist())
+            self._last[name] = frames[-1:]
 
     def summary(self, drawn: np.ndarray) -> dict:
         """Pose distance of the detections to ``drawn`` [T, 137, 3] (edn_jax's and the paper's, with
@@ -203,15 +203,15 @@ class _Job:
     def write(self, outputs: np.ndarray, labels: np.ndarray, n: int) -> None:
         """The first ``n`` rendered frames of a chunk (uint8), and their stick figures for side by side."""
         first = self.writers["video"].frames_written
+        sources = [self._source_frame(first + i) for i in range(n)] if self.frames is not None else None
         for i in range(n):
             self.writers["video"].write(outputs[i])
-            source = self._source_frame(first + i)
-            if self.scorer is not None:
-                self.scorer.add(outputs[i], source)
             if "side_by_side" in self.writers:
-                panel = source if source is not None else render.render_stick_figure(
+                panel = sources[i] if sources is not None else render.render_stick_figure(
                     self.source.source_keypoints[first + i], self.height, self.width)
                 self.writers["side_by_side"].write(np.concatenate([panel, labels[i], outputs[i]], axis=1))
+        if self.scorer is not None:
+            self.scorer.add(outputs[:n], None if sources is None else np.stack(sources))
 
     @property
     def done(self) -> bool:
@@ -395,8 +395,7 @@ def _describe(r: SourceResult) -> str:
 def _score_text(score: dict) -> str:
     """'pose distance 3.10 px (8% missed), frame jitter 1.20 (source 1.40)' (jitter only per video)."""
     pose, jitter = score["pose"], score.get("frame_jitter")
-    missed = "n/a" if pose["overall_missed_rate"] is None else f"{100 * pose['overall_missed_rate']:.0f}%"
-    text = f"pose distance {fmt(pose['overall_distance'], 2)} px ({missed} missed)"
+    text = f"pose distance {fmt(pose['overall_distance'], 2)} px ({missed_text(pose['overall_missed_rate'])})"
     if jitter:
         text += f", frame jitter {fmt(jitter['output'], 2)} (source {fmt(jitter['source'], 2)})"
     return text

@@ -95,7 +95,7 @@ def frame_height(kps, conf_threshold=0.05):
     return jnp.where(valid, height, 0.0), valid
 
 
-def _masked_percentile(values, mask, q):
+def masked_percentile(values, mask, q):
     """numpy's linear-interpolation percentile over ``values[mask]``; 0 if empty."""
     n = mask.sum()
     ranked = jnp.sort(jnp.where(mask, values, jnp.inf))
@@ -130,13 +130,13 @@ def pose_statistics(keypoints, conf_threshold=0.05, percentile=2.0,
     """
     ankle_y, ankle_ok = frame_ankle_y(keypoints, conf_threshold)
     height, height_ok = frame_height(keypoints, conf_threshold)
-    far = _masked_percentile(ankle_y, ankle_ok, percentile)
-    close = _masked_percentile(ankle_y, ankle_ok, 100.0 - percentile)
+    far = masked_percentile(ankle_y, ankle_ok, percentile)
+    close = masked_percentile(ankle_y, ankle_ok, 100.0 - percentile)
     width = jnp.maximum(band * (close - far), min_band_px)
     mean_height = _masked_mean(height, height_ok, 0.0)
     height_far = _masked_mean(height, height_ok & (jnp.abs(ankle_y - far) <= width), mean_height)
     height_close = _masked_mean(height, height_ok & (jnp.abs(ankle_y - close) <= width), mean_height)
-    center_x = _masked_percentile(_frame_ankle_x(keypoints, conf_threshold), ankle_ok, 50.0)
+    center_x = masked_percentile(_frame_ankle_x(keypoints, conf_threshold), ankle_ok, 50.0)
     return PoseStats(*(jnp.asarray(v, jnp.float32) for v in (
         far, close, height_far, height_close, center_x, ankle_ok.sum())))
 
@@ -158,7 +158,7 @@ def _nearest_valid(values, valid):
     return values[source]
 
 
-def _height_ratio(target, source):
+def height_ratio(target, source):
     """target / source height, or 1 where either is unknown (0)."""
     ok = (target > 0) & (source > 0)
     return jnp.where(ok, target / jnp.where(ok, source, 1.0), 1.0)
@@ -193,8 +193,8 @@ def frame_transform(src_kps, src_stats, tgt_stats, conf_threshold=0.05,
     alpha = jnp.where(clip, jnp.clip(alpha, 0.0, 1.0), alpha)
     alpha = jnp.where(moving & ankle_ok.any(), alpha, 0.5)
 
-    ratio_far = _height_ratio(tgt_stats.height_far, src_stats.height_far)
-    ratio_close = _height_ratio(tgt_stats.height_close, src_stats.height_close)
+    ratio_far = height_ratio(tgt_stats.height_far, src_stats.height_far)
+    ratio_close = height_ratio(tgt_stats.height_close, src_stats.height_close)
     scale = ratio_far + alpha * (ratio_close - ratio_far)
     src_ref = src_stats.ankle_far + alpha * src_range
     tgt_ref = tgt_stats.ankle_far + alpha * (tgt_stats.ankle_close - tgt_stats.ankle_far)

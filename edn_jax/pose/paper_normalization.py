@@ -39,11 +39,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from edn_jax.pose import layout
+from edn_jax.pose import layout, normalization
 
 _NOSE, _REAR, _LEAR = layout.B["Nose"], layout.B["REar"], layout.B["LEar"]
 _ANKLES = np.asarray(layout.ANKLES)
@@ -80,15 +81,11 @@ def frame_measures(kps, conf_threshold=0.05) -> FrameMeasures:
 
 
 def masked_median(values, mask, axis=0):
-    """numpy's median of ``values`` where ``mask``, along ``axis`` (the mean of the two middle
-    values for an even count); 0 where nothing is masked in."""
-    values = jnp.moveaxis(values, axis, 0)
-    mask = jnp.moveaxis(mask, axis, 0)
-    n = mask.sum(axis=0)
-    ranked = jnp.sort(jnp.where(mask, values, jnp.inf), axis=0)
-    lo = jnp.take_along_axis(ranked, jnp.maximum((n - 1) // 2, 0)[None], axis=0)[0]
-    hi = jnp.take_along_axis(ranked, jnp.maximum(n // 2, 0)[None], axis=0)[0]
-    return jnp.where(n > 0, 0.5 * (lo + hi), 0.0)
+    """numpy's median of ``values`` where ``mask``, along ``axis`` (``normalization.masked_percentile``
+    at 50: the mean of the two middle values for an even count); 0 where nothing is masked in."""
+    v, m = jnp.moveaxis(values, axis, -1), jnp.moveaxis(mask, axis, -1)
+    median = jax.vmap(lambda a, b: normalization.masked_percentile(a, b, 50.0))
+    return median(v.reshape(-1, v.shape[-1]), m.reshape(-1, m.shape[-1])).reshape(v.shape[:-1])
 
 
 def video_range(m: FrameMeasures, median_frac=0.5) -> VideoRange:
@@ -126,11 +123,6 @@ def band_heights(m: FrameMeasures, r: VideoRange, band=0.05, reset=0.1):
     return h_far, h_close
 
 
-def _ratio(target, source):
-    ok = (target > 0) & (source > 0)
-    return jnp.where(ok, target / jnp.where(ok, source, 1.0), 1.0)
-
-
 def _last_valid(values, valid):
     """Each entry replaced by that of the last valid frame at or before it (the first valid one's
     before any)."""
@@ -151,7 +143,8 @@ def paper_transform(src_kps, tgt_kps, width: int, conf_threshold=0.05, median_fr
     tgt_range = _shrunk(video_range(tgt, median_frac), src_range)
     src_far, src_close = band_heights(counted, src_range, band, reset)
     tgt_far, tgt_close = band_heights(tgt, tgt_range, band, reset)
-    scale_far, scale_close = _ratio(tgt_far, src_far), _ratio(tgt_close, src_close)
+    scale_far = normalization.height_ratio(tgt_far, src_far)
+    scale_close = normalization.height_ratio(tgt_close, src_close)
 
     span = src_range.maxtoe - src_range.horizon
     p = jnp.where(span > 0, (src.toe - src_range.horizon) / jnp.where(span > 0, span, 1.0), 1.0)
