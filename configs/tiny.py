@@ -17,6 +17,7 @@ def get_config():
     config.train.stages = "global"
     config.model.ngf, config.model.n_downsampling, config.model.n_blocks = 8, 2, 1
     config.model.ndf, config.model.n_layers_d, config.model.num_d = 8, 2, 2
+    config.model.num_d_local = config.model.num_d_face = 2  # the paper's 3 costs compile time in every test
     config.model.local_ngf, config.model.n_blocks_local = 4, 1
     config.model.face_ngf, config.model.face_n_blocks, config.model.face_ndf = 8, 1, 8
     config.loss.perceptual = "none"

@@ -29,7 +29,8 @@ from edn_jax.errors import EdnError
 from edn_jax.inference import Renderer, generator_input
 from edn_jax.models.factory import build_face_models, build_generator
 from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_side, flat_fields, model_signature,
-                            plan_stages, record_from_signatures, validate_train_config)
+                            plan_stages, record_from_signatures, upgraded_signature, validate_train_config,
+                            with_legacy_values)
 
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -108,7 +109,7 @@ class Checkpoints:
 
     def _checked_meta(self, step: int) -> dict:
         meta = self.meta(step)
-        if meta.get("signature") != self.signature:
+        if upgraded_signature(meta.get("signature")) != self.signature:
             raise EdnError(f"{self.directory} holds a checkpoint of a different model ({meta.get('signature')})",
                            "use a new --workdir, or the config that trained it")
         return meta
@@ -204,7 +205,7 @@ def trained_config(config, model_workdir: str, explicit: Iterable[str] = ()):
         stored = flat_fields(newest["record"])
     else:  # written before training records: the signatures still tell the networks and sizes
         stored = record_from_signatures({name: meta["signature"] for name, meta in metas.items()})
-    return config_from_record(config, stored, explicit, os.path.abspath(model_workdir)), newest
+    return config_from_record(config, with_legacy_values(stored), explicit, os.path.abspath(model_workdir)), newest
 
 
 def load_trained_model(config, model_workdir: str, stage_name: str = "", explicit: Iterable[str] = (),

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 
 from edn_jax import losses, sharding
 from edn_jax.inference import Renderer, generator_input
+from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_models
 from edn_jax.models.local_enhancer import load_global_params
 from edn_jax.stages import Stage, model_signature, plan_stages
@@ -86,8 +87,16 @@ def make_perceptual(config, mesh: Mesh):
     """The configured perceptual loss replicated on the mesh, or None when it is off."""
     perceptual = losses.make_perceptual_loss(
         config.loss.perceptual if config.loss.perceptual != "none" else "vgg16", config.loss.vgg19_weights,
-        enabled=config.loss.lambda_vgg > 0 and config.loss.perceptual != "none")
+        enabled=config.loss.lambda_vgg > 0 and config.loss.perceptual != "none",
+        imagenet_input=config.loss.vgg_input == "imagenet")
     return None if perceptual is None else jax.device_put(perceptual, sharding.replicated(mesh))
+
+
+def vgg_weight(config, stage: Stage) -> float:
+    """The perceptual term's weight on full frames in a stage: ``loss.lambda_vgg``, times
+    ``loss.global_vgg_scale`` while the main generator is the global one (the original halves it
+    there: ``loss_G_VGG *= 0.5`` when netG is global, so the local stage's term is twice as strong)."""
+    return config.loss.lambda_vgg * (config.loss.global_vgg_scale if stage.generator == "global" else 1.0)
 
 
 def guard_nonfinite(updated, state, metrics: dict):
@@ -111,12 +120,14 @@ def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) 
 
 def init_local_from_global(config, stage: Stage, rng, previous: TrainState, generator, discriminator, g_tx,
                            d_tx) -> TrainState:
-    """The local stage's start: fresh local branch, the global stage's generator inside it, and the
-    global stage's discriminator (fully convolutional, so it applies at the new size); fresh Adam states."""
+    """The local stage's start: fresh local branch, the global stage's generator inside it, and a
+    ``stage.num_d``-scale discriminator whose scales the global stage's D has come from it (fully
+    convolutional, so they apply at the new size), the others fresh; fresh Adam states."""
     fresh = init_state(config, stage, rng, generator, discriminator, g_tx, d_tx)
     g_params = load_global_params(fresh.g_params, previous.g_params)
-    return fresh.replace(g_params=g_params, d_params=previous.d_params, g_opt_state=g_tx.init(g_params),
-                         d_opt_state=d_tx.init(previous.d_params))
+    d_params = extend_scales(fresh.d_params, previous.d_params)
+    return fresh.replace(g_params=g_params, d_params=d_params, g_opt_state=g_tx.init(g_params),
+                         d_opt_state=d_tx.init(d_params))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,11 +142,12 @@ class RematApply:
 
 
 def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
-               fix_global_steps: int = 0):
+               fix_global_steps: int = 0, lambda_vgg: float | None = None):
     """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf.
 
     With ``fix_global_steps`` (local stage) the LocalEnhancer's global part gets zero gradients
     for that many steps, so only the new local branch learns at first (pix2pixHD's niter_fix_global).
+    ``lambda_vgg``: the perceptual term's weight (``vgg_weight`` of the stage; None: ``loss.lambda_vgg``).
     """
     use_prev, temporal = config.model.use_prev_label, config.model.temporal
     remat = config.train.remat
@@ -144,7 +156,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     vgg_loss = perceptual
     if perceptual is not None and remat in ("perceptual", "full"):
         vgg_loss = functools.partial(perceptual, remat=True)
-    lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
+    lambda_feat, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_l1
+    lambda_vgg = config.loss.lambda_vgg if lambda_vgg is None else lambda_vgg
     label_prev, label = batch["label_prev"], batch["label"]
     image_prev, image = batch["image_prev"], batch["image"]
     real = discriminator_input(label_prev, label, image_prev, image, temporal)
@@ -188,7 +201,7 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
 
 
 def _models(config, stage: Stage) -> dict:
-    generator, discriminator = build_models(config, stage.generator)
+    generator, discriminator = build_models(config, stage.generator, stage.num_d)
     g_tx, d_tx, _ = make_optimizers(config, stage)
     return dict(generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx)
 
@@ -233,7 +246,8 @@ class GeneratorTrainer:
             self.init_from_fn = jax.jit(functools.partial(init_local_from_global, config, stage, **models),
                                         out_shardings=self.state_sharding)
         fix = config.train.local.fix_global_steps if stage.name == "local" else 0
-        step = functools.partial(train_step, config=config, fix_global_steps=fix, **models)
+        step = functools.partial(train_step, config=config, fix_global_steps=fix, lambda_vgg=vgg_weight(config, stage),
+                                 **models)
         self.step_fn = jax.jit(step, in_shardings=(self.state_sharding, sharding.batch_sharding(mesh),
                                                    sharding.replicated(mesh)),
                                out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))

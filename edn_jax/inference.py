@@ -7,9 +7,9 @@ renders several videos at once, the video axis sharded over a mesh of local devi
 through one compiled function.
 
 With a face model, each frame's face crop is refined by the face residual
-generator and pasted back. The carry stays the main generator's own output, the
-input it was trained on (the face stage trains with that generator frozen on its
-unrefined previous frames); the face refinement is applied on top of each frame.
+generator and pasted back, and the next frame is rendered from that refined frame,
+as the original release renders and as the face stage trains (``model.face_prev =
+"refined"``); with ``"raw"`` the carry is the main generator's own output.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Renderer:
     face_generator: Any = None
     face_crop: int = 0  # face crop side (px) the face generator works on
     temporal: bool = True  # G sees its previous output (False: single-frame pix2pixHD)
+    face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
 
     @property
     def has_face(self) -> bool:
@@ -55,7 +56,8 @@ class Renderer:
     @classmethod
     def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
         """A renderer of ``generator`` (and the face generator) with the config's input flags."""
-        return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal)
+        return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal,
+                   config.model.face_prev == "refined")
 
 
 def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
@@ -98,7 +100,7 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
                                                        renderer.temporal))
         out = out.astype(jnp.float32)
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
-        return (out, label[None]), shown[0]
+        return (shown if renderer.face_refined_prev else out, label[None]), shown[0]
 
     carry, outputs = jax.lax.scan(step, carry, (labels, jnp.asarray(face_boxes, jnp.float32),
                                                 jnp.asarray(face_valid, bool)))

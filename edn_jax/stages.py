@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Any, Iterable, Protocol
 
 import jax
@@ -30,6 +31,9 @@ from edn_jax.models.factory import compute_dtype
 
 STAGE_ORDER = ("global", "local", "face")
 REMAT_MODES = ("none", "perceptual", "full")
+FACE_D_NORMS = ("batch", "instance")
+FACE_PREV = ("refined", "raw")
+VGG_INPUTS = ("pix2pixhd", "imagenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Stage:
     decay_steps: int
     generator: str       # the main generator it trains (global/local stages) or refines (face stage)
     previous: "Stage | None" = None  # the stage whose final checkpoint it starts from
+    num_d: int = 2       # its multiscale discriminator's scales
 
     @property
     def title(self) -> str:
@@ -85,6 +90,7 @@ def plan_stages(config) -> list[Stage]:
                        "the previous one's checkpoint, beginning with global)", fix)
     stages: list[Stage] = []
     height, width, kind = t.height, t.width, "global"
+    num_d = {"global": config.model.num_d, "local": config.model.num_d_local, "face": config.model.num_d_face}
     for number, name in enumerate(names, 1):
         if name == "global":
             steps, decay = t.num_steps, t.decay_steps
@@ -94,8 +100,37 @@ def plan_stages(config) -> list[Stage]:
         else:
             steps, decay = t.face.num_steps, t.face.decay_steps
         stages.append(Stage(name, number, len(names), height, width, steps, decay, kind,
-                            stages[-1] if stages else None))
+                            stages[-1] if stages else None, num_d[name]))
     return stages
+
+
+# Stage lengths that may be given in epochs: (section, epochs field, steps field).
+EPOCH_FIELDS = (("train", "num_epochs", "num_steps"), ("train", "decay_epochs", "decay_steps"),
+                ("train.local", "num_epochs", "num_steps"), ("train.local", "decay_epochs", "decay_steps"),
+                ("train.face", "num_epochs", "num_steps"), ("train.face", "decay_epochs", "decay_steps"),
+                ("train.face", "d_alone_epochs", "d_alone_steps"))
+
+
+def config_section(config, path: str):
+    for part in path.split("."):
+        config = config[part]
+    return config
+
+
+def epochs_to_steps(epochs: float, num_pairs: int, batch_size: int) -> int:
+    """Steps that show every one of ``num_pairs`` training pairs ``epochs`` times, ``batch_size`` per step."""
+    return int(math.ceil(epochs * num_pairs / batch_size - 1e-9))
+
+
+def resolve_epochs(config, num_pairs: int):
+    """``config`` with every stage length given in epochs (a field > 0) turned into its steps
+    field, for a dataset of ``num_pairs`` training pairs; lengths in steps are left as they are."""
+    out = copy.deepcopy(config)
+    for path, epochs_field, steps_field in EPOCH_FIELDS:
+        section = config_section(out, path)
+        if section[epochs_field] > 0:
+            section[steps_field] = epochs_to_steps(section[epochs_field], num_pairs, config.train.batch_size)
+    return out
 
 
 def face_crop_side(config, height: int, width: int) -> int:
@@ -114,7 +149,9 @@ def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
         (m.ndf >= 1, f"model.ndf={m.ndf} must be >= 1", "use e.g. 64"),
         (0 <= m.n_downsampling <= 8, f"model.n_downsampling={m.n_downsampling} is out of range", "use 1..8 (paper: 4)"),
         (m.n_blocks >= 0, f"model.n_blocks={m.n_blocks} must be >= 0", "use e.g. 9"),
-        (m.num_d >= 1, f"model.num_d={m.num_d} must be >= 1", "use e.g. 2 or 3"),
+        (min(m.num_d, m.num_d_local, m.num_d_face) >= 1,
+         f"model.num_d, num_d_local and num_d_face ({m.num_d}, {m.num_d_local}, {m.num_d_face}) must be >= 1",
+         "use the paper's 2, 3 and 3"),
         (m.n_layers_d >= 1, f"model.n_layers_d={m.n_layers_d} must be >= 1", "use e.g. 3"),
         (m.temporal or not m.use_prev_label, "model.use_prev_label=True needs model.temporal=True (a single-frame "
          "generator sees no previous frame)", "set model.temporal=True or model.use_prev_label=False"),
@@ -128,7 +165,11 @@ def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
         checks += [(min(m.face_ngf, m.face_ndf, m.face_n_layers_d) >= 1 and m.face_n_blocks >= 0
                     and 1 <= m.face_n_downsampling <= 6,
                     "model.face_ngf, face_ndf, face_n_layers_d must be >= 1, face_n_blocks >= 0 and "
-                    "face_n_downsampling in 1..6", "use the paper's 64, 64, 3, 5 and 3")]
+                    "face_n_downsampling in 1..6", "use the paper's 64, 64, 3, 5 and 3"),
+                   (m.face_d_norm in FACE_D_NORMS, f"model.face_d_norm={m.face_d_norm!r} is not known",
+                    f"use one of {', '.join(FACE_D_NORMS)}"),
+                   (m.face_prev in FACE_PREV, f"model.face_prev={m.face_prev!r} is not known",
+                    f"use one of {', '.join(FACE_PREV)}")]
     return checks
 
 
@@ -147,7 +188,21 @@ def _training_checks(config, stages: list[Stage]) -> list[tuple[bool, str, str]]
         (l.perceptual in ("vgg16", "vgg19", "none"), f"loss.perceptual={l.perceptual!r} is not known",
          "use vgg16, vgg19 or none"),
         (t.remat in REMAT_MODES, f"train.remat={t.remat!r} is not known", f"use one of {', '.join(REMAT_MODES)}"),
+        (l.vgg_input in VGG_INPUTS, f"loss.vgg_input={l.vgg_input!r} is not known", f"use one of {', '.join(VGG_INPUTS)}"),
+        (l.global_vgg_scale >= 0, f"loss.global_vgg_scale={l.global_vgg_scale} must be >= 0",
+         "use 0.5 (the original) or 1.0"),
     ]
+    for path, epochs_field, _ in EPOCH_FIELDS:
+        value = config_section(config, path)[epochs_field]
+        checks.append((value >= 0, f"{path}.{epochs_field}={value} must be >= 0", "use 0 to give the length in steps"))
+    for path in ("train", "train.local", "train.face"):
+        section = config_section(config, path)
+        checks.append((section.decay_epochs <= section.num_epochs,
+                       f"{path}.decay_epochs={section.decay_epochs} exceeds {path}.num_epochs={section.num_epochs}",
+                       f"give the stage's length in epochs too ({path}.num_epochs), e.g. twice its decay"))
+    checks.append((t.face.d_alone_epochs <= t.face.num_epochs,
+                   f"train.face.d_alone_epochs={t.face.d_alone_epochs} exceeds train.face.num_epochs="
+                   f"{t.face.num_epochs}", "give the face stage's length in epochs too, e.g. 20 times d_alone_epochs"))
     prefix = {"global": "train", "local": "train.local", "face": "train.face"}
     for stage in stages:
         p = prefix[stage.name]
@@ -201,6 +256,15 @@ SIGNATURE_FIELDS = {
     "local": ("local_ngf", "n_blocks_local"),
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
+# Fields of a stage's own discriminator, in its signature from the stage on (a face stage after a
+# global one has no local D).
+STAGE_SIGNATURE_FIELDS = {"global": (), "local": ("num_d_local",), "face": ("num_d_face", "face_d_norm")}
+# Fields added after models were trained without them, and what those models used: a signature
+# or record without the field is read with it (one D for every stage, an InstanceNorm face D, G's
+# own output as the previous frame, the ImageNet-normalised VGG input at full weight).
+LEGACY_COPIES = {"model.num_d_local": "model.num_d", "model.num_d_face": "model.num_d"}
+LEGACY_VALUES = {"model.face_d_norm": "instance", "model.face_prev": "raw", "loss.vgg_input": "imagenet",
+                 "loss.global_vgg_scale": 1.0}
 RECORDED_SECTIONS = ("model", "loss", "train")
 # The model field that may change after training (the activations' dtype; params stay float32).
 FREE_AT_INFERENCE = frozenset({"model.dtype"})
@@ -215,11 +279,37 @@ def model_signature(config, stage: Stage | None = None) -> dict:
     fields = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if stage.generator == "local" else ())
     if stage.name == "face":
         fields += SIGNATURE_FIELDS["face"]
+    fields += STAGE_SIGNATURE_FIELDS[stage.name]
     signature = {"stage": stage.name, "generator": stage.generator,
                  "model": {k: config.model[k] for k in fields}, "height": stage.height, "width": stage.width}
     if stage.name == "face":
         signature["face_crop"] = face_crop_side(config, stage.height, stage.width)
     return signature
+
+
+def with_legacy_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``fields`` ({"model.ngf": ...}) with the ``LEGACY_*`` fields they lack filled in as
+    the models trained before those fields existed had them."""
+    out = dict(fields)
+    for key, source in LEGACY_COPIES.items():
+        if key not in out and source in out:
+            out[key] = out[source]
+    for key, value in LEGACY_VALUES.items():
+        out.setdefault(key, value)
+    return out
+
+
+def upgraded_signature(signature: dict) -> dict:
+    """A stored signature with the stage-D fields it lacks (written before they existed) filled in
+    as those models had them, for comparing with this version's ``model_signature``."""
+    if not signature or "model" not in signature:
+        return signature
+    model = with_legacy_values({f"model.{k}": v for k, v in signature["model"].items()})
+    wanted = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if signature.get("generator") == "local" else ())
+    if signature.get("stage") == "face":
+        wanted += SIGNATURE_FIELDS["face"]
+    wanted += STAGE_SIGNATURE_FIELDS.get(signature.get("stage"), ())
+    return dict(signature, model={k: model[f"model.{k}"] for k in wanted if f"model.{k}" in model})
 
 
 def training_record(config) -> dict:

@@ -29,7 +29,8 @@ from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
 from edn_jax.fileio import atomic_path
 from edn_jax.generator_stage import GeneratorTrainer
-from edn_jax.stages import Stage, face_crop_side, model_signature, plan_stages, training_record, validate_train_config
+from edn_jax.stages import (EPOCH_FIELDS, Stage, config_section, face_crop_side, model_signature, plan_stages,
+                            resolve_epochs, training_record, validate_train_config)
 
 TRAINERS = {"global": GeneratorTrainer, "local": GeneratorTrainer, "face": FaceTrainer}
 HOLDOUT_FRAMES = 64  # held-out frames the end of each stage scores
@@ -174,6 +175,22 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
     return dict(summary, state=state, trainer=trainer)
 
 
+def steps_from_epochs(config, split):
+    """``config`` with the stage lengths given in epochs turned into steps for ``split``'s pairs
+    (``stages.resolve_epochs``), each conversion printed, and checked again."""
+    if not any(config_section(config, path)[field] > 0 for path, field, _ in EPOCH_FIELDS):
+        return config
+    num_pairs = len(input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices))
+    resolved = resolve_epochs(config, num_pairs)
+    for path, field, steps_field in EPOCH_FIELDS:
+        if config_section(config, path)[field] > 0:
+            print(f"{path}.{field}={config_section(config, path)[field]:g}: {path}.{steps_field}="
+                  f"{config_section(resolved, path)[steps_field]} ({num_pairs} training pairs, batch "
+                  f"{config.train.batch_size})")
+    validate_train_config(resolved)
+    return resolved
+
+
 def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
     """Trains every configured stage in order (resuming where the workdir left off) on ``mesh``
     (default: every device of every host); returns the summary (per stage under ``stages``) with
@@ -181,6 +198,7 @@ def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
     validate_train_config(config)
     os.makedirs(workdir, exist_ok=True)
     split, dataset_dir = build.open_training_data(config, workdir)
+    config = steps_from_epochs(config, split)
     mesh = mesh or sharding.make_mesh()
     results = []
     for stage in plan_stages(config):

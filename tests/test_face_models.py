@@ -106,7 +106,7 @@ def test_face_generator_residual_and_gradients(face_g):
 
 def test_face_discriminator_is_one_patchgan_scale():
     label, crop = rand((2, 64, 64, 3), seed=5), rand((2, 64, 64, 3), seed=6)
-    model = FaceDiscriminator(ndf=8, n_layers=3)
+    model = FaceDiscriminator(ndf=8, n_layers=3, norm="instance")
     params = random_params(model, label, crop)
 
     @jax.jit
@@ -129,6 +129,38 @@ def test_face_discriminator_is_one_patchgan_scale():
                            jnp.zeros((1, 64, 64, 6)))
     assert jax.tree_util.tree_structure(multi["params"]) == jax.tree_util.tree_structure(params)
     assert float(d_loss) > 0 and float(feat_loss) > 0  # the one-scale list fits the multiscale losses
+
+
+def test_batchnorm_face_discriminator_takes_its_statistics_from_the_crops_with_a_face():
+    """The original's face D (BatchNorm): each crop's score depends on the batch's statistics, which
+    come only from the crops ``mask`` picks (a frame without a face must not shift them); the
+    running averages move by torch's momentum 0.1 towards those statistics."""
+    label, crop = rand((4, 32, 32, 3), seed=5), rand((4, 32, 32, 3), seed=6)
+    model = FaceDiscriminator(ndf=8, n_layers=3, norm="batch")
+    variables = model.init(jax.random.key(0), label, crop)
+    assert set(variables) == {"params", "batch_stats"}
+    mask = jnp.array([True, True, False, True])
+
+    def scores(label, crop, mask=None):
+        out, updates = model.apply(variables, label, crop, mask, mutable=["batch_stats"])
+        return out[0][-1], updates["batch_stats"]
+
+    masked, stats = scores(label, crop, mask)
+    picked = np.flatnonzero(np.asarray(mask))
+    alone, alone_stats = scores(label[picked], crop[picked])
+    np.testing.assert_allclose(masked[picked], alone, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), stats, alone_stats)
+    # The masked-out crop changes nothing of the others' scores; unmasked, it does (batch statistics).
+    other = crop.at[2].set(-crop[2])
+    np.testing.assert_allclose(scores(label, other, mask)[0][picked], masked[picked], atol=1e-6)
+    assert float(jnp.abs(scores(label, other)[0][picked] - scores(label, crop)[0][picked]).max()) > 1e-4
+    # Running mean: 0.9 * 0 (its start) + 0.1 * the batch mean; variance from 1 towards the batch's.
+    mean = stats["scale_0"]["norm_1"]["mean"]
+    assert float(jnp.abs(mean).max()) > 0
+    np.testing.assert_allclose(variables["batch_stats"]["scale_0"]["norm_1"]["var"], 1.0)
+    # A batch whose mask picks nothing uses all its crops (no empty statistics, no NaN).
+    nothing, _ = scores(label, crop, jnp.zeros(4, bool))
+    np.testing.assert_allclose(nothing, scores(label, crop)[0], atol=1e-6)
 
 
 def test_face_models_builder():
@@ -228,6 +260,9 @@ def test_paper_face_param_counts():
     channels = [6, 64, 128, 256, 512, 1]
     normed = [False, True, True, True, False]
     d_expected = sum(conv_params(4, cin, cout, bias=not n) for cin, cout, n in zip(channels, channels[1:], normed))
-    assert (g_expected, d_expected) == (26_717_763, 2_766_913)
+    batch_norm = 2 * sum(channels[2:5])  # BatchNorm's scale and bias after each normed conv (the original's face D)
+    assert (g_expected, d_expected + batch_norm) == (26_717_763, 2_768_705)
     assert param_count(g_shapes) == g_expected
-    assert param_count(d_shapes) == d_expected
+    assert param_count(d_shapes["params"]) == d_expected + batch_norm
+    # Its running averages (mean and variance per normed channel) are state, not parameters.
+    assert param_count(d_shapes["batch_stats"]) == batch_norm

@@ -40,13 +40,18 @@ def test_one_train_step_per_variant(variant):
     trainer = GeneratorTrainer.create(config, mesh)
     state = trainer.init(0)
     before = jax.device_get(state.g_params)
-    state, metrics = trainer.step(state, put(random_batch(), mesh))
+    batch = random_batch()
+    if trainer.perceptual is not None:  # the VGG term the step should compute, from the same frames
+        fake_prev, fake = trainer.sample_fn(state.g_params, batch["label_prev"], batch["label"])
+        vgg = float(trainer.perceptual(fake, batch["image"]) + trainer.perceptual(fake_prev, batch["image_prev"]))
+    state, metrics = trainer.step(state, put(batch, mesh))
     metrics = jax.device_get(metrics)
     assert int(state.step) == 1 and metrics["nonfinite"] == 0
     assert all(np.isfinite(v) for v in metrics.values())
     assert ("g_vgg" in metrics) == (variant.get("perceptual") == "vgg16")
-    if "g_vgg" in metrics:
-        assert metrics["g_vgg"] > 0
+    if "g_vgg" in metrics:  # the global stage halves the term (the original's loss_G_VGG *= 0.5)
+        assert generator_stage.vgg_weight(config, trainer.stage) == 0.5 * config.loss.lambda_vgg == 5.0
+        np.testing.assert_allclose(metrics["g_vgg"], 5.0 * vgg, rtol=1e-4)
     assert ("g_l1" in metrics) == (config.loss.lambda_l1 > 0)
     if "g_l1" in metrics:  # random images in [-1, 1] vs tanh outputs near 0: mean |diff| is about 0.5 per frame
         assert 50 < metrics["g_l1"] < 150
@@ -191,6 +196,34 @@ def test_local_stage_starts_from_global_weights_and_first_trains_only_its_branch
     assert not np.array_equal(after["stem"]["kernel"], expected["stem"]["kernel"])
 
 
+
+
+def test_each_stage_has_its_own_number_of_discriminator_scales():
+    """The paper's 2 scales in the global stage and 3 in the local and face stages: the new stage's D
+    takes the scales the previous D has (pix2pixHD loads them into the bigger D) and starts the
+    third fresh. The VGG term is at full weight once the generator is the LocalEnhancer."""
+    from edn_jax.face_stage import FaceTrainer
+
+    config = staged_config("global,local,face")
+    config.model.num_d_local = config.model.num_d_face = 3
+    mesh = one_device_mesh()
+    global_stage, local_stage, face_stage = stages.plan_stages(config)
+    assert (global_stage.num_d, local_stage.num_d, face_stage.num_d) == (2, 3, 3)
+    previous = jax.device_get(GeneratorTrainer.create(config, mesh, global_stage).init(3))
+    local = jax.device_get(GeneratorTrainer.create(config, mesh, local_stage).init_from(0, previous))
+    assert sorted(previous.d_params) == ["scale_0", "scale_1"] and sorted(local.d_params) == ["scale_0", "scale_1",
+                                                                                              "scale_2"]
+    for name in ("scale_0", "scale_1"):
+        jax.tree.map(np.testing.assert_array_equal, local.d_params[name], previous.d_params[name])
+    assert float(np.abs(local.d_params["scale_2"]["conv_0"]["kernel"]).max()) > 0  # fresh, not zeros
+    assert local.d_opt_state[0].mu["scale_2"]["conv_0"]["kernel"].shape == local.d_params["scale_2"]["conv_0"][
+        "kernel"].shape
+    face = jax.device_get(FaceTrainer.create(config, mesh, face_stage).init_from(1, local))
+    jax.tree.map(np.testing.assert_array_equal, face.d_params, local.d_params)
+    assert stages.model_signature(config, local_stage)["model"]["num_d_local"] == 3
+    assert generator_stage.vgg_weight(config, local_stage) == config.loss.lambda_vgg
+    config.loss.global_vgg_scale = 1.0  # the earlier variant: the same weight in every stage
+    assert generator_stage.vgg_weight(config, global_stage) == config.loss.lambda_vgg
 
 
 def test_frame_t_learns_through_the_generated_previous_frame():

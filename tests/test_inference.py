@@ -1,6 +1,8 @@
 """Sequential rendering: the compiled scan against a per-frame loop (with and without the face
 residual), and batched chunked rendering of several videos through one compilation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,28 +28,39 @@ def test_render_chunk_with_face_equals_a_per_frame_loop():
     plain, _ = inference.render_chunk(renderer, params, labels, boxes, valid, inference.initial_carry(SIZE, SIZE),
                                       apply_face=False)
 
-    prev = jnp.zeros((1, SIZE, SIZE, 3))
+    raw_carry, _ = inference.render_chunk(dataclasses.replace(renderer, face_refined_prev=False), params, labels,
+                                          boxes, valid, inference.initial_carry(SIZE, SIZE))
+
+    # The loop by hand: frame t is G's output on the refined frame t-1 (the original's inference);
+    # without the face model the carry is G's own output.
+    prev = plain_prev = raw_prev = jnp.zeros((1, SIZE, SIZE, 3))
+    side = SIDE
     for t in range(5):
-        out = trainer.generator.apply({"params": params["g"]}, inference.generator_input(labels[t:t + 1], prev, prev,
-                                                                                           False))
-        side = SIDE
+        g = lambda prev: trainer.generator.apply({"params": params["g"]},  # noqa: E731
+                                                 inference.generator_input(labels[t:t + 1], prev, prev, False))
         corner = face_crop.crop_boxes(boxes[t:t + 1], valid[t:t + 1], SIZE, SIZE, side)[0]
         y, x = int(corner[0]), int(corner[1])
-        expected = np.array(out[0])
-        if bool(valid[t]):
-            refined = trainer.face_generator.apply({"params": params["face"]}, labels[t:t + 1, y:y + side, x:x + side],
-                                                   out[:, y:y + side, x:x + side])
-            expected[y:y + side, x:x + side] = np.asarray(refined[0])
+
+        def refined(out):
+            expected = np.array(out[0])
+            if bool(valid[t]):
+                face = trainer.face_generator.apply({"params": params["face"]},
+                                                    labels[t:t + 1, y:y + side, x:x + side],
+                                                    out[:, y:y + side, x:x + side])
+                expected[y:y + side, x:x + side] = np.asarray(face[0])
+            return expected
+
+        expected = refined(g(prev))
         np.testing.assert_allclose(np.asarray(scanned[t]), expected, atol=2e-5)
-        np.testing.assert_allclose(np.asarray(plain[t]), np.asarray(out[0]), atol=2e-5)
-        # The carry is the generator's own output; only the face crop of a frame with a face differs.
-        inside = np.zeros((SIZE, SIZE), bool)
-        inside[y:y + side, x:x + side] = bool(valid[t])
-        np.testing.assert_array_equal(np.asarray(scanned[t])[~inside], np.asarray(plain[t])[~inside])
-        if bool(valid[t]):
-            assert np.abs(np.asarray(scanned[t])[inside] - np.asarray(plain[t])[inside]).max() > 1e-3
-        prev = out
+        plain_out = g(plain_prev)
+        np.testing.assert_allclose(np.asarray(plain[t]), np.asarray(plain_out[0]), atol=2e-5)
+        raw_out = g(raw_prev)
+        np.testing.assert_allclose(np.asarray(raw_carry[t]), refined(raw_out), atol=2e-5)
+        prev, plain_prev, raw_prev = jnp.asarray(expected)[None], plain_out, raw_out
     np.testing.assert_allclose(np.asarray(carry[0]), np.asarray(prev), atol=2e-5)
+    # From the first frame with a face on, conditioning on the refined frame changes what follows.
+    first = int(np.flatnonzero(np.asarray(valid))[0])
+    assert float(jnp.abs(scanned[first + 1] - raw_carry[first + 1]).max()) > 1e-3
 
 
 def test_scan_matches_a_per_frame_python_loop(synthetic_target):
@@ -69,7 +82,7 @@ def test_scan_matches_a_per_frame_python_loop(synthetic_target):
         out = renderer.generator.apply({"params": params["g"]},
                                        inference.generator_input(label, prev, prev_label, renderer.use_prev_label))
         looped.append(inference.refine_faces(renderer, params["face"], out, label, boxes[t:t + 1], valid[t:t + 1])[0])
-        prev, prev_label = out, label
+        prev, prev_label = looped[-1][None], label  # the next frame comes from the face-refined one
     np.testing.assert_allclose(np.asarray(scanned), np.stack(looped), atol=1e-4)
     np.testing.assert_allclose(np.asarray(carry[0]), np.asarray(prev), atol=1e-4)
     # The face residual is applied: without it the face crops differ.

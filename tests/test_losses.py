@@ -158,13 +158,19 @@ def test_perceptual_loss_zero_on_itself_and_grows_with_noise(vgg16_params, image
     noise = jax.random.normal(jax.random.key(3), images.shape)
     values = [float(jitted(loss, jnp.clip(images + s * noise, -1, 1), images)) for s in (0.05, 0.2, 0.5)]
     assert 0 < values[0] < values[1] < values[2], values
-    # the functional form gives the same number
-    same = losses.perceptual_loss(vgg.apply_fn("vgg16"), vgg16_params, jnp.clip(images + 0.2 * noise, -1, 1), images)
+    # the functional form gives the same number: VGG on the [-1, 1] images as they are (pix2pixHD's input)
+    noisy = jnp.clip(images + 0.2 * noise, -1, 1)
+    same = losses.perceptual_loss(vgg.apply_fn("vgg16", imagenet_input=False), vgg16_params, noisy, images)
     assert float(same) == pytest.approx(values[1], rel=1e-5)
+    # loss.vgg_input="imagenet": mapped to the ImageNet statistics first, a different number
+    imagenet = losses.make_perceptual_loss("vgg16", imagenet_input=True)
+    normalised = losses.perceptual_loss(vgg.apply_fn("vgg16", imagenet_input=True), vgg16_params, noisy, images)
+    assert float(jitted(imagenet, noisy, images)) == pytest.approx(float(normalised), rel=1e-5)
+    assert float(normalised) != pytest.approx(values[1], rel=0.05)
 
     random = vgg.VGG("vgg16").init(jax.random.key(4), images)["params"]
     assert float(random["conv1_1"]["kernel"][0, 0, 0, 0]) != float(vgg16_params["conv1_1"]["kernel"][0, 0, 0, 0])
-    random_value = float(losses.perceptual_loss(vgg.apply_fn("vgg16"), random, jnp.clip(images + 0.2 * noise, -1, 1), images))
+    random_value = float(losses.perceptual_loss(vgg.apply_fn("vgg16", imagenet_input=False), random, noisy, images))
     assert random_value != pytest.approx(values[1], rel=0.05)
 
 

@@ -38,6 +38,10 @@ def test_the_local_stage_trains_all_of_its_generator_from_the_first_step_by_defa
     ("train.stages", " ", "names no known stage"), ("model.local_ngf", 8, r"must be 2 \* model.local_ngf"),
     ("train.local.fix_global_steps", 5, "fix_global_steps"), ("train.face.d_alone_steps", 3, "d_alone_steps"),
     ("train.face.num_steps", 0, "train.face.num_steps"), ("model.face_crop", 12, "face_crop"),
+    ("model.num_d_local", 0, "num_d_local"), ("model.face_d_norm", "group", "face_d_norm"),
+    ("model.face_prev", "blank", "face_prev"), ("loss.vgg_input", "caffe", "vgg_input"),
+    ("loss.global_vgg_scale", -1.0, "global_vgg_scale"), ("train.local.num_epochs", -1.0, "num_epochs"),
+    ("train.face.decay_epochs", 3.0, "decay_epochs=3.0 exceeds train.face.num_epochs"),
 ])
 def test_bad_stage_values(tmp_path, field, value, fragment):
     config = staged_config()
@@ -70,12 +74,80 @@ def test_bad_training_values(tmp_path, field, value, fragment):
 
 
 def test_paper_parameter_counts_per_stage():
-    """The paper config's networks, counted from shapes (tools/param_counts.py prints the same)."""
+    """The paper config's networks, counted from shapes (tools/param_counts.py prints the same):
+    a 2-scale D in the global stage, 3 scales in the local and face stages (2,773,057 each), the
+    BatchNorm face D (its InstanceNorm form has 2,766,913)."""
+    from configs import paper
     from tools import param_counts
 
-    counts = param_counts.count(default.get_config())
-    assert counts == {
+    expected = {
         "global": {"size": [256, 512], "generator": 182_431_299, "discriminator": 5_546_114, "discriminator_scales": 2},
-        "local": {"size": [512, 1024], "generator": 182_694_051, "discriminator": 5_546_114, "discriminator_scales": 2},
-        "face": {"crop": 128, "face_generator": 26_717_763, "face_discriminator": 2_766_913},
+        "local": {"size": [512, 1024], "generator": 182_694_051, "discriminator": 8_319_171, "discriminator_scales": 3},
+        "face": {"crop": 128, "face_generator": 26_717_763, "face_discriminator": 2_768_705,
+                 "face_discriminator_norm": "batch", "discriminator": 8_319_171, "discriminator_scales": 3},
     }
+    assert param_counts.count(default.get_config()) == expected
+    assert param_counts.count(paper.get_config()) == expected
+
+
+def test_stage_lengths_in_epochs_become_steps_for_the_dataset():
+    """configs/paper.py gives the paper's 5 / 30 / 5 epochs; they become steps from the number of
+    training pairs and the batch when the dataset is opened (lengths in steps are kept)."""
+    from configs import paper
+    from edn_jax import train
+
+    config = paper.get_config()
+    resolved = stages.resolve_epochs(config, num_pairs=1000)
+    t = resolved.train
+    assert (t.num_steps, t.decay_steps, t.local.num_steps, t.local.decay_steps) == (5000, 2500, 30_000, 15_000)
+    assert (t.face.num_steps, t.face.decay_steps, t.face.d_alone_steps) == (5000, 2500, 250)
+    assert config.train.num_steps == 100_000  # the config itself is not changed
+    config.train.batch_size = 4
+    assert stages.resolve_epochs(config, num_pairs=999).train.num_steps == 1249  # ceil(5 * 999 / 4)
+    assert stages.epochs_to_steps(2.0, 10, 4) == 5 and stages.epochs_to_steps(1.0, 8, 4) == 2
+    in_steps = tiny_config()
+    assert stages.resolve_epochs(in_steps, 1000).train.to_dict() == in_steps.train.to_dict()
+
+    class Split:  # what train.steps_from_epochs reads of an opened split: 2 videos of 6 and 5 frames
+        source, video_ids, frame_indices = [None] * 11, [0] * 6 + [1] * 5, list(range(6)) + list(range(5))
+
+    tiny = tiny_config()
+    tiny.train.num_epochs, tiny.train.decay_epochs, tiny.train.batch_size = 3.0, 1.0, 8
+    converted = train.steps_from_epochs(tiny, Split())
+    assert (converted.train.num_steps, converted.train.decay_steps) == (4, 2)  # 9 pairs: ceil(27/8), ceil(9/8)
+
+
+def test_the_paper_config_is_the_papers_recipe(tmp_path):
+    from configs import paper
+
+    config = paper.get_config()
+    m, t, loss = config.model, config.train, config.loss
+    assert config.mode == "train" and t.stages == "global,local,face"
+    assert (m.num_d, m.num_d_local, m.num_d_face, m.face_d_norm, m.face_prev) == (2, 3, 3, "batch", "refined")
+    assert (loss.perceptual, loss.vgg_input, loss.global_vgg_scale, loss.lambda_l1) == ("vgg19", "pix2pixhd", 0.5, 0)
+    assert (t.local.fix_global_steps, t.batch_size, (config.build.height, config.build.width)) == (0, 1, (512, 1024))
+    # VGG19's weights ship with nothing: the run stops before any work, in one line saying how to get them.
+    with pytest.raises(EdnError, match="no vgg19 weights file given.*convert_vgg19"):
+        main.run(config, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signatures_and_records_from_before_per_stage_discriminators_still_match():
+    """A local or face stage checkpointed before num_d_local / num_d_face / face_d_norm existed had
+    one D for every stage and an InstanceNorm face D; its stored signature is read that way."""
+    config = staged_config()
+    config.model.num_d_local = config.model.num_d_face = config.model.num_d
+    config.model.face_d_norm = "instance"
+    for stage in stages.plan_stages(config):
+        current = stages.model_signature(config, stage)
+        old_model = {k: v for k, v in current["model"].items() if k not in ("num_d_local", "num_d_face", "face_d_norm")}
+        assert stages.upgraded_signature(dict(current, model=old_model)) == current
+        assert stages.upgraded_signature(current) == current
+    paper_defaults = stages.model_signature(default.get_config(), stages.plan_stages(default.get_config())[2])
+    old = dict(paper_defaults, model={k: v for k, v in paper_defaults["model"].items()
+                                      if k not in ("num_d_face", "face_d_norm")})
+    assert stages.upgraded_signature(old) != paper_defaults  # an old face model is not today's default one
+    filled = stages.with_legacy_values({"model.num_d": 1, "model.ngf": 8, "model.face_prev": "refined"})
+    assert filled["model.num_d_local"] == filled["model.num_d_face"] == 1
+    assert (filled["model.face_prev"], filled["model.face_d_norm"], filled["loss.vgg_input"]) == (
+        "refined", "instance", "imagenet")

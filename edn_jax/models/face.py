@@ -54,18 +54,22 @@ class FaceDiscriminator(nn.Module):
 
     Returns a one-scale list ``[features]`` and names its parameters ``scale_0``, as a
     one-scale MultiscaleDiscriminator, so the LSGAN and feature-matching losses apply unchanged.
+    ``norm="batch"`` is the original's face D (BatchNorm; ``mask`` [B] picks the crops of
+    frames with a face for its statistics); ``"instance"`` the multiscale D's norm.
     """
 
     ndf: int = 64
     n_layers: int = 3
+    norm: str = "batch"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, label_crop: jnp.ndarray, crop: jnp.ndarray) -> list[list[jnp.ndarray]]:
-        d = NLayerDiscriminator(self.ndf, self.n_layers, dtype=self.dtype, param_dtype=self.param_dtype,
-                                name="scale_0")
-        return [d(jnp.concatenate([label_crop, crop], axis=-1))]
+    def __call__(self, label_crop: jnp.ndarray, crop: jnp.ndarray, mask: jnp.ndarray | None = None,
+                 use_running_average: bool = False) -> list[list[jnp.ndarray]]:
+        d = NLayerDiscriminator(self.ndf, self.n_layers, norm=self.norm, dtype=self.dtype,
+                                param_dtype=self.param_dtype, name="scale_0")
+        return [d(jnp.concatenate([label_crop, crop], axis=-1), mask, use_running_average)]
 
 
 def face_models(ngf: int = 32, ndf: int = 64, dtype: Dtype = jnp.float32):

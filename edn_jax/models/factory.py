@@ -40,15 +40,17 @@ def build_generator(config, kind: str = "global"):
     return GlobalGenerator(output_nc=3, ngf=m.ngf, n_downsampling=m.n_downsampling, n_blocks=m.n_blocks, dtype=dtype)
 
 
-def build_discriminator(config) -> MultiscaleDiscriminator:
-    """The (temporal) multiscale PatchGAN of the global and local stages."""
+def build_discriminator(config, num_d: int = 0) -> MultiscaleDiscriminator:
+    """The (temporal) multiscale PatchGAN with ``num_d`` scales (0: ``model.num_d``, the global
+    stage's; a stage's own count is ``stages.Stage.num_d``)."""
     m = config.model
-    return MultiscaleDiscriminator(num_d=m.num_d, ndf=m.ndf, n_layers=m.n_layers_d, dtype=compute_dtype(config))
+    return MultiscaleDiscriminator(num_d=num_d or m.num_d, ndf=m.ndf, n_layers=m.n_layers_d,
+                                   dtype=compute_dtype(config))
 
 
-def build_models(config, kind: str = "global"):
-    """(main generator, temporal multiscale discriminator) of a global or local stage."""
-    return build_generator(config, kind), build_discriminator(config)
+def build_models(config, kind: str = "global", num_d: int = 0):
+    """(main generator, temporal multiscale discriminator) of a stage: ``kind`` is its generator."""
+    return build_generator(config, kind), build_discriminator(config, num_d)
 
 
 def build_face_models(config):
@@ -56,4 +58,4 @@ def build_face_models(config):
     m, dtype = config.model, compute_dtype(config)
     return (FaceResidualGenerator(ngf=m.face_ngf, n_downsampling=m.face_n_downsampling, n_blocks=m.face_n_blocks,
                                   dtype=dtype),
-            FaceDiscriminator(ndf=m.face_ndf, n_layers=m.face_n_layers_d, dtype=dtype))
+            FaceDiscriminator(ndf=m.face_ndf, n_layers=m.face_n_layers_d, norm=m.face_d_norm, dtype=dtype))

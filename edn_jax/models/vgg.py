@@ -4,10 +4,11 @@
 by default pix2pixHD's five: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
 Input normalisation: the torchvision weights were trained on RGB in [0, 1]
-normalised by the ImageNet mean and std, so ``VGG`` maps [-1, 1] to that, via
-LPIPS's equivalent ``(x - (2 mean - 1)) / (2 std)``. pix2pixHD feeds its [-1, 1]
-images to torchvision's VGG19 unnormalised, which shifts and shrinks every
-activation relative to what the weights saw in training; we do not copy that.
+normalised by the ImageNet mean and std; ``VGG(imagenet_input=True)`` (LPIPS, and
+the perceptual loss with ``loss.vgg_input="imagenet"``) maps [-1, 1] to that, via
+LPIPS's equivalent ``(x - (2 mean - 1)) / (2 std)``. pix2pixHD and the original
+release feed their [-1, 1] images to torchvision's VGG19 unnormalised
+(``imagenet_input=False``, the perceptual loss's default, as the paper trained).
 
 VGG16 layers: relu{1..5}_1 as for VGG19, the first conv of each block. They sit
 at the same resolutions and widths as pix2pixHD's layers, so its layer weights
@@ -131,6 +132,7 @@ class VGG(nn.Module):
     layers: tuple[str, ...] = PIX2PIXHD_LAYERS
     dtype: Any = jnp.float32
     precision: Any = None  # the convs' lax precision (metrics use HIGHEST: no TF32 on GPUs)
+    imagenet_input: bool = True  # map [-1, 1] to the ImageNet statistics first (False: as pix2pixHD)
 
     @nn.compact
     def __call__(self, images: jnp.ndarray) -> list[jnp.ndarray]:
@@ -138,7 +140,7 @@ class VGG(nn.Module):
         unknown = set(self.layers) - {"relu" + name[4:] for name, *_ in convs}
         if unknown:
             raise ValueError(f"{self.arch} has no layers {sorted(unknown)}")
-        x = normalize(images).astype(self.dtype)
+        x = (normalize(images) if self.imagenet_input else images).astype(self.dtype)
         features = {}
         for name, _, cout, pool in convs:
             if len(features) == len(set(self.layers)):
@@ -243,8 +245,9 @@ def load_vgg_params(arch: str = "vgg16", weights_path: str | None = None) -> dic
     raise EdnError(f"no weights file given for {arch} and no package ships them", CONVERT_FIX)
 
 
-def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any = jnp.float32, precision: Any = None):
+def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any = jnp.float32, precision: Any = None,
+             imagenet_input: bool = True):
     """``(params, images) -> features`` for ``VGG(arch, layers)``, the form the perceptual loss takes."""
-    module = VGG(arch=arch, layers=tuple(layers), dtype=dtype, precision=precision)
+    module = VGG(arch=arch, layers=tuple(layers), dtype=dtype, precision=precision, imagenet_input=imagenet_input)
     return lambda params, images: module.apply({"params": params}, images)
 
