@@ -118,8 +118,8 @@ class Checkpoints:
         try:
             return self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
         except Exception as e:  # noqa: BLE001
-            raise EdnError(f"cannot restore the checkpoint at step {step} in {self.directory} ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120]})", "delete that step's directory or use a new --workdir")
+            raise EdnError(f"cannot restore the checkpoint at step {step} in {self.directory} ({first_sentence(e)})",
+                           "delete that step's directory or use a new --workdir")
 
     def restore(self, step: int, abstract_state):
         """(state, meta) at ``step``, into ``abstract_state``'s shapes and shardings."""
@@ -139,6 +139,21 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def first_sentence(error: BaseException, limit: int = 300) -> str:
+    """``Type: message`` cut at the end of a sentence (or a word), never mid-word: one readable clause
+    of an exception whose text may run to pages (Orbax's and TensorStore's do)."""
+    text = " ".join(str(error).split())
+    for end in (". ", "; "):
+        cut = text.find(end, 20)
+        if 0 < cut < limit:
+            text = text[:cut]
+            break
+    else:
+        if len(text) > limit:
+            text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def unfinished_error(directory: str, step: int | None, stage: Stage) -> EdnError:

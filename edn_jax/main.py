@@ -20,6 +20,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from edn_jax import command_line  # noqa: E402
 from edn_jax.errors import EdnError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -87,16 +88,17 @@ def run(config, workdir: str, overrides=()) -> None:
     mode = MODES.get(config.mode)
     if mode is None:
         raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
-    if not workdir:
-        raise EdnError("--workdir is empty", "pass a directory for the outputs")
+    command_line.check_workdir(workdir)
     mode(config, workdir, tuple(overrides))
 
 
 def main(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.ERROR)  # TFDS logs every custom build config at WARNING
+    command_line.quiet_disk_full_noise()
     try:
+        if len(argv) > 1:
+            raise EdnError(f"unexpected argument{'s' if len(argv) > 2 else ''} {' '.join(argv[1:])!r}",
+                           "flags take the form --name=value (--config FILE, --workdir DIR, --config.<field>=VALUE)")
         from edn_jax import distributed
 
         distributed.maybe_initialize()  # multi-host runs join before anything touches a JAX backend
@@ -104,10 +106,16 @@ def main(argv) -> None:
     except EdnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - a full disk is the user's to fix; anything else is a bug
+        problem = command_line.disk_full_message(e, _WORKDIR.value)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted; completed outputs are kept, partial files were removed", file=sys.stderr)
         sys.exit(130)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=command_line.parse_flags)

@@ -18,7 +18,10 @@ class Progress:
 
     On a terminal the line is redrawn in place every ``interval`` seconds; in logs
     (CI, Cloud TPU) a full line is written every ``log_interval`` seconds, so long
-    runs stay readable.
+    runs stay readable. The rate (and so the ETA) is measured from the first item on, so
+    a first step that compiles does not stand for the rest. Without a total (``None`` or 0,
+    or once the count passes it: a stream whose length was not known) the line shows the
+    count, rate and elapsed time only.
     """
 
     def __init__(self, total: int | None, desc: str, unit: str = "frames", interval: float = 1.0,
@@ -27,22 +30,30 @@ class Progress:
         self.stream = stream or sys.stderr
         self.count = 0
         self.start = self._last = time.monotonic()
+        self._first: tuple[float, int] | None = None  # (time, count) after the first update
         self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.interval = interval if self._tty else log_interval
 
     @property
     def rate(self) -> float:
-        """Items per second since the start."""
-        return self.count / max(time.monotonic() - self.start, 1e-9)
+        """Items per second since the first one (since the start while there is one or none)."""
+        return self._rate(time.monotonic())
+
+    def _rate(self, now: float) -> float:
+        if self._first is not None and self.count > self._first[1] and now > self._first[0]:
+            return (self.count - self._first[1]) / (now - self._first[0])
+        return self.count / max(now - self.start, 1e-9)
 
     def line(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.count / elapsed
+        now = time.monotonic()
+        elapsed = max(now - self.start, 1e-9)
+        rate = self._rate(now)
+        total = self.total if self.total and self.count <= self.total else None
         text = f"{self.desc}: {self.count}"
-        if self.total:
-            text += f"/{self.total} ({100.0 * self.count / self.total:.0f}%)"
+        if total:
+            text += f"/{total} ({100.0 * self.count / total:.0f}%)"
         text += f" {rate:.1f} {self.unit}/s"
-        if self.total and rate > 0 and self.count < self.total:
+        if total and rate > 0 and self.count < total and self._first is not None and self.count > self._first[1]:
             text += f" ETA {_duration((self.total - self.count) / rate)}"
         else:
             text += f" elapsed {_duration(elapsed)}"
@@ -51,6 +62,8 @@ class Progress:
     def update(self, n: int = 1) -> None:
         self.count += n
         now = time.monotonic()
+        if self._first is None:
+            self._first = (now, self.count)
         if now - self._last >= self.interval:
             self._last = now
             self._emit(final=False)

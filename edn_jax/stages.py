@@ -302,7 +302,7 @@ def with_legacy_values(fields: dict[str, Any]) -> dict[str, Any]:
 def upgraded_signature(signature: dict) -> dict:
     """A stored signature with the stage-D fields it lacks (written before they existed) filled in
     as those models had them, for comparing with this version's ``model_signature``."""
-    if not signature or "model" not in signature:
+    if not isinstance(signature, dict) or not isinstance(signature.get("model"), dict):
         return signature
     model = with_legacy_values({f"model.{k}": v for k, v in signature["model"].items()})
     wanted = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if signature.get("generator") == "local" else ())

@@ -175,6 +175,22 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
     return dict(summary, state=state, trainer=trainer)
 
 
+def carry_over_skipped(results: list[dict], summary_path: str) -> None:
+    """A stage skipped as already trained keeps what the run that trained it reported (its final
+    metrics and held-out scores, from the workdir's earlier summary), so a rerun never drops them."""
+    try:
+        with open(summary_path) as f:
+            earlier = {entry["stage"]: entry for entry in json.load(f).get("stages", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    for result in results:
+        before = earlier.get(result["stage"])
+        if result.get("skipped") and before:
+            for key in ("metrics", "holdout", "samples"):
+                if key in before and key not in result:
+                    result[key] = before[key]
+
+
 def steps_from_epochs(config, split):
     """``config`` with the stage lengths given in epochs turned into steps for ``split``'s pairs
     (``stages.resolve_epochs``), each conversion printed, and checked again."""
@@ -206,6 +222,7 @@ def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
         results.append(result)
         if result.get("preempted"):
             break
+    carry_over_skipped(results, os.path.join(workdir, build.TRAIN_SUMMARY))
     last = results[-1]
     public = lambda r: {k: v for k, v in r.items() if k not in ("state", "trainer")}  # noqa: E731
     summary = {"stage": last["stage"], "step": last["step"], "dataset": dataset_dir,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import queue
 import subprocess
 import threading
@@ -29,7 +30,7 @@ from edn_jax.fileio import atomic_path
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     path: str
-    num_frames: int  # as reported by the container; may be an estimate
+    num_frames: int  # as reported by the container; may be an estimate, 0 when it reports none
     fps: float
     height: int
     width: int
@@ -45,6 +46,9 @@ def _open(path: str) -> cv2.VideoCapture:
         raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
     if os.path.isdir(path):
         raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block the decoder forever
+        raise EdnError(f"{path} is not a regular file (a pipe, socket or device)",
+                       "write the stream to a video file first and pass that file")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         if _is_media_container(path):
@@ -62,7 +66,7 @@ def probe_video(path: str) -> VideoInfo:
             raise EdnError(f"{path} has no decodable frames", "pass a video with at least one frame")
         fps = cap.get(cv2.CAP_PROP_FPS)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        return VideoInfo(path=path, num_frames=max(count, 1), fps=float(fps) if fps and fps > 0 else 30.0,
+        return VideoInfo(path=path, num_frames=max(count, 0), fps=float(fps) if fps and fps > 0 else 30.0,
                          height=frame.shape[0], width=frame.shape[1])
     finally:
         cap.release()

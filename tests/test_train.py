@@ -1,6 +1,7 @@
 """The training loop: staged training end to end with reruns skipping finished stages, the NaN stop,
 an incompatible checkpoint kept, exact resume after kill -9, SIGTERM saving a checkpoint, and the demo."""
 
+import json
 import os
 import signal
 import subprocess
@@ -48,9 +49,15 @@ def test_staged_training_end_to_end_then_rerun_skips_finished_stages(tmp_path, c
     local = train.restore_final(str(tmp_path), config, one_device_mesh(), stages.plan_stages(config)[1])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(result["state"].g_params), jax.device_get(local.g_params))
 
+    first_summary = json.load(open(tmp_path / "train_summary.json"))
     again = train.train_and_evaluate(config, str(tmp_path), one_device_mesh())
     out = capsys.readouterr().out
     assert out.count("already trained") == 3 and all(s["skipped"] for s in again["stages"])
+    # The rerun keeps what the training run reported: every stage's held-out scores and final metrics.
+    rerun_summary = json.load(open(tmp_path / "train_summary.json"))
+    assert rerun_summary["holdout"] == first_summary["holdout"] and rerun_summary["holdout"]
+    for before, after in zip(first_summary["stages"], rerun_summary["stages"], strict=True):
+        assert after["skipped"] and after["holdout"] == before["holdout"] and after["metrics"] == before["metrics"]
 
 
 def test_divergence_stops_training_with_a_clear_message(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edn_jax import progress, synthetic, video
+from edn_jax import fileio, progress, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import cleanup, layout, openpose_json, render, tracking
 from edn_jax.pose.detector import MediaPipeHolisticDetector
@@ -205,32 +205,42 @@ def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
     return output_height, width + width % 2
 
 
-def run_pose_mode(config, workdir: str) -> dict[str, str]:
-    """Pose mode: writes keypoints, JSON, stick-figure and overlay videos into ``workdir``."""
-    outputs = {"keypoints": os.path.join(workdir, KEYPOINTS_FILE),
-               "stick_video": os.path.join(workdir, "stick.mp4"),
-               "overlay_video": os.path.join(workdir, "overlay.mp4"),
-               "summary": os.path.join(workdir, "pose_summary.json")}
-    if config.pose.write_json:
-        outputs["openpose_json"] = os.path.join(workdir, "openpose_json")
-    existing = [p for p in outputs.values() if os.path.exists(p)]
-    if existing and not config.overwrite:
-        raise EdnError(f"{workdir} already holds pose outputs ({os.path.basename(existing[0])})",
-                       "choose another --workdir or pass --config.overwrite=True")
-    os.makedirs(workdir, exist_ok=True)
+POSE_OUTPUTS = {"keypoints": (KEYPOINTS_FILE, "file"), "openpose_json": ("openpose_json", "dir"),
+                "stick_video": ("stick.mp4", "file"), "overlay_video": ("overlay.mp4", "file"),
+                "summary": ("pose_summary.json", "file")}
 
+
+def run_pose_mode(config, workdir: str) -> dict[str, str]:
+    """Pose mode: writes keypoints, JSON, stick-figure and overlay videos into ``workdir``, all of
+    them at once when complete (``fileio.StagedOutputs``): an interrupted run leaves none of them."""
+    wanted = {k: v for k, v in POSE_OUTPUTS.items() if k != "openpose_json" or config.pose.write_json}
+    staged = fileio.StagedOutputs(workdir, "pose_outputs", wanted, config.overwrite)
+    staged.recover()
+    staged.check("pose mode")
     seq = extract_poses(config)
+    staged.start()
+    try:
+        outputs = _write_pose_outputs(config, seq, staged)
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    return outputs
+
+
+def _write_pose_outputs(config, seq: PoseSequence, staged: fileio.StagedOutputs) -> dict[str, str]:
+    outputs = {key: staged.final(key) for key in staged.outputs}
     detected = seq.detected
-    save_keypoints(outputs["keypoints"], seq)
+    save_keypoints(staged.path("keypoints"), seq)
     if config.pose.write_json:
-        openpose_json.write_sequence(outputs["openpose_json"], seq.keypoints)
+        openpose_json.write_sequence(staged.path("openpose_json"), seq.keypoints)
 
     height, width = _output_size(seq, config.pose.output_height)
     tf = render.fit_transform((seq.height, seq.width), (height, width), mode="pad")
     kps_out = render.transform_keypoints(seq.keypoints, tf)
     threshold = config.pose.render_conf_threshold
     with progress.Progress(len(kps_out), "rendering stick figures") as bar, \
-            video.VideoWriter(outputs["stick_video"], seq.fps) as writer:
+            video.VideoWriter(staged.path("stick_video"), seq.fps) as writer:
         for k in kps_out:
             writer.write(render.render_stick_figure(k, height, width, conf_threshold=threshold))
             bar.update()
@@ -239,7 +249,7 @@ def run_pose_mode(config, workdir: str) -> dict[str, str]:
         del outputs["overlay_video"]
     else:
         with progress.Progress(len(kps_out), "rendering overlay") as bar, \
-                video.VideoWriter(outputs["overlay_video"], seq.fps) as writer:
+                video.VideoWriter(staged.path("overlay_video"), seq.fps) as writer:
             for frame, k in zip(frames, kps_out):
                 writer.write(render.draw_overlay(render.transform_image(frame, tf), k, conf_threshold=threshold))
                 bar.update()
@@ -247,6 +257,6 @@ def run_pose_mode(config, workdir: str) -> dict[str, str]:
     summary = {"source": seq.source, "frames": int(len(seq.keypoints)), "frames_with_person": int(detected.sum()),
                "frames_filled": int((~detected & (seq.keypoints[:, layout.BODY, 2].max(1) > 0)).sum()),
                "fps": seq.fps, "height": seq.height, "width": seq.width, "outputs": outputs}
-    with video.atomic_path(outputs["summary"]) as tmp, open(tmp, "w") as f:
+    with open(staged.path("summary"), "w") as f:
         json.dump(summary, f, indent=2)
     return outputs
