@@ -166,3 +166,14 @@ class BatchRenderer:
 
     def __call__(self, labels, boxes, valid, reset) -> np.ndarray:
         return np.asarray(self.dispatch(labels, boxes, valid, reset))
+
+    def slot_carry(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slot ``slot``'s carry on the host: (previous output, previous stick figure), [1, H, W, 3] each."""
+        return tuple(np.asarray(c[slot]) for c in self.carry)
+
+    def set_slot_carry(self, slot: int, carry) -> None:
+        """Continues slot ``slot`` from ``carry`` (as ``slot_carry`` gave it) instead of its own."""
+        host = [np.array(c) for c in jax.device_get(self.carry)]
+        for whole, part in zip(host, carry, strict=True):
+            whole[slot] = np.asarray(part, whole.dtype).reshape(whole.shape[1:])
+        self.carry = jax.device_put(tuple(host), self.sharding)

@@ -16,11 +16,14 @@ Per source, two passes keep memory flat in video length:
 2. render: stick figures and face boxes are drawn a chunk at a time and rendered by
    ``inference.BatchRenderer`` (one compiled, vmapped ``lax.scan`` over
    ``transfer.chunk_frames`` frames for ``B`` videos at once, each slot's carry reset when
-   it takes the next video). Outputs stream into the encoder, which copies the source's
-   audio track in the same pass.
+   it takes the next video). Each chunk is encoded as its own H.264 segment; a finished
+   video's segments are joined (stream copy) with the source's audio track.
 
 Outputs are written atomically (a temporary name, renamed when complete), so an
-interrupted render leaves no file that looks finished. A source whose outputs already
+interrupted render leaves no file that looks finished; what it keeps instead (the
+segments, the slot's carry and the self score after each chunk, ``render_resume``) lets the
+rerun of the same command continue each unfinished video from its last complete chunk, with
+the bytes an uninterrupted render gives. A source whose outputs already
 exist is skipped unless ``config.overwrite``; a failing source does not stop the others,
 and all failures are listed at the end (then ``EdnError``, exit status 2).
 """
@@ -38,11 +41,12 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, metrics, progress, stages, synthetic, video
+from edn_jax import build, checkpoints, dataset, progress, render_resume, stages, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt, missed_text, pose_scores
 from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
+from edn_jax.self_score import SelfScore
 from edn_jax.pose import detector as pose_detector
 from edn_jax.pose import normalization, render
 from edn_jax.sources import (NORMALIZATIONS, PreparedSource, SourceSpec, frame_count_estimate, output_paths,
@@ -115,62 +119,42 @@ class SourceResult:
         return d
 
 
-class SelfScore:
-    """A rendered video checked the way the paper's pose metric checks a model: the detector on
-    each output frame against the (normalized) pose it was asked to draw, and the frame change
-    of the output next to the source video's. One detector per video, so no video's frames
-    colour another's detections."""
-
-    def __init__(self, detector, min_side: int, height: int):
-        self.detector, self.min_side, self.height = detector, min_side, height
-        self.detected: list[np.ndarray] = []
-        self.change = {"output": [], "source": []}
-        self._last: dict[str, np.ndarray] = {}
-
-    def add(self, outputs: np.ndarray, sources: np.ndarray | None) -> None:
-        """Consecutive output frames [n, H, W, 3] (uint8, model frame) and the source frames they came
-        from (the same size), if any."""
-        self.detected.extend(pose_detector.detect_upscaled(self.detector, frame, self.min_side) for frame in outputs)
-        for name, frames in (("output", outputs), ("source", sources)):
-            if frames is None:
-                continue
-            run = frames if name not in self._last else np.concatenate([self._last[name], frames])
-            self.change[name].extend(np.asarray(metrics.frame_jitter(run)).tolist())
-            self._last[name] = frames[-1:]
-
-    def summary(self, drawn: np.ndarray) -> dict:
-        """Pose distance of the detections to ``drawn`` [T, 137, 3] (edn_jax's and the paper's, with
-        missed detections) and frame jitter in 8-bit levels per frame (the source's: None without frames)."""
-        return pose_scores(np.stack(self.detected), drawn, self.height) | {"frame_jitter": {
-            name: (float(np.mean(v)) if v else None) for name, v in self.change.items()}}
-
-    def close(self) -> None:
-        self.detector.close()
-
-
 class _Job:
-    """One source being rendered in a slot: its chunks' inputs, and its output writers."""
+    """One source being rendered in a slot: its chunks' inputs, its output writers, and what it keeps
+    after each chunk to resume from there (``render_resume``)."""
 
     def __init__(self, config, source: PreparedSource, outputs: dict[str, str], result: SourceResult,
-                 chunk: int, height: int, width: int, scorer: SelfScore | None = None):
+                 chunk: int, height: int, width: int, scorer: SelfScore | None, resume: render_resume.ResumeState):
         self.source, self.result, self.chunk, self.scorer = source, result, chunk, scorer
         self.height, self.width = height, width
-        self.position = 0          # frames handed to the renderer
         self.failed = False
         self.started = time.monotonic()
+        self.resume = resume
+        saved = resume.load()
+        self.position = saved.frames if saved else 0  # frames handed to the renderer
+        self.saved_carry = saved.carry if saved else None  # the slot continues from it (None: a blank frame)
+        if saved and scorer is not None and saved.score is not None:
+            scorer.restore(saved.score)
         keep_audio = config.transfer.keep_audio and source.media is not None and video.has_audio(source.media)
         audio = source.media if keep_audio else None
         result.audio = bool(audio)
-        self.writers: dict[str, video.VideoWriter] = {}
+        self.writers: dict[str, video.SegmentedVideoWriter] = {}
         try:
             for name in ("video", "side_by_side"):
                 if name in outputs:
-                    self.writers[name] = video.VideoWriter(outputs[name], source.fps, audio_from=audio).open()
+                    self.writers[name] = video.SegmentedVideoWriter(
+                        outputs[name], source.fps, resume.segments_dir(name), saved.segments.get(name, []) if saved
+                        else [], audio_from=audio)
         except BaseException as e:
             self.abort(e)
             raise
         wants_frames = "side_by_side" in outputs or scorer is not None
         self.frames = source.frames() if wants_frames and source.frames is not None else None
+        if self.frames is not None:
+            for _ in range(self.position):  # the source frames of the chunks done before
+                next(self.frames, None)
+        if self.position:
+            print(f"resuming {source.spec.name} at frame {self.position + 1} of {source.num_frames}")
 
     @property
     def dispatched_all(self) -> bool:
@@ -200,18 +184,25 @@ class _Job:
                            "the video changed since its poses were read; rerun")
         return render.transform_image(frame, self.source.transform)
 
-    def write(self, outputs: np.ndarray, labels: np.ndarray, n: int) -> None:
-        """The first ``n`` rendered frames of a chunk (uint8), and their stick figures for side by side."""
+    def write(self, outputs: np.ndarray, labels: np.ndarray, n: int, carry=None) -> None:
+        """The first ``n`` rendered frames of a chunk (uint8), and their stick figures for side by side;
+        then, unless the video is done, the progress to resume from (``carry``: a callable giving the
+        renderer's carry after this chunk)."""
         first = self.writers["video"].frames_written
         sources = [self._source_frame(first + i) for i in range(n)] if self.frames is not None else None
-        for i in range(n):
-            self.writers["video"].write(outputs[i])
-            if "side_by_side" in self.writers:
-                panel = sources[i] if sources is not None else render.render_stick_figure(
-                    self.source.source_keypoints[first + i], self.height, self.width)
-                self.writers["side_by_side"].write(np.concatenate([panel, labels[i], outputs[i]], axis=1))
+        self.writers["video"].write_chunk(outputs[:n])
+        if "side_by_side" in self.writers:
+            panels = [sources[i] if sources is not None else render.render_stick_figure(
+                self.source.source_keypoints[first + i], self.height, self.width) for i in range(n)]
+            self.writers["side_by_side"].write_chunk(np.stack([np.concatenate([panel, labels[i], outputs[i]], axis=1)
+                                                               for i, panel in enumerate(panels)]))
         if self.scorer is not None:
             self.scorer.add(outputs[:n], None if sources is None else np.stack(sources))
+        if not self.done:
+            self.resume.save(self.writers["video"].frames_written,
+                             {name: w.segments for name, w in self.writers.items()},
+                             carry() if carry is not None else None,
+                             self.scorer.state() if self.scorer is not None else None)
 
     @property
     def done(self) -> bool:
@@ -222,6 +213,7 @@ class _Job:
             writer.complete()
         for writer in self.writers.values():
             writer.commit()
+        self.resume.discard()
         self.result.status = "rendered"
         self.result.seconds = time.monotonic() - self.started
         if self.scorer is not None:
@@ -229,6 +221,7 @@ class _Job:
             self.scorer.close()
 
     def abort(self, error: BaseException) -> None:
+        """Stops this video; its completed chunks stay for a rerun to resume from."""
         self.failed = True
         for writer in self.writers.values():
             writer.abort(error)
@@ -289,15 +282,24 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
                     result.interpolated, result.held = int(source.interpolated.sum()), int(source.held.sum())
                     scorer = SelfScore(pose_detector.from_config(config.pose), t.detect_min_side, H) \
                         if t.self_score else None
-                    job = _Job(config, source, outputs[spec.name], result, T, H, W, scorer)
+                    key = render_resume.fingerprint(config, spec.label, spec.path, target.model.stage.name,
+                                                    target.model.stage.num_steps, B, T)
+                    workdir = os.path.dirname(os.path.abspath(outputs[spec.name]["video"]))
+                    resume = render_resume.ResumeState(render_resume.partial_dir(workdir, spec.name), key)
+                    job = _Job(config, source, outputs[spec.name], result, T, H, W, scorer, resume)
                 except Exception as e:  # noqa: BLE001 - one bad source must not stop the batch
                     bar.total = (bar.total or 0) - estimates[spec.name]
                     fail(spec, e)
                     continue
                 bar.total = (bar.total or 0) + source.num_frames - estimates[spec.name]
+                bar.update(job.position)  # frames a resumed video had done before
                 slots[i] = job
                 live.add(job)
-                reset[i] = True
+                if job.saved_carry is None:
+                    reset[i] = True
+                else:  # a resumed video: the slot continues from its last chunk's carry
+                    renderer.set_slot_carry(i, job.saved_carry)
+                    reset[i] = False
             if slots[i] is not None and (slots[i].failed or slots[i].dispatched_all):
                 slots[i] = None
 
@@ -330,7 +332,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
                 if job.failed:
                     continue
                 try:
-                    job.write(rendered[i], labels, n)
+                    job.write(rendered[i], labels, n, carry=lambda i=i: renderer.slot_carry(i))
                     bar.update(n)
                     if job.done:
                         live.discard(job)

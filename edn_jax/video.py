@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import queue
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Iterator
@@ -275,3 +275,88 @@ def write_video(path: str, frames, fps: float) -> int:
         for frame in frames:
             writer.write(frame)
     return writer.frames_written
+
+
+class SegmentedVideoWriter:
+    """An H.264 mp4 encoded a chunk at a time into segment files under ``segments_dir``, joined
+    into ``path`` (stream copy, plus ``audio_from``'s audio, cut to the video) when complete.
+
+    The segments are what a long render keeps across an interruption: a writer made with the
+    frame counts of the segments already there (``segments``) continues after them, and any
+    segment file beyond them (written when the run was killed) is removed. Rendering straight
+    through and rendering with interruptions give the same segments, so the same bytes. ``path``
+    appears only on ``commit``; ``abort`` keeps the segments and leaves ``path`` as it was.
+    """
+
+    def __init__(self, path: str, fps: float, segments_dir: str, segments: list[int] = (), quality: float = 7.0,
+                 audio_from: str | None = None):
+        self.path, self.fps, self.quality, self.audio_from = path, float(fps), quality, audio_from
+        self.segments_dir = segments_dir
+        os.makedirs(segments_dir, exist_ok=True)
+        self.segments = list(segments)
+        for name in os.listdir(segments_dir):
+            stem = name.split(".")[0]
+            if not (name.endswith(".mp4") and stem.isdigit() and int(stem) < len(self.segments)):
+                os.remove(os.path.join(segments_dir, name))  # an unrecorded segment, or a partial file
+        self._atomic = atomic_path(path, suffix=".mp4")
+        self._tmp: str | None = None
+        self._done = False
+
+    @property
+    def frames_written(self) -> int:
+        return sum(self.segments)
+
+    def segment_path(self, index: int) -> str:
+        return os.path.join(self.segments_dir, f"{index:06d}.mp4")
+
+    def write_chunk(self, frames: np.ndarray) -> None:
+        """Encodes frames [n, H, W, 3] (uint8 RGB) as the next segment."""
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        n, h, w = frames.shape[:3]
+        if h % 2 or w % 2:
+            raise EdnError(f"frame size {w}x{h} is odd", "H.264 (yuv420p) needs even width and height")
+        with atomic_path(self.segment_path(len(self.segments))) as tmp:
+            gen = imageio_ffmpeg.write_frames(tmp, (w, h), fps=self.fps, codec="libx264", quality=self.quality,
+                                              macro_block_size=2, pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                                              output_params=["-fflags", "+bitexact", "-flags:v", "+bitexact",
+                                                             "-map_metadata", "-1"])
+            gen.send(None)
+            for frame in frames:
+                gen.send(frame)
+            gen.close()
+        self.segments.append(int(n))
+
+    def complete(self) -> None:
+        """Joins the segments (and the audio) into a temporary file beside ``path``."""
+        if not self.segments:
+            raise EdnError(f"no frames were written to {self.path}", "nothing to encode")
+        self._tmp = self._atomic.__enter__()
+        listing = os.path.join(self.segments_dir, "segments.txt")
+        with open(listing, "w") as f:
+            f.writelines(f"file '{os.path.abspath(self.segment_path(i))}'\n" for i in range(len(self.segments)))
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
+                   "-i", listing]
+        if self.audio_from:
+            command += ["-i", self.audio_from, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-shortest"]
+        command += ["-c:v", "copy", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
+                    self._tmp]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        os.remove(listing)
+        if done.returncode != 0:
+            what = f"cannot encode {self.path}" + (f" with the audio of {self.audio_from}" if self.audio_from else "")
+            fix = ("pass --config.transfer.keep_audio=False to write the video without sound" if self.audio_from
+                   else "check free disk space")
+            raise EdnError(f"{what} ({' '.join(done.stderr.split())[-200:]})", fix)
+
+    def commit(self) -> None:
+        """Renames the joined file onto ``path``."""
+        self._done = True
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self, error: BaseException) -> None:
+        """Removes the joined file if any; ``path`` is left as it was and the segments are kept."""
+        if self._done:
+            return
+        self._done = True
+        if self._tmp is not None:
+            self._atomic.__exit__(type(error), error, error.__traceback__)

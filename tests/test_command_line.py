@@ -77,6 +77,17 @@ def cases(tmp):
                                 f"--config.transfer.model_workdir={tmp / 'nomodel'}"], ["nomodel does not exist"]),
         ("evaluate: no model", ["--config", "configs/demo.py", "--workdir", str(tmp / "nomodel"),
                                 "--config.mode=evaluate"], ["has no checkpoints"]),
+        ("pose: no OpenPose directory", ["--config", "configs/default.py", "--workdir", work,
+                                         f"--config.input.openpose_dir={tmp / 'nojson'}",
+                                         "--config.input.openpose_size=(720, 1280)"], ["does not exist"]),
+        ("build: no video", ["--config", "configs/default.py", "--workdir", work, "--config.mode=build",
+                             f"--config.input.video={tmp / 'nope.mp4'}"], ["video not found"]),
+        ("train: stages out of order", ["--config", "configs/tiny.py", "--workdir", work,
+                                        "--config.train.stages=face,global"], ["out of order"]),
+        ("train: no such dataset", ["--config", "configs/tiny.py", "--workdir", work,
+                                    f"--config.data.dataset_dir={tmp / 'nodata'}"], ["nodata"]),
+        ("ablation: VGG19 without weights", ["--config", "configs/ablation.py", "--workdir", work,
+                                             "--config.loss.perceptual=vgg19"], ["no vgg19 weights file given"]),
     ]
 
 

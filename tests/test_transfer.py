@@ -1,5 +1,5 @@
 """Transfer mode: videos end to end (frames, fps, audio, side by side, no-person frames), refusals,
-batch failures, interruptions, and real footage normalized onto the target's floor."""
+batch failures, interruptions resumed chunk by chunk, and real footage normalized onto the target's floor."""
 
 import copy
 import json
@@ -15,8 +15,9 @@ import pytest
 
 from conftest import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference_render, synthetic_target_config,
                       transfer_config)
-from edn_jax import dataset, main, sources, synthetic, transfer, video
+from edn_jax import dataset, main, render_resume, sources, synthetic, transfer, video
 from edn_jax.errors import EdnError
+from edn_jax.self_score import SelfScore
 from edn_jax.pose import normalization, paper_normalization, pipeline
 
 
@@ -42,13 +43,13 @@ def mean_abs(a, b):
 
 def spy_on_writes(monkeypatch):
     """{output path: frames handed to the encoder}, recorded as transfer writes them."""
-    written, original = {}, video.VideoWriter.write
+    written, original = {}, video.SegmentedVideoWriter.write_chunk
 
-    def write(self, frame):
-        written.setdefault(os.path.basename(self.path), []).append(np.array(frame))
-        original(self, frame)
+    def write_chunk(self, frames):
+        written.setdefault(os.path.basename(self.path), []).extend(np.array(f) for f in frames)
+        original(self, frames)
 
-    monkeypatch.setattr(video.VideoWriter, "write", write)
+    monkeypatch.setattr(video.SegmentedVideoWriter, "write_chunk", write_chunk)
     return written
 
 
@@ -243,35 +244,92 @@ def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target,
 # ----------------------------------------------------------------------------- interruptions
 
 
-def _fail_on_write(monkeypatch, error, after):
+def _fail_on_write(monkeypatch, error, after, cls=video.SegmentedVideoWriter, method="write_chunk"):
+    """Counts calls of ``cls.method``; the one after ``after`` calls raises ``error``."""
     calls = {"n": 0}
-    original = video.VideoWriter.write
+    original = getattr(cls, method)
 
-    def write(self, frame):
+    def wrapped(self, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > after:
             raise error
-        original(self, frame)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(video.VideoWriter, "write", write)
+    monkeypatch.setattr(cls, method, wrapped)
     return calls
 
 
-def test_interrupted_render_leaves_no_file(synthetic_target, tmp_path, monkeypatch):
+def visible(directory):
+    return sorted(n for n in os.listdir(directory) if not n.startswith("."))
+
+
+def test_interrupted_render_resumes_from_its_last_chunk_with_the_same_bytes(synthetic_target, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Ctrl-C (or kill -9, or preemption) in the middle of a video loses at most the chunk in flight:
+    the rerun of the same command continues from the last complete chunk (its segments, the slot's
+    carry) and writes exactly the bytes of an uninterrupted render; no output appears before that."""
     config = transfer_config(synthetic_target, synthetic_frames=20, chunk_frames=4, side_by_side=True)
+    names = ["synthetic_seed1.mp4", "synthetic_seed1_side_by_side.mp4"]
+    straight = str(tmp_path / "straight")
+    main.run(config, straight)
+    reference = {name: open(os.path.join(straight, name), "rb").read() for name in names}
+    assert not os.path.exists(os.path.join(straight, ".transfer_partial"))  # removed once the video is done
+
     workdir = str(tmp_path / "out")
-    calls = _fail_on_write(monkeypatch, KeyboardInterrupt(), after=17)
+    calls = _fail_on_write(monkeypatch, KeyboardInterrupt(), after=4)  # chunks 1 and 2 (video + side by side)
     with pytest.raises(KeyboardInterrupt):
         main.run(config, workdir)
-    assert calls["n"] == 18  # stopped midway, after frames were encoded
-    assert os.listdir(workdir) == []  # no video, no partial file, no summary
+    assert calls["n"] == 5 and visible(workdir) == []  # no video, no summary
+    state = json.load(open(os.path.join(workdir, ".transfer_partial", "synthetic_seed1", "state.json")))
+    assert state["frames"] == 8 and state["segments"] == {"video": [4, 4], "side_by_side": [4, 4]}
+
+    # Killed between a chunk's segments and its state: the rerun drops the unrecorded segment.
+    monkeypatch.undo()
+    calls = _fail_on_write(monkeypatch, KeyboardInterrupt(), after=0, cls=render_resume.ResumeState, method="save")
+    with pytest.raises(KeyboardInterrupt):
+        main.run(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, ".transfer_partial", "synthetic_seed1", "video"))) == [
+        "000000.mp4", "000001.mp4", "000002.mp4"]  # chunk 3 encoded, not recorded
 
     monkeypatch.undo()
-    # A failure inside the loop: the source is reported as failed, its partial outputs removed.
-    calls = _fail_on_write(monkeypatch, RuntimeError("disk on fire"), after=9)
+    capsys.readouterr()
+    encoded = _fail_on_write(monkeypatch, None, after=10 ** 6)
+    main.run(config, workdir)
+    assert "resuming synthetic_seed1 at frame 9 of 20" in capsys.readouterr().out
+    assert encoded["n"] == 2 * 3  # chunks 3, 4 and 5 only
+    for name in names:
+        assert open(os.path.join(workdir, name), "rb").read() == reference[name], name
+    assert visible(workdir) == names + ["transfer_summary.json"]
+    assert not os.path.exists(os.path.join(workdir, ".transfer_partial"))
+
+    # A failure inside the loop: the source is reported as failed, no output appears.
+    monkeypatch.undo()
+    _fail_on_write(monkeypatch, RuntimeError("disk on fire"), after=3)
     with pytest.raises(EdnError, match="RuntimeError: disk on fire"):
-        main.run(config, workdir)
-    assert os.listdir(workdir) == ["transfer_summary.json"]
+        main.run(config, str(tmp_path / "failing"))
+    assert visible(tmp_path / "failing") == ["transfer_summary.json"]
+
+
+def test_a_resumed_self_score_equals_an_uninterrupted_one():
+    class Detector:  # a known detector: frame brightness decides the keypoints
+        def detect(self, frame):
+            return np.full((137, 3), float(frame.mean()), np.float32)
+
+        def close(self):
+            pass
+
+    rng = np.random.default_rng(0)
+    outputs, sources = (rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8) for _ in range(2))
+    straight = SelfScore(Detector(), 0, 16)
+    straight.add(outputs, sources)
+    first = SelfScore(Detector(), 0, 16)
+    first.add(outputs[:5], sources[:5])
+    resumed = SelfScore(Detector(), 0, 16)
+    resumed.restore({k: np.array(v) for k, v in first.state().items()})
+    resumed.add(outputs[5:], sources[5:])
+    drawn = np.full((12, 137, 3), 100.0, np.float32)
+    assert resumed.summary(drawn) == straight.summary(drawn)
+    np.testing.assert_array_equal(np.stack(resumed.detected), np.stack(straight.detected))
 
 
 # ----------------------------------------------------------------------------- real footage
