@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import errno
 import importlib.util
+import logging as std_logging
 import os
 import shutil
 import sys
@@ -213,8 +214,6 @@ class DiskFullLogFilter:
 def quiet_disk_full_noise() -> None:
     """Installs ``DiskFullLogFilter`` on absl's logger, and drops the "Event loop is closed" errors
     that TensorStore's callbacks raise into Orbax's closed event loops after such a failure."""
-    import logging as std_logging
-
     std_logging.getLogger("absl").addFilter(DiskFullLogFilter())
     previous = sys.unraisablehook
 
