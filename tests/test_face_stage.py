@@ -1,6 +1,8 @@
 """The face stage: the generator frozen bit for bit, the face networks trained on per-example crops,
 examples without a face ignored, and 8 devices equal to one."""
 
+import functools
+
 import jax
 import numpy as np
 import optax
@@ -97,20 +99,21 @@ def test_frame_t_is_rendered_from_the_face_refined_frame_t_minus_1():
                                    trainer.side)
     renderer, params = trainer.renderer(state)
 
+    @functools.partial(jax.jit, static_argnums=1)
     def frame_t(face_g_params, refined_prev):
         return face_stage.render_face_pair(trainer.generator, state.g_params, trainer.face_generator, face_g_params,
                                            batch, corners, trainer.side, use_prev_label=False, temporal=True,
                                            refined_prev=refined_prev)[2]
 
-    g = lambda label, prev: trainer.generator.apply({"params": params["g"]},  # noqa: E731
-                                                    inference.generator_input(label, prev, prev, False))
+    g = jax.jit(lambda label, prev: trainer.generator.apply({"params": params["g"]},
+                                                            inference.generator_input(label, prev, prev, False)))
     raw_prev = g(batch["label_prev"], jax.numpy.zeros_like(batch["label_prev"]))
-    refined_prev = inference.refine_faces(renderer, params["face"], raw_prev, batch["label_prev"],
-                                          batch["face_box_prev"], batch["face_valid_prev"])
+    refined_prev = jax.jit(functools.partial(inference.refine_faces, renderer))(
+        params["face"], raw_prev, batch["label_prev"], batch["face_box_prev"], batch["face_valid_prev"])
     np.testing.assert_allclose(frame_t(state.face_g_params, True), g(batch["label"], refined_prev), atol=2e-5)
     np.testing.assert_allclose(frame_t(state.face_g_params, False), g(batch["label"], raw_prev), atol=2e-5)
     assert float(jax.numpy.abs(frame_t(state.face_g_params, True) - frame_t(state.face_g_params, False)).max()) > 1e-3
 
-    grad_norm = lambda refined: float(optax.tree.norm(jax.grad(  # noqa: E731
-        lambda p: jax.numpy.mean(frame_t(p, refined) ** 2))(state.face_g_params)))
+    grad_norm = lambda refined: float(optax.tree.norm(jax.jit(jax.grad(  # noqa: E731
+        lambda p: jax.numpy.mean(frame_t(p, refined) ** 2)))(state.face_g_params)))
     assert grad_norm(True) > 0 and grad_norm(False) == 0
