@@ -177,7 +177,31 @@ def has_audio(path: str) -> bool:
                for line in _ffmpeg_probe(path).splitlines())
 
 
-class VideoWriter:
+def _encode_error(path: str, audio_from: str | None, detail: str) -> EdnError:
+    """ffmpeg failed to write ``path``: one line with the end of what it said."""
+    what = f"cannot encode {path}" + (f" with the audio of {audio_from}" if audio_from else "")
+    fix = ("pass --config.transfer.keep_audio=False to write the video without sound" if audio_from
+           else "check free disk space")
+    return EdnError(f"{what} ({' '.join(detail.split())[-200:]})", fix)
+
+
+class _Committed:
+    """An output written under a temporary name beside ``path`` (``self._atomic``) until ``commit``."""
+
+    _atomic = _tmp = None
+    _done = False
+
+    def commit(self) -> None:
+        """Renames the finished temporary file onto ``path``."""
+        self._done = True
+        self._atomic.__exit__(None, None, None)
+
+    def _remove_temporary(self, error: BaseException) -> None:
+        if self._tmp is not None:
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+
+
+class VideoWriter(_Committed):
     """Streams RGB frames into an H.264 mp4 that appears at ``path`` only once complete.
 
     With ``audio_from``, that file's first audio track is encoded (AAC) in the same ffmpeg
@@ -233,15 +257,7 @@ class VideoWriter:
         try:
             self._gen.close()
         except Exception as e:  # noqa: BLE001 - ffmpeg's own error, e.g. an audio track it cannot read
-            what = f"cannot encode {self.path}" + (f" with the audio of {self.audio_from}" if self.audio_from else "")
-            fix = ("pass --config.transfer.keep_audio=False to write the video without sound" if self.audio_from
-                   else "check free disk space")
-            raise EdnError(f"{what} ({' '.join(str(e).split())[-200:]})", fix) from e
-
-    def commit(self) -> None:
-        """Renames the completed file onto ``path``."""
-        self._done = True
-        self._atomic.__exit__(None, None, None)
+            raise _encode_error(self.path, self.audio_from, str(e)) from e
 
     def abort(self, error: BaseException) -> None:
         """Removes the temporary file; ``path`` is left as it was (unless already committed)."""
@@ -253,8 +269,7 @@ class VideoWriter:
                 self._gen.close()
             except Exception:  # noqa: BLE001 - cleanup: the original error is what matters
                 pass
-        if self._tmp is not None:
-            self._atomic.__exit__(type(error), error, error.__traceback__)
+        self._remove_temporary(error)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is not None:
@@ -277,7 +292,7 @@ def write_video(path: str, frames, fps: float) -> int:
     return writer.frames_written
 
 
-class SegmentedVideoWriter:
+class SegmentedVideoWriter(_Committed):
     """An H.264 mp4 encoded a chunk at a time into segment files under ``segments_dir``, joined
     into ``path`` (stream copy, plus ``audio_from``'s audio, cut to the video) when complete.
 
@@ -343,20 +358,10 @@ class SegmentedVideoWriter:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         os.remove(listing)
         if done.returncode != 0:
-            what = f"cannot encode {self.path}" + (f" with the audio of {self.audio_from}" if self.audio_from else "")
-            fix = ("pass --config.transfer.keep_audio=False to write the video without sound" if self.audio_from
-                   else "check free disk space")
-            raise EdnError(f"{what} ({' '.join(done.stderr.split())[-200:]})", fix)
-
-    def commit(self) -> None:
-        """Renames the joined file onto ``path``."""
-        self._done = True
-        self._atomic.__exit__(None, None, None)
+            raise _encode_error(self.path, self.audio_from, done.stderr)
 
     def abort(self, error: BaseException) -> None:
         """Removes the joined file if any; ``path`` is left as it was and the segments are kept."""
-        if self._done:
-            return
-        self._done = True
-        if self._tmp is not None:
-            self._atomic.__exit__(type(error), error, error.__traceback__)
+        if not self._done:
+            self._done = True
+            self._remove_temporary(error)
