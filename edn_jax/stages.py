@@ -272,14 +272,20 @@ FREE_AT_INFERENCE = frozenset({"model.dtype"})
 PLAN_FIELDS = ("train.stages", "train.height", "train.width")
 
 
+def signature_fields(stage_name: str | None, generator: str | None) -> tuple[str, ...]:
+    """The model fields a stage's signature holds: the global generator's and D's, the local
+    branch's with a LocalEnhancer, the face networks' in the face stage, and the stage's own D's."""
+    fields = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if generator == "local" else ())
+    if stage_name == "face":
+        fields += SIGNATURE_FIELDS["face"]
+    return fields + STAGE_SIGNATURE_FIELDS.get(stage_name, ())
+
+
 def model_signature(config, stage: Stage | None = None) -> dict:
     """What must match for a stage's checkpoint to be restored into this configuration
     (the architecture and frame size; not the compute dtype, which may change on resume)."""
     stage = stage or plan_stages(config)[0]
-    fields = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if stage.generator == "local" else ())
-    if stage.name == "face":
-        fields += SIGNATURE_FIELDS["face"]
-    fields += STAGE_SIGNATURE_FIELDS[stage.name]
+    fields = signature_fields(stage.name, stage.generator)
     signature = {"stage": stage.name, "generator": stage.generator,
                  "model": {k: config.model[k] for k in fields}, "height": stage.height, "width": stage.width}
     if stage.name == "face":
@@ -305,10 +311,7 @@ def upgraded_signature(signature: dict) -> dict:
     if not isinstance(signature, dict) or not isinstance(signature.get("model"), dict):
         return signature
     model = with_legacy_values({f"model.{k}": v for k, v in signature["model"].items()})
-    wanted = SIGNATURE_FIELDS["global"] + (SIGNATURE_FIELDS["local"] if signature.get("generator") == "local" else ())
-    if signature.get("stage") == "face":
-        wanted += SIGNATURE_FIELDS["face"]
-    wanted += STAGE_SIGNATURE_FIELDS.get(signature.get("stage"), ())
+    wanted = signature_fields(signature.get("stage"), signature.get("generator"))
     return dict(signature, model={k: model[f"model.{k}"] for k in wanted if f"model.{k}" in model})
 
 
