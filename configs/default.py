@@ -102,6 +102,10 @@ def get_config() -> ml_collections.ConfigDict:
     # D judges consecutive pairs. False = single-frame pix2pixHD (the paper's baseline in ablations).
     config.model.temporal = True
     config.model.use_prev_label = False  # also feed G the previous stick figure (needs temporal)
+    # The target's static background from the training frames (edn_jax.background; not in the paper):
+    # "none" | "input" (G also sees the plate) | "composite" (G sees it and draws a mask: the frame is
+    # mask * G's colours + (1 - mask) * plate, so the background of an unseen pose is the real one).
+    config.model.background = "none"
     # LocalEnhancer (the "local" stage): a full-resolution branch around the global generator,
     # whose ngf must be 2 * local_ngf (pix2pixHD: --ngf 32 with a 64-channel global generator).
     config.model.local_ngf = 32
@@ -170,6 +174,16 @@ def get_config() -> ml_collections.ConfigDict:
     # relying on it: on XLA:CPU it saved nothing at paper size (benchmarks/RESULTS.md);
     # benchmarks/train_memory.py gives the compiled step's memory per mode on any backend.
     config.train.remat = "none"          # none | perceptual | full
+    # Augmentation (edn_jax.augment; not in the paper): one random similarity transform per training
+    # pair, applied to frames, keypoints (stick figures redrawn), face boxes and background plate.
+    config.train.augment = ml_collections.ConfigDict()
+    config.train.augment.scale = 0.0     # sizes in [1 - scale, 1 + scale]
+    config.train.augment.rotate = 0.0    # degrees, in [-rotate, rotate]
+    config.train.augment.shift = 0.0     # of the frame's height/width, in [-shift, shift]
+    config.train.augment.flip = 0.0      # probability of a horizontal flip (left/right relabelled)
+    # Gaussian noise (std, [-1, 1] units) on G's frame t-1 where frame t is rendered from it, in
+    # training only: G learns to repair an imperfect previous frame instead of copying it (drift).
+    config.train.prev_noise = 0.0
     config.train.learning_rate = 2e-4
     config.train.beta1 = 0.5
     config.train.beta2 = 0.999

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from edn_jax import sharding
+from edn_jax import background, dataset, sharding
 from edn_jax.errors import EdnError
 from edn_jax.inference import Renderer, generator_input
 from edn_jax.models.factory import build_face_models, build_generator
@@ -238,7 +238,8 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
     stage = next(s for s in stages if s.name == stage_name) if stage_name else stages[-1]
     generator = build_generator(cfg, stage.generator)
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
-    g_in = generator_input(image, image, image, cfg.model.use_prev_label, cfg.model.temporal)
+    g_in = generator_input(image, image, image, cfg.model.use_prev_label, cfg.model.temporal,
+                           image if background.uses_plate(cfg.model.background) else None)
     abstract = {"g_params": jax.eval_shape(generator.init, jax.random.PRNGKey(0), g_in)["params"]}
     face_generator, side = None, 0
     if stage.name == "face":
@@ -259,6 +260,16 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
     if not recorded:  # the plan's step counts are not known: the newest checkpoint is the final one
         stage = dataclasses.replace(stage, num_steps=step)
     renderer = Renderer.from_config(cfg, generator, face_generator, side)
-    return TrainedModel(renderer, {"g": params["g_params"], "face": params.get("face_g_params")}, stage, cfg,
-                        meta.get("dataset", ""))
+    return TrainedModel(renderer, {"g": params["g_params"], "face": params.get("face_g_params"), "background": None},
+                        stage, cfg, meta.get("dataset", ""))
+
+
+def with_plate(model: TrainedModel, dataset_dir: str) -> TrainedModel:
+    """``model`` with its background plate in its params, computed from the dataset it was trained
+    on (``background.plate_from_split``, as training computed it); unchanged without ``model.background``."""
+    if not model.renderer.uses_plate:
+        return model
+    split = dataset.open_split(dataset_dir, "train")
+    plate = background.to_unit(background.plate_from_split(split, model.stage.height, model.stage.width))
+    return dataclasses.replace(model, params=dict(model.params, background=jnp.asarray(plate)))
 

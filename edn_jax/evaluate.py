@@ -20,8 +20,8 @@ frame, each frame conditioned on the previous output), and compared with the rea
 The array math (SSIM, LPIPS, crops, jitter, pose distance) is jit-compiled and runs
 chunk by chunk next to the render, so memory does not grow with the held-out set.
 Evaluate mode writes ``<workdir>/evaluation/<stage>/`` (``metrics.json``,
-``per_frame.csv``, ``samples.png``, ``side_by_side.mp4``: stick figure | generated |
-real) and TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
+``per_frame.csv`` (with the baselines' scores of each frame), ``per_frame.png`` (those scores
+plotted), ``samples.png``, ``side_by_side.mp4``: stick figure | generated | real) and TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import numpy as np
 from clu import metric_writers
 from flax import traverse_util
 
-from edn_jax import (build, checkpoints, dataset, face_crop, holdout, images, inference, metrics, progress, stages,
-                     video)
+from edn_jax import (build, checkpoints, dataset, face_crop, holdout, images, inference, metrics, plots, progress,
+                     stages, video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
@@ -49,6 +49,7 @@ EVALUATION_DIR = "evaluation"
 LPIPS_MIN_SIDE = 64  # crops smaller than this are upsampled before LPIPS (AlexNet needs >= 31 px)
 FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips", "l1", "face_l1", "body_ssim_crop")
 BASELINES = ("mean_train_frame", "nearest_train_frame")
+BASELINE_COLUMNS = ("ssim", "body_ssim", "body_lpips", "face_lpips")  # per_frame.csv's baseline scores
 POSE_STREAMS = ("generated", "real", "nearest_train_frame")  # each with its own detector
 PROTOCOLS = ("edn_jax", "paper")
 GRID_ROWS = 4
@@ -204,6 +205,8 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                     row = {"video": int(vid), "frame": int(split.frame_indices[record]),
                            "nearest_train_record": int(nearest[i])}
                     row.update({k: float(scores["generated"][k][i]) for k in FRAME_SCORES if k in scores["generated"]})
+                    row.update({f"{k}_{b}": float(scores[b][k][i]) for b in BASELINES for k in BASELINE_COLUMNS
+                                if k in scores[b]})
                     row["frame_change_generated"] = np.nan if first and i == 0 else float(change_fake[i])
                     row["frame_change_real"] = np.nan if first and i == 0 else float(change_real[i])
                     rows.append(row)
@@ -265,6 +268,7 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
     model = checkpoints.load_trained_model(config, model_workdir, stage_name=stage_name, explicit=explicit)
     stage, renderer = model.stage, model.renderer
     directory = build.model_dataset_dir(config, model_workdir, model.dataset_dir)
+    model = checkpoints.with_plate(model, directory)
     lpips = lpips if lpips is not None else metrics.make_lpips(e.lpips_net)
     face_side = renderer.face_crop if renderer.has_face else stages.face_crop_side(model.config, stage.height,
                                                                                    stage.width)
@@ -288,7 +292,8 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
             "missed_per_frame": "input keypoints the detector did not find, per frame (the paper's count)",
             "l1": "mean absolute difference per pixel and channel, frames in [0, 1]",
         },
-        "outputs": {"per_frame_csv": os.path.join(out_dir, "per_frame.csv"), "side_by_side": video_path,
+        "outputs": {"per_frame_csv": os.path.join(out_dir, "per_frame.csv"),
+                    "per_frame_plot": os.path.join(out_dir, "per_frame.png"), "side_by_side": video_path,
                     "samples": os.path.join(out_dir, "samples.png")},
     })
     _write_outputs(out_dir, result, rows, grid)
@@ -371,6 +376,8 @@ def _write_outputs(out_dir: str, result: dict, rows: list[dict], grid: np.ndarra
         for row in rows:
             writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
     images.write_png(os.path.join(out_dir, "samples.png"), grid)
+    plots.per_frame_scores(rows, os.path.join(out_dir, "per_frame.png"),
+                           f"{result.get('stage', '')} stage, step {result.get('step', '')}: held-out frames")
     with atomic_path(os.path.join(out_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2)
 

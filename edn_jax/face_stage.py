@@ -28,16 +28,22 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from edn_jax import background as background_lib
 from edn_jax import face_crop, losses, sharding
-from edn_jax.generator_stage import (TrainState, abstract_stage_state, discriminator_input, guard_nonfinite,
-                                     make_optimizers, make_perceptual, vgg_weight)
-from edn_jax.inference import Renderer, generator_input
+from edn_jax.generator_stage import (BACKGROUND_KEY, TrainState, abstract_stage_state, discriminator_input,
+                                     guard_nonfinite, make_optimizers, make_perceptual, vgg_weight)
+from edn_jax.inference import Renderer, generate, generator_input
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_discriminator, build_face_models, build_models
 from edn_jax.stages import Stage, face_crop_side, model_signature
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
              "face_valid")
+
+
+def face_keys(config) -> tuple[str, ...]:
+    """The batch entries the face stage's step reads (the plates too, for ``model.background``)."""
+    return FACE_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
 
 
 @flax.struct.dataclass
@@ -91,19 +97,20 @@ def refine(face_g, face_g_params, frames, labels, corners, valid, side: int):
 
 
 def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners, side: int, *, use_prev_label: bool,
-                     temporal: bool, refined_prev: bool):
+                     temporal: bool, refined_prev: bool, background_mode: str = "none"):
     """The pair as the face stage renders it: (refined crops [2B] as [t-1 rows; t rows], refined
     frame t-1, refined frame t). Frame t-1 comes from a blank previous frame; frame t from the
     refined frame t-1 (``refined_prev``) or G's own. ``corners`` [2B] place the crops."""
     n = batch["label"].shape[0]
     label_prev, label = batch["label_prev"], batch["label"]
     blank = jnp.zeros_like(label_prev)
-    g = lambda x: generator.apply({"params": g_params}, x).astype(jnp.float32)  # noqa: E731
-    raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal))
+    plate = batch.get(BACKGROUND_KEY) if background_lib.uses_plate(background_mode) else None
+    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
+    raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate))
     crops_prev, frame_prev = refine(face_g, face_g_params, raw_prev, label_prev, corners[:n],
                                     batch["face_valid_prev"], side)
     previous = frame_prev if refined_prev else raw_prev
-    raw = g(generator_input(label, previous, label_prev, use_prev_label, temporal))
+    raw = g(generator_input(label, previous, label_prev, use_prev_label, temporal, plate))
     crops, frame = refine(face_g, face_g_params, raw, label, corners[n:], batch["face_valid"], side)
     return jnp.concatenate([crops_prev, crops], axis=0), frame_prev, frame
 
@@ -124,7 +131,8 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
     real_pair = discriminator_input(batch["label_prev"], batch["label"], batch["image_prev"], batch["image"], temporal)
     render = functools.partial(render_face_pair, generator, jax.lax.stop_gradient(state.g_params), face_g,
                                batch=batch, corners=corners, side=side, use_prev_label=config.model.use_prev_label,
-                               temporal=temporal, refined_prev=config.model.face_prev == "refined")
+                               temporal=temporal, refined_prev=config.model.face_prev == "refined",
+                               background_mode=config.model.background)
 
     def face_g_loss_fn(face_g_params):
         refined_c, frame_prev, frame = render(face_g_params=face_g_params)
@@ -221,7 +229,8 @@ class FaceTrainer:
                 out_shardings=(self.state_sharding, replicated), donate_argnums=(0,))
         self.sample_fn = jax.jit(functools.partial(
             render_face_pair, generator, face_g=face_g, side=side, use_prev_label=config.model.use_prev_label,
-            temporal=config.model.temporal, refined_prev=config.model.face_prev == "refined"))
+            temporal=config.model.temporal, refined_prev=config.model.face_prev == "refined",
+            background_mode=config.model.background))
         return self
 
     def init(self, seed: int) -> FaceState:
@@ -234,20 +243,20 @@ class FaceTrainer:
         """One step; ``step`` (the host's count, to avoid a device sync) picks the face-D-alone phase."""
         step = int(state.step) if step is None else step
         with_full_d = step >= self.config.train.face.d_alone_steps
-        return self.step_fns[with_full_d](state, {k: batch[k] for k in FACE_KEYS}, self.perceptual)
+        return self.step_fns[with_full_d](state, {k: batch[k] for k in face_keys(self.config)}, self.perceptual)
 
     def sample(self, state: FaceState, batch) -> jax.Array:
         """Refined frame t as the step renders it (from the refined frame t-1), for sample grids."""
-        batch = {k: batch[k] for k in FACE_KEYS}
+        batch = {k: batch[k] for k in face_keys(self.config)}
         h, w = batch["label"].shape[1:3]
         valid = jnp.concatenate([batch["face_valid_prev"], batch["face_valid"]], axis=0)
         corners = face_crop.crop_boxes(jnp.concatenate([batch["face_box_prev"], batch["face_box"]], axis=0), valid,
                                        h, w, self.side)
         return self.sample_fn(state.g_params, face_g_params=state.face_g_params, batch=batch, corners=corners)[2]
 
-    def renderer(self, state: FaceState) -> tuple[Renderer, dict]:
+    def renderer(self, state: FaceState, plate=None) -> tuple[Renderer, dict]:
         renderer = Renderer.from_config(self.config, self.generator, self.face_generator, self.side)
-        return renderer, {"g": state.g_params, "face": state.face_g_params}
+        return renderer, {"g": state.g_params, "face": state.face_g_params, "background": plate}
 
     def signature(self) -> dict:
         return model_signature(self.config, self.stage)

@@ -23,14 +23,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from edn_jax import background as background_lib
 from edn_jax import losses, sharding
-from edn_jax.inference import Renderer, generator_input
+from edn_jax.inference import Renderer, generate, generator_input
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_models
 from edn_jax.models.local_enhancer import load_global_params
 from edn_jax.stages import Stage, model_signature, plan_stages
 
 TRAIN_KEYS = ("label_prev", "label", "image_prev", "image")
+BACKGROUND_KEY = "background"  # the batch's plates [B, H, W, 3], moved with each pair's augmentation
+
+
+def batch_keys(config) -> tuple[str, ...]:
+    """The batch entries a generator stage's step reads."""
+    return TRAIN_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
 
 
 @flax.struct.dataclass
@@ -43,15 +50,20 @@ class TrainState:
     rng: jax.Array  # raw uint32 key data, so checkpoints need no typed-key support
 
 
-def render_pair(generator, g_params, label_prev, label, use_prev_label: bool, temporal: bool = True):
+def render_pair(generator, g_params, label_prev, label, use_prev_label: bool, temporal: bool = True,
+                background=None, background_mode: str = "none", prev_noise=None):
     """G's outputs for frames t-1 and t as the paper trains them: t-1 from a blank (mid-grey)
     previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1}).
-    With ``temporal=False`` each frame comes from its own stick figure alone."""
+    With ``temporal=False`` each frame comes from its own stick figure alone. ``background``: the
+    plate(s) [B or 1, H, W, 3] for ``background_mode`` "input"/"composite"; ``prev_noise``: added to
+    G(x_{t-1}) where frame t is rendered from it (``train.prev_noise``), not to the frame t-1 returned."""
     blank = jnp.zeros_like(label_prev)
-    fake_prev = generator.apply({"params": g_params},
-                                generator_input(label_prev, blank, blank, use_prev_label, temporal))
-    fake = generator.apply({"params": g_params}, generator_input(label, fake_prev, label_prev, use_prev_label, temporal))
-    return fake_prev.astype(jnp.float32), fake.astype(jnp.float32)
+    plate = background if background_lib.uses_plate(background_mode) else None
+    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
+    fake_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate))
+    shown_prev = fake_prev if prev_noise is None else fake_prev + prev_noise
+    fake = g(generator_input(label, shown_prev, label_prev, use_prev_label, temporal, plate))
+    return fake_prev, fake
 
 
 def discriminator_input(label_prev, label, image_prev, image, temporal: bool = True):
@@ -111,7 +123,8 @@ def guard_nonfinite(updated, state, metrics: dict):
 def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
     g_rng, d_rng, rng = jax.random.split(rng, 3)
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
-    g_in = generator_input(image, image, image, config.model.use_prev_label, config.model.temporal)
+    plate = image if background_lib.uses_plate(config.model.background) else None
+    g_in = generator_input(image, image, image, config.model.use_prev_label, config.model.temporal, plate)
     g_params = generator.init(g_rng, g_in)["params"]
     d_params = discriminator.init(d_rng, discriminator_input(image, image, image, image, config.model.temporal))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
@@ -161,9 +174,16 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     label_prev, label = batch["label_prev"], batch["label"]
     image_prev, image = batch["image_prev"], batch["image"]
     real = discriminator_input(label_prev, label, image_prev, image, temporal)
+    prev_noise = None
+    if config.train.prev_noise > 0 and temporal:
+        key = jax.random.fold_in(state.rng, state.step)
+        prev_noise = config.train.prev_noise * jax.random.normal(key, label.shape, jnp.float32)
+    render = functools.partial(render_pair, generator, label_prev=label_prev, label=label, use_prev_label=use_prev,
+                               temporal=temporal, background=batch.get(BACKGROUND_KEY),
+                               background_mode=config.model.background, prev_noise=prev_noise)
 
     def g_loss_fn(g_params):
-        fake_prev, fake = render_pair(generator, g_params, label_prev, label, use_prev, temporal)
+        fake_prev, fake = render(g_params)
         fake_in = discriminator_input(label_prev, label, fake_prev, fake, temporal)
         d_fake = discriminator.apply({"params": state.d_params}, fake_in)
         d_real = discriminator.apply({"params": state.d_params}, real)
@@ -253,7 +273,8 @@ class GeneratorTrainer:
                                out_shardings=(self.state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
         self.sample_fn = jax.jit(functools.partial(render_pair, self.generator,
                                                    use_prev_label=config.model.use_prev_label,
-                                                   temporal=config.model.temporal))
+                                                   temporal=config.model.temporal,
+                                                   background_mode=config.model.background))
         return self
 
     def init(self, seed: int) -> TrainState:
@@ -264,15 +285,18 @@ class GeneratorTrainer:
         return self.init_from_fn(jax.random.PRNGKey(seed), previous)
 
     def step(self, state: TrainState, batch, step: int | None = None) -> tuple[TrainState, dict]:
-        return self.step_fn(state, {k: batch[k] for k in TRAIN_KEYS}, self.perceptual)
+        return self.step_fn(state, {k: batch[k] for k in batch_keys(self.config)}, self.perceptual)
 
     def sample(self, state: TrainState, batch) -> jax.Array:
         """Frame t as the step renders it (from G's own frame t-1), for sample grids."""
-        return self.sample_fn(state.g_params, batch["label_prev"], batch["label"])[1]
+        return self.sample_fn(state.g_params, batch["label_prev"], batch["label"],
+                              background=batch.get(BACKGROUND_KEY))[1]
 
-    def renderer(self, state: TrainState) -> tuple[Renderer, dict]:
-        """(static renderer, params) for ``inference.render_chunk``."""
-        return Renderer.from_config(self.config, self.generator), {"g": state.g_params, "face": None}
+    def renderer(self, state: TrainState, plate=None) -> tuple[Renderer, dict]:
+        """(static renderer, params) for ``inference.render_chunk``; ``plate``: the background
+        plate (``background.to_unit``) of a model with ``model.background``."""
+        return Renderer.from_config(self.config, self.generator), {"g": state.g_params, "face": None,
+                                                                  "background": plate}
 
     def signature(self) -> dict:
         return model_signature(self.config, self.stage)

@@ -22,16 +22,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edn_jax import background as background_lib
 from edn_jax import face_crop, sharding
 
 
-def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True):
+def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True, background=None):
     """G's input: the stick figure, its previous output (blank for the first frame), optionally the
-    previous figure; with ``temporal=False`` (single-frame pix2pixHD, the paper's baseline) the figure alone."""
-    if not temporal:
-        return label
-    parts = [label, prev_output] + ([prev_label] if use_prev_label else [])
-    return jnp.concatenate(parts, axis=-1)
+    previous figure; with ``temporal=False`` (single-frame pix2pixHD, the paper's baseline) the figure
+    alone; then the background plate when given (``model.background``), broadcast over the batch."""
+    parts = [label] + ([prev_output] + ([prev_label] if use_prev_label else []) if temporal else [])
+    if background is not None:
+        parts.append(jnp.broadcast_to(jnp.asarray(background, label.dtype), label.shape))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+
+
+def generate(generator, g_params, g_in, background=None, mode: str = "none"):
+    """The main generator's frame for input ``g_in`` (float32): its output, or with
+    ``mode="composite"`` its colours over ``background`` through its mask channel."""
+    out = generator.apply({"params": g_params}, g_in).astype(jnp.float32)
+    return background_lib.composite(out, background) if mode == "composite" else out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +48,8 @@ class Renderer:
     """The static half of a trained model (modules and flags; hashable, so jit treats it as static).
 
     The other half is its params: ``{"g": main generator params, "face": face generator
-    params or None}``. ``generator`` is a GlobalGenerator or a LocalEnhancer.
+    params or None, "background": the plate [1, H, W, 3] in [-1, 1] or None}``. ``generator`` is a
+    GlobalGenerator or a LocalEnhancer.
     """
 
     generator: Any
@@ -48,6 +58,7 @@ class Renderer:
     face_crop: int = 0  # face crop side (px) the face generator works on
     temporal: bool = True  # G sees its previous output (False: single-frame pix2pixHD)
     face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
+    background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
 
     @property
     def has_face(self) -> bool:
@@ -57,7 +68,11 @@ class Renderer:
     def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
         """A renderer of ``generator`` (and the face generator) with the config's input flags."""
         return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal,
-                   config.model.face_prev == "refined")
+                   config.model.face_prev == "refined", config.model.background)
+
+    @property
+    def uses_plate(self) -> bool:
+        return background_lib.uses_plate(self.background)
 
 
 def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
@@ -91,14 +106,13 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
     carry) to continue with the next chunk; for a video's first chunk pass ``initial_carry``.
     """
     use_face = apply_face and renderer.has_face
+    plate = params.get("background") if renderer.uses_plate else None
 
     def step(carry, frame):
         prev, prev_label = carry
         label, box, valid = frame
-        out = renderer.generator.apply({"params": params["g"]},
-                                       generator_input(label[None], prev, prev_label, renderer.use_prev_label,
-                                                       renderer.temporal))
-        out = out.astype(jnp.float32)
+        g_in = generator_input(label[None], prev, prev_label, renderer.use_prev_label, renderer.temporal, plate)
+        out = generate(renderer.generator, params["g"], g_in, plate, renderer.background)
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
         return (shown if renderer.face_refined_prev else out, label[None]), shown[0]
 

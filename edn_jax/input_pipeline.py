@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from edn_jax import augment as augment_lib
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
 from edn_jax.pose import render
@@ -199,11 +200,14 @@ class _BatchBuilder:
     """
 
     def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, height: int, width: int,
-                 process_index: int, process_count: int, num_threads: int, conf_threshold: float):
+                 process_index: int, process_count: int, num_threads: int, conf_threshold: float,
+                 augment: augment_lib.Augment | None = None, background: np.ndarray | None = None):
         self.source, self.index, self.schedule = source, index, schedule
         self.height, self.width = height, width
         self.process_index, self.process_count = process_index, process_count
         self.conf_threshold = conf_threshold
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.background = background
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="edn-records",
                                                           initializer=_mark_worker)
 
@@ -218,12 +222,27 @@ class _BatchBuilder:
             out["image" + suffix] = np.empty((b, h, w, 3), np.float32)
             out["keypoints" + suffix] = np.empty((b, layout.NUM_KEYPOINTS, 3), np.float32)
         records = self.index.pairs[pair_ids]
+        moves = [self._move(step, row) for row in range(b)]
+        if self.background is not None:
+            out["background"] = np.empty((b, h, w, 3), np.float32)
+            for row, move in enumerate(moves):
+                plate = self.background if move is None else augment_lib.warp_image(self.background, move[0])
+                _to_unit_range(plate, out["background"][row])
         # cv2 releases the GIL, so records load in parallel; each writes only its own slot.
-        list(self.pool.map(lambda slot: self._load(out, slot // 2, slot % 2, int(records.flat[slot])),
-                           range(2 * b)))
+        list(self.pool.map(lambda slot: self._load(out, slot // 2, slot % 2, int(records.flat[slot]),
+                                                   moves[slot // 2]), range(2 * b)))
         return out
 
-    def _load(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int) -> None:
+    def _move(self, step: int, row: int):
+        """(affine matrix, flip) of a row's pair, or None without augmentation: a pure function of
+        (seed, step, the row's place in the global batch), shared by both frames of the pair."""
+        if self.augment is None:
+            return None
+        global_row = self.process_index * (self.schedule.global_batch_size // self.process_count) + row
+        params = self.augment.sample(np.random.default_rng([self.schedule.seed, step, global_row, 1]))
+        return augment_lib.matrix(params, self.height, self.width), params["flip"]
+
+    def _load(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
         record = self.source[record_index]
         frame = np.asarray(record["frame"])
         kps = np.asarray(record["keypoints"], np.float32)
@@ -240,12 +259,18 @@ class _BatchBuilder:
                            f"says frame {expected[1]} of video {expected[0]}",
                            "build the pair index from this split's own metadata")
         frame, kps, label, tf = fit_record(frame, kps, self.height, self.width, self.conf_threshold)
+        box, valid = fit_face_box(record, tf)
+        if move is not None:
+            m, flip = move
+            frame, kps = augment_lib.warp_image(frame, m), augment_lib.warp_keypoints(kps, m, flip)
+            label = render.render_stick_figure(kps, self.height, self.width, self.conf_threshold)
+            box, valid = augment_lib.warp_box(box, valid, m, self.height, self.width)
         suffix = "_prev" if t == 0 else ""
         _to_unit_range(frame, out["image" + suffix][row])
         _to_unit_range(label, out["label" + suffix][row])
         out["keypoints" + suffix][row] = kps
         out["video_id"][row, t], out["frame_index"][row, t] = video_id, frame_index
-        out["face_box" + suffix][row], out["face_valid" + suffix][row] = fit_face_box(record, tf)
+        out["face_box" + suffix][row], out["face_valid" + suffix][row] = box, valid
 
 
 def fit_face_box(record, tf) -> tuple[np.ndarray, bool]:
@@ -358,7 +383,8 @@ class HostBatchIterator:
 def host_batches(source: Source, *, global_batch_size: int, height: int, width: int, seed: int,
                  start_step: int = 0, pair_index: PairIndex | None = None, process_index: int | None = None,
                  process_count: int | None = None, prefetch: int = 2, num_threads: int | None = None,
-                 conf_threshold: float = 0.05) -> HostBatchIterator:
+                 conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
+                 background: np.ndarray | None = None) -> HostBatchIterator:
     """This process's numpy batches of temporal pairs, from ``start_step`` on, forever.
 
     Each batch holds, for B_local = global_batch_size / process_count pairs:
@@ -369,6 +395,10 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     ``frame_index``/``video_id`` int32
     [B_local, 2] (prev, cur). Frames are fit into height x width keeping their aspect
     (black bars). The process defaults to JAX's; pass both to override (tests).
+
+    ``augment`` moves each pair (frames, keypoints, redrawn stick figures, face boxes) by one random
+    transform (``edn_jax.augment``); ``background``, a uint8 plate [height, width, 3], adds
+    ``background`` float32 [B_local, height, width, 3]: the plate moved as each pair was.
     """
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
@@ -386,8 +416,12 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     index.check_covers(source)
     schedule = BatchSchedule(len(index), global_batch_size, seed)
     _check_processes(schedule.global_batch_size, int(process_index), int(process_count))
+    if background is not None and np.shape(background) != (int(height), int(width), 3):
+        raise EdnError(f"the background plate is {np.shape(background)}, not the output's ({height}, {width}, 3)",
+                       "compute it at the training size (edn_jax.background.plate_from_split)")
     builder = _BatchBuilder(source, index, schedule, int(height), int(width), int(process_index),
-                            int(process_count), int(num_threads), float(conf_threshold))
+                            int(process_count), int(num_threads), float(conf_threshold), augment,
+                            None if background is None else np.ascontiguousarray(background, np.uint8))
     return HostBatchIterator(builder, start_step, int(prefetch))
 
 
@@ -442,7 +476,8 @@ class TrainIterator:
 def make_train_iterator(source: Source, *, global_batch_size: int, height: int, width: int, seed: int, mesh,
                         start_step: int = 0, pair_index: PairIndex | None = None, data_axis: str = "data",
                         prefetch: int = 2, device_prefetch: int = 1, num_threads: int | None = None,
-                        conf_threshold: float = 0.05) -> TrainIterator:
+                        conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
+                        background: np.ndarray | None = None) -> TrainIterator:
     """Global training batches on ``mesh``: ``host_batches`` of every process, joined.
 
     Each array is sharded along its batch axis over ``data_axis`` (replicated over the
@@ -473,5 +508,5 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
     host = host_batches(source, global_batch_size=global_batch_size, height=height, width=width, seed=seed,
                         start_step=start_step, pair_index=pair_index, process_index=process_index,
                         process_count=process_count, prefetch=prefetch, num_threads=num_threads,
-                        conf_threshold=conf_threshold)
+                        conf_threshold=conf_threshold, augment=augment, background=background)
     return TrainIterator(host, sharding, global_batch_size, int(device_prefetch))

@@ -24,7 +24,8 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import build, checkpoints, evaluate, images, input_pipeline, progress, sharding
+from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, progress, sharding
+from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
 from edn_jax.fileio import atomic_path
@@ -93,10 +94,17 @@ def _write_samples(writer, trainer, state, batch, step: int, samples_dir: str) -
         images.write_png(os.path.join(samples_dir, f"step_{step:08d}.png"), grid)
 
 
-def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, writer, step: int) -> dict:
+def stage_plate(config, split, stage: Stage):
+    """The background plate (uint8 [H, W, 3]) of a stage's frame size, or None without ``model.background``."""
+    if not background.uses_plate(config.model.background):
+        return None
+    return background.plate_from_split(split, stage.height, stage.width)
+
+
+def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, writer, step: int, plate=None) -> dict:
     """The stage's held-out scores (the evaluator's short version), logged, printed and returned flat."""
     stage = trainer.stage
-    renderer, params = trainer.renderer(state)
+    renderer, params = trainer.renderer(state, None if plate is None else background.to_unit(plate))
     side = renderer.face_crop if renderer.has_face else face_crop_side(config, stage.height, stage.width)
     result, _, grid = evaluate.evaluate_held_out(
         renderer, params, dataset_dir, stage.height, stage.width,
@@ -141,11 +149,15 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
                                       stage=stage.name))
         pair_index = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
         samples_dir = os.path.join(workdir, "samples", stage.name)
+        plate = stage_plate(config, split, stage)
+        if plate is not None and jax.process_index() == 0:
+            images.write_png(os.path.join(workdir, f"background_{stage.name}.png"), plate)
         last_metrics: dict = {}
         step, preempted = start, False
         with input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=stage.height,
                                                 width=stage.width, seed=t.seed + stage.number - 1, mesh=mesh,
-                                                start_step=start, pair_index=pair_index) as batches, \
+                                                start_step=start, pair_index=pair_index,
+                                                augment=Augment.from_config(t.augment), background=plate) as batches, \
                 progress.Progress(stage.num_steps - start, f"{stage.title} training ({dataset_dir})",
                                   unit="steps") as bar:
             while step < stage.num_steps:
@@ -170,7 +182,7 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
         ckpt.wait()
     summary.update(step=int(step), metrics=last_metrics, samples=samples_dir, preempted=preempted)
     if step >= stage.num_steps and t.evaluate_holdout:
-        summary["holdout"] = evaluate_stage(config, workdir, trainer, state, dataset_dir, writer, step)
+        summary["holdout"] = evaluate_stage(config, workdir, trainer, state, dataset_dir, writer, step, plate)
     writer.flush()
     return dict(summary, state=state, trainer=trainer)
 

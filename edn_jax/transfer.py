@@ -85,6 +85,7 @@ def load_target(config, explicit=()) -> Target:
         raise EdnError(f"transfer.model_workdir {workdir} does not exist", "pass the --workdir of a training run")
     model = checkpoints.load_trained_model(config, workdir, explicit=explicit)
     directory = build.model_dataset_dir(config, workdir, model.dataset_dir)
+    model = checkpoints.with_plate(model, directory)
     split = dataset.open_split(directory, "train")
     size = (int(split.metadata.get("height", model.stage.height)), int(split.metadata.get("width", model.stage.width)))
     tf = render.fit_transform(size, (model.stage.height, model.stage.width), "pad")

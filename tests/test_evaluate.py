@@ -122,6 +122,14 @@ def test_cam01_evaluation_end_to_end(cam01_target, tmp_path, capsys):
     for side in ("mean_train_frame", "nearest_train_frame"):
         assert 0 < result[side]["body_ssim"] < 1 and 0 < result[side]["body_ssim_crop"] <= 1
     assert result["nearest_train_frame"]["pose"]["body_pairs"] > 0
+    # Each frame's baseline scores are in the CSV (their means are the table's) and plotted.
+    for side in ("mean_train_frame", "nearest_train_frame"):
+        for score in ("ssim", "body_lpips"):
+            column = [float(r[f"{score}_{side}"]) for r in rows]
+            np.testing.assert_allclose(np.mean(column), result[side][score], rtol=1e-5)
+    assert [float(r["ssim_nearest_train_frame"]) for r in rows] != [float(r["ssim"]) for r in rows]
+    plot = cv2.imread(result["outputs"]["per_frame_plot"])
+    assert plot is not None and plot.shape[0] > 400 and plot.std() > 10  # a drawn figure, not a blank
     assert {"evaluate/generated/body_ssim", "evaluate/generated/body_ssim_crop", "evaluate/mean_train_frame/ssim",
             "evaluate/nearest_train_frame/body_lpips", "evaluate/real/pose/body_distance",
             "evaluate/generated/pose_paper/body_missed_per_frame", "evaluate/stick_generated_real_nearest"} <= \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from edn_jax import background
 from edn_jax.errors import EdnError
 from edn_jax.models.discriminator import MultiscaleDiscriminator
 from edn_jax.models.face import FaceDiscriminator, FaceResidualGenerator
@@ -26,18 +27,20 @@ def compute_dtype(config) -> jnp.dtype:
 
 def generator_channels(config) -> int:
     """Input channels of the main generator: the stick figure, its previous output (temporal
-    smoothing) and optionally the previous stick figure."""
+    smoothing), optionally the previous stick figure, and the background plate (``model.background``)."""
     m = config.model
-    return (9 if m.use_prev_label else 6) if m.temporal else 3
+    return ((9 if m.use_prev_label else 6) if m.temporal else 3) + (3 if background.uses_plate(m.background) else 0)
 
 
 def build_generator(config, kind: str = "global"):
     """The main generator: a GlobalGenerator, or (kind="local") a LocalEnhancer around one."""
     dtype, m = compute_dtype(config), config.model
+    output_nc = background.output_channels(m.background)  # + a mask channel for model.background="composite"
     if kind == "local":
-        return LocalEnhancer(ngf=m.local_ngf, global_ngf=m.ngf, n_downsampling_global=m.n_downsampling,
-                             n_blocks_global=m.n_blocks, n_blocks_local=m.n_blocks_local, dtype=dtype)
-    return GlobalGenerator(output_nc=3, ngf=m.ngf, n_downsampling=m.n_downsampling, n_blocks=m.n_blocks, dtype=dtype)
+        return LocalEnhancer(output_nc=output_nc, ngf=m.local_ngf, global_ngf=m.ngf,
+                             n_downsampling_global=m.n_downsampling, n_blocks_global=m.n_blocks,
+                             n_blocks_local=m.n_blocks_local, dtype=dtype)
+    return GlobalGenerator(output_nc=output_nc, ngf=m.ngf, n_downsampling=m.n_downsampling, n_blocks=m.n_blocks, dtype=dtype)
 
 
 def build_discriminator(config, num_d: int = 0) -> MultiscaleDiscriminator:

@@ -120,3 +120,25 @@ def bounding_box(keypoints: np.ndarray, threshold: float = 0.0):
     xy = keypoints[mask, :2]
     return (float(xy[:, 0].min()), float(xy[:, 1].min()),
             float(xy[:, 0].max()), float(xy[:, 1].max()))
+
+
+def _mirror_permutation() -> np.ndarray:
+    """``MIRROR``: each point's index in a horizontally flipped image, where the subject's left and
+    right swap (LShoulder <-> RShoulder, left hand <-> right hand, the iBUG face mirrored)."""
+    body = [B[("L" + n[1:]) if n[0] == "R" else ("R" + n[1:]) if n[0] == "L" else n] for n in BODY_NAMES]
+    face = list(range(NUM_FACE))
+    pairs = [(i, 16 - i) for i in FACE_JAW]                                    # jaw: right end <-> left end
+    pairs += list(zip(FACE_RIGHT_BROW, reversed(FACE_LEFT_BROW)))             # 17..21 <-> 26..22
+    pairs += [(31, 35), (32, 34)]                                              # nostrils
+    pairs += [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]      # eyes, corner to corner
+    pairs += [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]                # outer lips
+    pairs += [(60, 64), (61, 63), (65, 67)]                                    # inner lips
+    pairs += [(FACE_RIGHT_PUPIL, FACE_LEFT_PUPIL)]
+    for a, b in pairs:
+        face[a], face[b] = b, a
+    left, right = list(range(LEFT_HAND.start, LEFT_HAND.stop)), list(range(RIGHT_HAND.start, RIGHT_HAND.stop))
+    return np.array(body + [FACE.start + i for i in face] + right + left, np.int64)
+
+
+MIRROR = _mirror_permutation()
+"""``pose[MIRROR]`` relabels a pose for a horizontally flipped image (its x must be mirrored too)."""
