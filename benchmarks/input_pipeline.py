@@ -64,7 +64,7 @@ def main(argv) -> None:
     from jax.sharding import Mesh
 
     from benchmarks import common as bench
-    from edn_jax import input_pipeline
+    from edn_jax import input_pipeline, pair_schedule
 
     video_ids = frame_indices = None
     if _DATASET.value:
@@ -79,7 +79,7 @@ def main(argv) -> None:
         source = synthetic_source(_FRAMES.value, *stored)
         name = f"synthetic {stored[0]}x{stored[1]}"
     t0 = time.perf_counter()
-    index = input_pipeline.PairIndex.from_source(source, video_ids, frame_indices)
+    index = pair_schedule.PairIndex.from_source(source, video_ids, frame_indices)
     index_s = time.perf_counter() - t0
 
     b, steps = _BATCH.value, _STEPS.value

@@ -24,7 +24,7 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, progress, sharding
+from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, pair_schedule, progress, sharding
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
@@ -147,7 +147,7 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
             flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
             writer.write_hparams(dict({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))},
                                       stage=stage.name))
-        pair_index = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
+        pair_index = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
         samples_dir = os.path.join(workdir, "samples", stage.name)
         plate = stage_plate(config, split, stage)
         if plate is not None and jax.process_index() == 0:
@@ -208,7 +208,7 @@ def steps_from_epochs(config, split):
     (``stages.resolve_epochs``), each conversion printed, and checked again."""
     if not any(config_section(config, path)[field] > 0 for path, field, _ in EPOCH_FIELDS):
         return config
-    num_pairs = len(input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices))
+    num_pairs = len(pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices))
     resolved = resolve_epochs(config, num_pairs)
     for path, field, steps_field in EPOCH_FIELDS:
         if config_section(config, path)[field] > 0:

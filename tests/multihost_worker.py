@@ -64,7 +64,7 @@ def run(mesh, dataset_dir: str | None) -> dict:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from edn_jax import dataset, generator_stage, input_pipeline, sharding
+    from edn_jax import dataset, generator_stage, input_pipeline, pair_schedule, sharding
 
     config = tiny_config()
     trainer = generator_stage.GeneratorTrainer.create(config, mesh)
@@ -82,7 +82,7 @@ def run(mesh, dataset_dir: str | None) -> dict:
     if dataset_dir:
         _wait_for(os.path.join(dataset_dir, "dataset_info.json"))
         split = dataset.open_split(dataset_dir, "train")
-        pairs = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
+        pairs = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
         with input_pipeline.make_train_iterator(split.source, global_batch_size=b, height=config.train.height,
                                                 width=config.train.width, seed=config.train.seed, mesh=mesh,
                                                 pair_index=pairs, num_threads=2) as batches:

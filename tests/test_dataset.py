@@ -131,13 +131,13 @@ def test_built_dataset_feeds_the_sharded_pipeline(tmp_path):
     import jax
     from jax.sharding import Mesh
 
-    from edn_jax import input_pipeline
+    from edn_jax import input_pipeline, pair_schedule
 
     config = _build_config(height=64, width=64, synthetic_seeds="0,1")
     config.synthetic.num_frames = 20
     main.run(config, str(tmp_path))
     split = dataset.open_split(str(tmp_path / "tfds" / "edn_synthetic" / "seeds0-1_20f_64x64" / "1.0.0"), "train")
-    index = input_pipeline.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
+    index = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
     assert len(index) == 2 * 15  # 16 training frames per video -> 15 pairs each
     mesh = Mesh(np.array(jax.devices()), ("data",))
     exact = {seed: synthetic.synthetic_keypoints(seed, 20, 64, 64, 30.0) for seed in (0, 1)}

@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from edn_jax import input_pipeline as ip
+from edn_jax import pair_schedule as ps
 from edn_jax.errors import EdnError
 from edn_jax.pose import render
 from edn_jax.synthetic import synthetic_clip
@@ -78,17 +79,17 @@ def test_temporal_pairs_follow_the_fields_not_the_storage_order():
     #       record: 0  1  2  3  4  5
     video_ids = [1, 0, 0, 1, 0, 1]
     frames = [3, 1, 0, 2, 2, 5]  # video 1 misses frame 4, so (3, 5) is no pair
-    pairs = ip.temporal_pairs(video_ids, frames)
+    pairs = ps.temporal_pairs(video_ids, frames)
     np.testing.assert_array_equal(pairs, [[2, 1], [1, 4], [3, 0]])
-    assert ip.temporal_pairs([], []).shape == (0, 2)
+    assert ps.temporal_pairs([], []).shape == (0, 2)
     with pytest.raises(EdnError, match="both frame 2 of video 0"):
-        ip.temporal_pairs([0, 0, 1], [2, 2, 2])
+        ps.temporal_pairs([0, 0, 1], [2, 2, 2])
     with pytest.raises(EdnError, match="equal-length"):
-        ip.temporal_pairs([0, 0], [1])
+        ps.temporal_pairs([0, 0], [1])
 
 
 def test_pair_index_from_metadata_equals_index_from_records(source):
-    index = ip.PairIndex.from_source(source)
+    index = ps.PairIndex.from_source(source)
     assert len(index) == len(EXPECTED_PAIRS) == 36
     got = {(source[p]["video_id"], source[p]["frame_index"]) for p, _ in index.pairs}
     assert got == EXPECTED_PAIRS
@@ -97,15 +98,15 @@ def test_pair_index_from_metadata_equals_index_from_records(source):
         assert source[c]["frame_index"] == source[p]["frame_index"] + 1
     vids = np.array([r["video_id"] for r in source])
     frames = np.array([r["frame_index"] for r in source])
-    np.testing.assert_array_equal(ip.PairIndex.from_source(source, vids, frames).pairs, index.pairs)
+    np.testing.assert_array_equal(ps.PairIndex.from_source(source, vids, frames).pairs, index.pairs)
     with pytest.raises(EdnError, match=f"describes {len(source) - 1} records but the source has {len(source)}"):
-        ip.PairIndex.from_source(source, vids[:-1], frames[:-1])
+        ps.PairIndex.from_source(source, vids[:-1], frames[:-1])
     with pytest.raises(EdnError, match="only one of"):
-        ip.PairIndex.from_source(source, vids)
+        ps.PairIndex.from_source(source, vids)
 
 
 def test_schedule_is_the_documented_permutation_without_remainder():
-    schedule = ip.BatchSchedule(num_pairs=36, global_batch_size=8, seed=7)
+    schedule = ps.BatchSchedule(num_pairs=36, global_batch_size=8, seed=7)
     assert schedule.steps_per_epoch == 4
     for step in (0, 3, 4, 9):
         epoch, k = divmod(step, 4)
@@ -238,7 +239,7 @@ def test_errors_while_loading_reach_the_consumer(source):
             with pytest.raises(EdnError, match="expected uint8"):
                 next(it)
     # An index built for another split would pair unrelated frames: refused when loading.
-    stale = ip.PairIndex([r["video_id"] for r in source], [r["frame_index"] + 1 for r in source])
+    stale = ps.PairIndex([r["video_id"] for r in source], [r["frame_index"] + 1 for r in source])
     with host(source, pair_index=stale) as it, pytest.raises(EdnError, match="but the pair index says"):
         next(it)
 

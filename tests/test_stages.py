@@ -132,6 +132,35 @@ def test_the_paper_config_is_the_papers_recipe(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["demo", "real_cpu", "ablation", "paper", "cpu"])
+def test_small_footage_recipe_is_on_where_measured_and_off_in_the_papers_method(name):
+    """demo and real_cpu train with docs/results.md's recipe; the paper's config and its ablation
+    keep the paper's method (no plate, no augmentation, no previous-frame noise)."""
+    import importlib
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    stages.validate_train_config(config, check_batch=False)
+    aug, recipe = config.train.augment, name in ("demo", "real_cpu")
+    assert (config.model.background == "composite") == recipe
+    assert (min(aug.scale, aug.rotate, aug.shift, aug.flip) > 0) == recipe
+    assert (max(aug.scale, aug.rotate, aug.shift, aug.flip) == 0) == (not recipe)
+    assert (config.train.prev_noise > 0) == recipe
+
+
+def test_bad_small_footage_fields_are_one_error_each():
+    for field, value, fragment in (("model.background", "plate", "model.background"),
+                                   ("train.augment.flip", 2.0, "train.augment.flip"),
+                                   ("train.prev_noise", -0.1, "train.prev_noise")):
+        config = staged_config("global")
+        section, key = field.rsplit(".", 1)
+        target = config
+        for part in section.split("."):
+            target = target[part]
+        target[key] = value
+        with pytest.raises(EdnError, match=fragment):
+            stages.validate_train_config(config, check_batch=False)
+
+
 def test_signatures_and_records_from_before_per_stage_discriminators_still_match():
     """A local or face stage checkpointed before num_d_local / num_d_face / face_d_norm existed had
     one D for every stage and an InstanceNorm face D; its stored signature is read that way."""
