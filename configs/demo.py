@@ -47,12 +47,12 @@ def get_config():
     config.train.height = 96
     config.train.width = 96
     config.train.batch_size = 1             # pix2pixHD's default: the most updates per CPU-second
-    config.train.num_steps = 1100
-    config.train.decay_steps = 400
+    config.train.num_steps = 800
+    config.train.decay_steps = 300
     config.train.log_every = 50
-    config.train.sample_every = 275
-    config.train.checkpoint_every = 275
-    config.train.face.num_steps = 400
-    config.train.face.decay_steps = 200
-    config.train.face.d_alone_steps = 100
+    config.train.sample_every = 200
+    config.train.checkpoint_every = 200
+    config.train.face.num_steps = 300
+    config.train.face.decay_steps = 150
+    config.train.face.d_alone_steps = 75
     return config
