@@ -69,8 +69,9 @@ def test_a_model_directory_rebuilds_its_networks_without_the_training_config(syn
     assert model.renderer == renderer
     trained = _render(checkpoints.TrainedModel(renderer, params, model.stage, config))
     np.testing.assert_array_equal(_render(model), trained)
-    # Only the generators were restored: the trainer's state also holds discriminators and Adam moments.
-    assert set(model.params) == {"g", "face"}
+    # Only the generators were restored: the trainer's state also holds discriminators and Adam moments
+    # (and this model has no background plate: model.background="none").
+    assert set(model.params) == {"g", "face", "background"} and model.params["background"] is None
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(model.params), jax.device_get(params))
     # An earlier stage is rebuilt at its own size and steps.
     first = checkpoints.load_trained_model(default.get_config(), workdir, stage_name="global")
