@@ -5,7 +5,7 @@ Other configs start from this one and change what they need. Which config to run
 
   configs/pose_video.py   pose extraction from a video: keypoints, stick-figure and overlay videos
   configs/paper.py        the paper's recipe end to end: train global, local and face stages on your video
-  configs/demo.py         the whole method on the built-in synthetic subject, ~14 min on 2 CPU cores
+  configs/demo.py         the whole method on the built-in synthetic subject, ~10 min on 2 CPU cores
   configs/real_cpu.py     your own footage on a CPU with the recipe that generalises from little of it
   configs/cpu.py          a CPU-size model of your own footage (--config.input.video=...)
   configs/transfer.py     render a source dancer's motion as a trained target (any trained model)
