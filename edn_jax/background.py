@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edn_jax.input_pipeline import fit_record
+from edn_jax.pose import layout
 
 MODES = ("none", "input", "composite")
 PLATE_SAMPLES = 120   # training frames, spread over the split, the plate is the median of
@@ -47,10 +48,10 @@ def person_boxes(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
     kps = np.asarray(keypoints, np.float32)
     boxes = np.zeros((len(kps), 4), np.int64)
     for i, pose in enumerate(kps):
-        xy = pose[pose[:, 2] > 0.05, :2]
-        if len(xy) == 0:
+        tight = layout.bounding_box(pose, 0.05)
+        if tight is None:
             continue
-        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        x0, y0, x1, y1 = tight
         m = PERSON_MARGIN * max(y1 - y0, x1 - x0, 1.0)
         boxes[i] = (max(0, int(np.floor(x0 - m))), max(0, int(np.floor(y0 - m))),
                     min(width, int(np.ceil(x1 + m)) + 1), min(height, int(np.ceil(y1 + m)) + 1))

@@ -21,7 +21,8 @@ The array math (SSIM, LPIPS, crops, jitter, pose distance) is jit-compiled and r
 chunk by chunk next to the render, so memory does not grow with the held-out set.
 Evaluate mode writes ``<workdir>/evaluation/<stage>/`` (``metrics.json``,
 ``per_frame.csv`` (with the baselines' scores of each frame), ``per_frame.png`` (those scores
-plotted), ``samples.png``, ``side_by_side.mp4``: stick figure | generated | real) and TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
+plotted), ``samples.png``, ``side_by_side.mp4``: stick figure | generated | real) and
+TensorBoard (``<workdir>/tensorboard/evaluate_<stage>``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Which temporal pairs form global batch ``step`` is ``edn_jax.pair_schedule``'s pure function of
 (seed, step, pairs, global batch size), so a run resumed at step k sees exactly the batches an
-uninterrupted run sees, and the iterator state is just the next step. Each process loads only its contiguous rows of the global
-batch, so the global batch is the same whatever the number of processes.
+uninterrupted run sees, and the iterator state is just the next step. Each process loads only
+its contiguous rows of the global batch, so the global batch is the same whatever the number of
+processes.
 
 A source is any random-access split (``len`` and ``source[i] -> dict``), e.g. a
 ``tfds.data_source`` or a list of dicts; records carry ``frame`` (uint8 [H, W, 3] RGB),
