@@ -298,14 +298,20 @@ def render_synthetic_frame(keypoints: np.ndarray, height: int, width: int, appea
     Parts with a missing point are left out; without a neck and mid-hip (which size
     the figure) only the background is drawn, so an empty pose renders the stage.
     """
+    return render_synthetic_scene([(keypoints, appearance)], height, width)
+
+
+def render_synthetic_scene(people: list[tuple[np.ndarray, int]], height: int, width: int) -> np.ndarray:
+    """One RGB uint8 frame of several figures, each ``(keypoints, appearance)``, drawn back to front
+    in list order (a later person occludes an earlier one) on the same stage."""
     check_frame_size(height, width)
-    palette = _palette(appearance)
-    kp = np.asarray(keypoints, np.float64)
-    if kp.shape != (layout.NUM_KEYPOINTS, 3):
-        raise EdnError(f"synthetic keypoints must have shape ({layout.NUM_KEYPOINTS}, 3), got {kp.shape}",
-                       "pass one pose in the canonical layout")
     img = _background(height, width).copy()
-    _Painter(img, kp, palette).draw()
+    for keypoints, appearance in people:
+        kp = np.asarray(keypoints, np.float64)
+        if kp.shape != (layout.NUM_KEYPOINTS, 3):
+            raise EdnError(f"synthetic keypoints must have shape ({layout.NUM_KEYPOINTS}, 3), got {kp.shape}",
+                           "pass one pose in the canonical layout per person")
+        _Painter(img, kp, _palette(appearance)).draw()
     return img
 
 
