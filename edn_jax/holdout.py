@@ -15,7 +15,7 @@ import numpy as np
 
 from edn_jax.input_pipeline import fit_face_box, fit_record
 from edn_jax.pose import layout
-from edn_jax.pose.tracking import person_box
+from edn_jax.pose.appearance import person_box
 
 MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline
 NEAREST_MIN_SHARED = 0.8  # a training pose must have this share of the query's body points to be retrieved

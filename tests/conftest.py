@@ -144,7 +144,7 @@ def real_video(name: str) -> str:
 def tracked_real():
     """Tracks the real videos once per session: {(video, subject policy): (keypoints, stats)}."""
     from edn_jax import video
-    from edn_jax.pose import detector, tracking
+    from edn_jax.pose import detector, tracking, video_tracker
 
     cache = {}
 
@@ -152,7 +152,7 @@ def tracked_real():
         key = (name, subject)
         if key not in cache:
             with detector.MediaPipeHolisticDetector() as det:
-                cache[key] = tracking.track_video(det, video.iter_frames(real_video(name)),
+                cache[key] = video_tracker.track_video(det, video.iter_frames(real_video(name)),
                                                   tracking.TrackerConfig(subject=subject))
         return cache[key]
 

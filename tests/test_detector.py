@@ -84,28 +84,30 @@ def test_real_video_body_found_in_at_least_98_frames(tracked_real):
 
 @pytest.mark.parametrize("subject", ["largest", "central"])
 def test_two_people_no_identity_swap(tracked_real, subject):
-    from edn_jax.pose import tracking
+    from edn_jax.pose import appearance, tracking
 
     kps, stats = tracked_real("two_people_cam01.mp4", subject)
     idx = [t for t in range(len(kps)) if (kps[t, layout.BODY, 2] > 0).any()]
-    assert len(idx) >= 80, stats
+    assert len(idx) >= 90, stats
     centres = np.array([tracking.torso_centre(kps[t], 0.3) for t in idx])
-    sizes = np.array([tracking.person_size(kps[t], 0.3) for t in idx])
-    # Between consecutive tracked frames, also across gaps, the torso never jumps.
+    sizes = np.array([appearance.person_size(kps[t], 0.3) for t in idx])
+    # Between consecutive tracked frames, also across gaps, the torso never jumps to the other
+    # person: the two torsos stay more than half a size apart (measured: 0.58 at their closest),
+    # while MediaPipe's torso moves up to 0.15 of a size on the man when the woman hides his legs.
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1) / sizes[:-1]
-    assert steps.max() < 0.1, (subject, steps.max())
+    assert steps.max() < 0.3, (subject, steps.max())
 
 
 def test_two_people_policies_follow_different_people_throughout(tracked_real):
     """'largest' follows the woman in front, 'central' the man behind: never the same person."""
-    from edn_jax.pose import tracking
+    from edn_jax.pose import appearance, tracking
 
     woman, _ = tracked_real("two_people_cam01.mp4", "largest")
     man, _ = tracked_real("two_people_cam01.mp4", "central")
     for t in range(len(woman)):
         if (woman[t, :, 2] > 0).any() and (man[t, :, 2] > 0).any():
             gap = np.linalg.norm(tracking.torso_centre(woman[t], 0.3) - tracking.torso_centre(man[t], 0.3))
-            assert gap > 0.25 * tracking.person_size(man[t], 0.3), t
+            assert gap > 0.25 * appearance.person_size(man[t], 0.3), t
     # The woman walks in front, lower in the frame; the man stays on the treadmill.
     assert np.median(woman[:, layout.B["MidHip"], 1]) > np.median(man[man[:, 8, 2] > 0, layout.B["MidHip"], 1]) + 200
 
@@ -150,3 +152,44 @@ def test_reset_forgets_the_hand_and_face_regions_of_earlier_calls():
         det.reset()
         again = [det.detect(c) for c in crops]
     assert all(f is not None and np.array_equal(f, a) for f, a in zip(fresh, again))
+
+
+class _UprightOnly:
+    """MediaPipe, answering only when the person it finds stands upright (nose above the ankles): a
+    detector that fails on people upside down, as real detectors do on flips."""
+
+    def __init__(self, det):
+        self.det = det
+
+    def detect(self, frame):
+        kps = self.det.detect(frame)
+        if kps is None:
+            return None
+        nose, ankles = kps[layout.B["Nose"], 1], kps[[layout.B["RAnkle"], layout.B["LAnkle"]], 1].mean()
+        return kps if nose < ankles else None
+
+
+@pytest.mark.parametrize("rotated_tries", [True, False])
+def test_a_subject_upside_down_is_found_on_the_turned_window(rotated_tries):
+    from edn_jax import synthetic
+    from edn_jax.pose import tracking, video_tracker
+
+    size = 320
+    clip = synthetic.synthetic_clip(seed=0, num_frames=12, height=size, width=size)
+    flipped = range(5, 9)
+    frames, exact = [], clip.keypoints.copy()
+    for t, frame in enumerate(clip.frames):
+        if t in flipped:  # the whole frame turned over: the subject stands on its head in the same place
+            frame = np.ascontiguousarray(frame[::-1, ::-1])
+            exact[t, :, :2] = size - exact[t, :, :2]
+        frames.append(frame)
+    with detector.MediaPipeHolisticDetector() as det:
+        kps, stats = video_tracker.track_video(_UprightOnly(det), frames, tracking.TrackerConfig(rotated_tries=rotated_tries))
+    found = kps[:, layout.BODY, 2].max(1) > 0
+    if not rotated_tries:
+        assert found.tolist() == [t not in flipped for t in range(12)]
+        return
+    assert found.all() and stats.rotated == len(flipped), stats
+    err = np.linalg.norm(kps[list(flipped)][:, layout.BODY, :2] - exact[list(flipped)][:, layout.BODY, :2], axis=-1)
+    seen = kps[list(flipped)][:, layout.BODY, 2] > 0.3
+    assert np.median(err[seen]) < 8  # pixels: the points map back onto the upside-down subject

@@ -105,3 +105,34 @@ def test_openpose_json_input_tracks_one_of_two_people(tmp_path):
     seq = pipeline.load_keypoints(str(tmp_path / "work" / "keypoints.npz"))
     np.testing.assert_array_equal(seq.keypoints, a)  # the larger person, every frame
 
+
+
+def test_pose_mode_says_per_frame_why_the_subject_is_missing(tmp_path):
+    from edn_jax import synthetic
+
+    n = 36
+    a = synthetic.synthetic_keypoints(1, n, 200, 400, 30.0)
+    b = synthetic.synthetic_keypoints(2, n, 200, 400, 30.0)
+    b[..., 0] = np.where(b[..., 2] > 0, b[..., 0] * 0.5 + 30, 0)  # someone else, smaller, on the left
+    b[..., 1] = np.where(b[..., 2] > 0, b[..., 1] * 0.5 + 50, 0)
+    jdir = tmp_path / "json"
+    for t in range(n):
+        people = [] if 10 <= t < 13 else [b[t]] if 13 <= t < 17 or 20 <= t < 34 else [a[t]]
+        openpose_json.write_frame_json(openpose_json.frame_path(jdir, t), people)
+    config = default.get_config()
+    config.input.openpose_dir = str(jdir)
+    config.input.openpose_size = (200, 400)
+    main.run(config, str(tmp_path / "work"))
+    # Frames 10-16 (7 <= pose.max_gap) are filled in; 20-33 are too many.
+    expected = ["tracked"] * 10 + ["filled"] * 7 + ["tracked"] * 3 + ["other_person"] * 14 + ["tracked"] * 2
+    with open(tmp_path / "work" / "pose_summary.json") as f:
+        summary = json.load(f)
+    assert summary["frame_status"] == {"tracked": 15, "filled": 7, "not_detected": 0, "other_person": 14}
+    assert summary["frames_without_subject"] == [
+        {"first": 10, "last": 12, "status": "filled", "reason": "not_detected"},
+        {"first": 13, "last": 16, "status": "filled", "reason": "other_person"},
+        {"first": 20, "last": 33, "status": "other_person", "reason": "other_person"}]
+    seq = pipeline.load_keypoints(str(tmp_path / "work" / "keypoints.npz"))
+    assert seq.status.tolist() == expected
+    assert seq.missing_reason.tolist() == ([""] * 10 + ["not_detected"] * 3 + ["other_person"] * 4 + [""] * 3
+                                           + ["other_person"] * 14 + [""] * 2)

@@ -13,7 +13,7 @@ from conftest import real_video, scripted_person
 from configs import default
 from edn_jax import video
 from edn_jax.errors import EdnError
-from edn_jax.pose import layout, pipeline, tracking
+from edn_jax.pose import appearance, layout, pipeline, tracking, video_tracker
 
 H, W = 200, 256  # fake-scene frames: pixel (y, x) of frame t holds (x, y, t)
 
@@ -136,7 +136,7 @@ class _SceneDetector:
                     seen.append(person)
             if not seen:
                 return None
-            kps = max(seen, key=lambda p: tracking.person_size(p, 0.3)).copy()
+            kps = max(seen, key=lambda p: appearance.person_size(p, 0.3)).copy()
             present = kps[:, 2] > 0
             kps[present, :2] -= (x0, y0)
             return kps
@@ -161,9 +161,9 @@ def test_several_detectors_track_exactly_like_one_on_a_crop_invariant_detector(w
     scene, frames, a = _scene()
     cfg = tracking.TrackerConfig(max_appearance_distance=1.0)  # the encoded frames have no real colours
     stats = {"lock": threading.Lock(), "active": 0, "max_active": 0}
-    one, one_stats = tracking.track_video(_SceneDetector(scene, stats), frames, cfg)
+    one, one_stats = video_tracker.track_video(_SceneDetector(scene, stats), frames, cfg)
     assert stats["max_active"] == 1
-    many, many_stats = tracking.track_video([_SceneDetector(scene, stats) for _ in range(workers)], frames, cfg)
+    many, many_stats = video_tracker.track_video([_SceneDetector(scene, stats) for _ in range(workers)], frames, cfg)
     assert stats["max_active"] == workers  # frames really were detected concurrently
     np.testing.assert_array_equal(many, one)
     assert many_stats == one_stats
@@ -179,7 +179,7 @@ def test_a_detector_error_stops_the_threads_and_reaches_the_caller():
     stats = {"lock": threading.Lock(), "active": 0, "max_active": 0}
     detectors = [_SceneDetector(scene, stats, fail_at=13) for _ in range(2)]
     with pytest.raises(RuntimeError, match="frame 13"):
-        tracking.track_video(detectors, frames, tracking.TrackerConfig(max_appearance_distance=1.0))
+        video_tracker.track_video(detectors, frames, tracking.TrackerConfig(max_appearance_distance=1.0))
     assert _no_worker_threads()
 
 
@@ -195,7 +195,7 @@ def _pose_cfg(**overrides):
 def test_threaded_tracking_of_real_video_is_repeatable_and_close_to_frame_by_frame():
     path, n = real_video("single_person_cam01.mp4"), 16
     with pipeline.open_detectors(_pose_cfg(detect_threads=2)) as detectors:
-        plain, _ = tracking.track_video(detectors[0], video.iter_frames(path, n), pipeline.tracker_config(_pose_cfg()))
+        plain, _ = video_tracker.track_video(detectors[0], video.iter_frames(path, n), pipeline.tracker_config(_pose_cfg()))
         serial, _ = pipeline.detect_video_keypoints(detectors[:1], path, _pose_cfg(detect_threads=1, detect_height=0), n)
         first, _ = pipeline.detect_video_keypoints(detectors, path, _pose_cfg(detect_threads=2, detect_height=0), n)
         again, _ = pipeline.detect_video_keypoints(detectors[::-1], path, _pose_cfg(detect_threads=2, detect_height=0), n)

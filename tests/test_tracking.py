@@ -1,11 +1,11 @@
-"""Subject choice and identity rules, on scripted candidate lists (no detector)."""
+"""Subject choice, identity rules, appearance and prediction, on scripted people (no detector)."""
 
 import numpy as np
 import pytest
 
 from conftest import scripted_person
 from edn_jax.errors import EdnError
-from edn_jax.pose import tracking
+from edn_jax.pose import appearance, layout, tracking
 
 H, W = 200, 400
 
@@ -30,7 +30,7 @@ def _labels(chosen, people):
 def test_subject_policies(policy, point, expected):
     people = {"big": _person(1, 3, 0.6, -60, 40), "small": _person(2, 3, 0.35, 130, 90)}
     cfg = tracking.TrackerConfig(subject=policy, subject_point=point)
-    boxes = {k: tracking.person_box(v[0], 0.3) for k, v in people.items()}
+    boxes = {k: appearance.person_box(v[0], 0.3) for k, v in people.items()}
     assert boxes["big"][0] < boxes["small"][0]
     chosen = list(tracking.track_candidates([[people["big"][t], people["small"][t]] for t in range(3)], H, W, cfg))
     assert _labels(chosen, people) == [expected] * 3
@@ -50,7 +50,7 @@ def test_other_person_in_the_subjects_place_is_refused():
     b = _person(2, 12, 1.0, 200, 0)
     gap = np.linalg.norm(tracking.torso_centre(b[6], 0.3) - tracking.torso_centre(a[5], 0.3))
     cfg = tracking.TrackerConfig()
-    assert gap > 3 * cfg.max_torso_shift * tracking.person_size(a[5], 0.3)  # beyond any move the tracker allows
+    assert gap > 3 * cfg.max_torso_shift * appearance.person_size(a[5], 0.3)  # beyond any move the tracker allows
     frames = [[a[t]] for t in range(6)] + [[b[t]] for t in range(6, 12)]
     chosen = list(tracking.track_candidates(frames, H, W, cfg))
     assert _labels(chosen, {"a": a, "b": b}) == ["a"] * 6 + [None] * 6
@@ -75,14 +75,82 @@ def test_torso_colours_tell_two_shirts_apart():
     red[...] = (200, 30, 30)
     grey[...] = (120, 120, 125)
     noise = np.random.default_rng(0).integers(0, 12, (H, W, 3)).astype(np.uint8)
-    same = tracking.colour_distance(tracking.torso_colours(red, kps, 0.3), tracking.torso_colours(red + noise, kps, 0.3))
-    other = tracking.colour_distance(tracking.torso_colours(red, kps, 0.3), tracking.torso_colours(grey, kps, 0.3))
+    same = appearance.colour_distance(appearance.torso_colours(red, kps, 0.3), appearance.torso_colours(red + noise, kps, 0.3))
+    other = appearance.colour_distance(appearance.torso_colours(red, kps, 0.3), appearance.torso_colours(grey, kps, 0.3))
     assert same < 0.65 < other
 
 
 @pytest.mark.parametrize("kwargs", [{"subject": "tallest"}, {"max_people": 0}, {"conf_threshold": 1.0},
                                     {"max_torso_shift": 0.0}, {"subject_point": (1.5, 0.5)},
-                                    {"max_appearance_distance": 0.0}])
+                                    {"max_appearance_distance": 0.0}, {"scan_every": -1}, {"scan_every": 1.5}])
 def test_bad_tracker_settings(kwargs):
     with pytest.raises(EdnError):
         tracking.TrackerConfig(**kwargs).validate()
+
+
+
+# --- one person per skeleton, appearance, prediction ------------------------------------------------
+
+def test_a_face_or_hand_from_another_person_is_dropped_and_the_body_kept():
+    a, b = _person(1, 1)[0], _person(2, 1, 1.0, 150, 0)[0]
+    kept, dropped = appearance.split_parts(a, 0.3)
+    assert dropped == () and kept is a
+    mixed = a.copy()
+    mixed[layout.FACE] = b[layout.FACE]
+    mixed[layout.LEFT_HAND] = b[layout.LEFT_HAND]
+    kept, dropped = appearance.split_parts(mixed, 0.3)
+    assert dropped == ("face", "left_hand")
+    assert (kept[layout.FACE, 2] == 0).all() and (kept[layout.LEFT_HAND, 2] == 0).all()
+    np.testing.assert_array_equal(kept[layout.BODY], a[layout.BODY])
+    np.testing.assert_array_equal(kept[layout.RIGHT_HAND], a[layout.RIGHT_HAND])
+
+
+def _two_people_frame():
+    """A frame with the subject (clothes 0) left and another person (clothes 2) right, and their keypoints."""
+    from edn_jax.synthetic.painter import render_synthetic_scene
+
+    a, b = _person(1, 1, 0.9, -60, 10)[0], _person(2, 1, 0.9, 110, 10)[0]
+    return render_synthetic_scene([(a, 0), (b, 2)], H, W), a, b
+
+
+def test_clothes_by_region_tell_people_apart_and_find_a_skeleton_with_another_persons_legs():
+    frame, a, b = _two_people_frame()
+    look_a, look_b = appearance.describe(frame, a, 0.3), appearance.describe(frame, b, 0.3)
+    assert {"torso", "r_thigh", "l_shin"} <= set(look_a.colours)
+    assert appearance.distance(look_a, look_a) == pytest.approx(0.0, abs=1e-6)
+    assert appearance.distance(look_a, look_b) > 0.65  # the tracker's default threshold
+    legs = [layout.B[n] for n in ("RHip", "LHip", "MidHip", "RKnee", "LKnee", "RAnkle", "LAnkle")]
+    mixed = a.copy()
+    mixed[legs[3:]] = b[legs[3:]]  # the knees and ankles on the other person, the hips on the subject
+    mixed[[layout.B["RHip"], layout.B["LHip"]], 0] += b[layout.B["MidHip"], 0] - a[layout.B["MidHip"], 0]
+    flagged = appearance.regions_of_other(look_a, look_b, appearance.describe(frame, mixed, 0.3))
+    assert {"r_thigh", "l_thigh", "r_shin", "l_shin"} & set(flagged)
+    assert "torso" not in flagged
+    assert appearance.regions_of_other(look_a, look_b, look_a) == []
+
+
+def test_a_subject_speeding_up_is_followed_by_its_velocity(monkeypatch):
+    """Moving up to 0.4 of its size per frame, far beyond the 0.15 a standing prediction allows."""
+    n = 14
+    a = _person(1, n, 0.5, -150, 40)
+    size = appearance.person_size(a[0], 0.3)
+    shift = np.cumsum(np.linspace(0.05, 0.4, n)) * size
+    moving = a.copy()
+    moving[:, :, 0] = np.where(a[..., 2] > 0, a[..., 0] + shift[:, None], 0)
+    frames = [[moving[t]] for t in range(n)]
+    chosen = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
+    assert all(c is not None for c in chosen)
+    # The same rules judging against a standing subject lose it once it is fast.
+    monkeypatch.setattr(tracking._Person, "velocity", lambda self: np.zeros(2, np.float32))
+    standing = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
+    assert standing[-1] is None
+
+
+def test_statuses_say_why_the_subject_is_missing():
+    a = _person(1, 9)
+    b = _person(2, 9, 1.0, 200, 0)
+    frames = [[a[t]] for t in range(3)] + [[] for _ in range(3)] + [[b[t]] for t in range(6, 9)]
+    stats = tracking.TrackStats()
+    list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig(), stats))
+    assert stats.status == ["tracked"] * 3 + ["not_detected"] * 3 + ["other_person"] * 3
+    assert stats.status_counts() == {"tracked": 3, "not_detected": 3, "other_person": 3}

@@ -16,7 +16,7 @@ import numpy as np
 
 from edn_jax import fileio, progress, synthetic, video
 from edn_jax.errors import EdnError
-from edn_jax.pose import cleanup, layout, openpose_json, render, tracking
+from edn_jax.pose import cleanup, layout, openpose_json, render, tracking, video_tracker
 from edn_jax.pose.detector import MediaPipeHolisticDetector
 
 KEYPOINTS_FILE = "keypoints.npz"
@@ -35,11 +35,27 @@ class PoseSequence:
     height: int
     width: int
     source: str                # the video path, JSON dir, or "synthetic:<seed>"
+    tracker_status: tuple[str, ...] = ()  # per frame, the tracker's tracking.STATUSES (empty: unknown)
 
     @property
     def detected(self) -> np.ndarray:
         """[T] bool: a body was detected on the frame (before gap filling)."""
         return self.raw_keypoints[:, layout.BODY, 2].max(axis=1) > 0
+
+    @property
+    def status(self) -> np.ndarray:
+        """[T] str per frame: tracked, filled (by the gap filler), not_detected or other_person (the
+        tracker found only other people). Without the tracker's record, a missing frame is not_detected."""
+        found = self.detected
+        filled = ~found & (self.keypoints[:, layout.BODY, 2].max(axis=1) > 0)
+        return np.where(found, "tracked", np.where(filled, "filled", self.missing_reason))
+
+    @property
+    def missing_reason(self) -> np.ndarray:
+        """[T] str: why the tracker has no subject on the frame (not_detected or other_person), also
+        where the gap filler filled it in; "" where it was tracked."""
+        why = self.tracker_status if self.tracker_status else ["not_detected"] * len(self.detected)
+        return np.where(self.detected, "", np.array(why, dtype="<U12"))
 
 
 def tracker_config(pose_cfg) -> tracking.TrackerConfig:
@@ -47,7 +63,8 @@ def tracker_config(pose_cfg) -> tracking.TrackerConfig:
         subject=pose_cfg.subject, subject_point=tuple(pose_cfg.subject_point), max_people=pose_cfg.max_people,
         conf_threshold=pose_cfg.conf_threshold, window_margin=pose_cfg.window_margin,
         max_torso_shift=pose_cfg.max_torso_shift, max_appearance_distance=pose_cfg.max_appearance_distance,
-        reacquire_after=pose_cfg.reacquire_after)
+        reacquire_after=pose_cfg.reacquire_after, scan_every=pose_cfg.scan_every,
+        rotated_tries=pose_cfg.rotated_tries)
 
 
 def clean_keypoints(raw: np.ndarray, fps: float, pose_cfg) -> np.ndarray:
@@ -100,7 +117,7 @@ def detect_video_keypoints(detectors: list, path: str, pose_cfg, max_frames: int
     """The tracked subject's raw keypoints [T, 137, 3] in pixels of the source frames.
 
     Frames decode in a background thread, shrunk to ``pose_cfg.detect_height`` rows if set; the
-    tracker runs on those frames with ``detectors`` (see ``tracking.track_video``) and the
+    tracker runs on those frames with ``detectors`` (see ``video_tracker.track_video``) and the
     keypoints are scaled back to the source resolution. ``info``: the video's ``probe_video``,
     if the caller has it already.
     """
@@ -109,7 +126,7 @@ def detect_video_keypoints(detectors: list, path: str, pose_cfg, max_frames: int
     height, width = video.scaled_size(info.height, info.width, pose_cfg.detect_height)
     frames = video.prefetch(video.iter_frames(path, max_frames or None, pose_cfg.detect_height))
     with contextlib.closing(frames):
-        raw, stats = tracking.track_video(detectors, frames, tracker_config(pose_cfg), on_frame=on_frame)
+        raw, stats = video_tracker.track_video(detectors, frames, tracker_config(pose_cfg), on_frame=on_frame)
     if (height, width) != (info.height, info.width):
         # MediaPipe's coordinates are fractions of the image it saw, so a plain scale maps them back.
         raw[..., 0] *= info.width / width
@@ -129,7 +146,7 @@ def _detect_video(config) -> PoseSequence:
     if stats.tracked == 0:
         raise EdnError(f"no person detected in any of the {stats.frames} frames of {path}",
                        "use a video where a person is visible (whole body, not too small)")
-    return PoseSequence(raw, raw, info.fps, info.height, info.width, path)
+    return PoseSequence(raw, raw, info.fps, info.height, info.width, path, tuple(stats.status))
 
 
 def _read_openpose(config) -> PoseSequence:
@@ -139,9 +156,10 @@ def _read_openpose(config) -> PoseSequence:
     people = openpose_json.read_sequence_people(config.input.openpose_dir)
     if config.input.max_frames:
         people = people[:config.input.max_frames]
-    chosen = tracking.track_candidates(people, height, width, tracker_config(config.pose))
+    stats = tracking.TrackStats()
+    chosen = tracking.track_candidates(people, height, width, tracker_config(config.pose), stats)
     raw = np.stack([layout.empty_pose() if p is None else p for p in chosen])
-    return PoseSequence(raw, raw, 30.0, height, width, config.input.openpose_dir)
+    return PoseSequence(raw, raw, 30.0, height, width, config.input.openpose_dir, tuple(stats.status))
 
 
 def _synthetic(config) -> PoseSequence:
@@ -182,7 +200,8 @@ def save_keypoints(path: str, seq: PoseSequence) -> None:
             np.savez_compressed(
                 f, keypoints=seq.keypoints, raw_keypoints=seq.raw_keypoints, fps=np.float32(seq.fps),
                 height=np.int32(seq.height), width=np.int32(seq.width), source=np.str_(seq.source),
-                layout=np.str_(LAYOUT_NAME), face_boxes=face_boxes, face_valid=face_valid)
+                layout=np.str_(LAYOUT_NAME), face_boxes=face_boxes, face_valid=face_valid, frame_status=seq.status,
+                missing_reason=seq.missing_reason)
 
 
 def load_keypoints(path: str) -> PoseSequence:
@@ -192,10 +211,25 @@ def load_keypoints(path: str) -> PoseSequence:
         with np.load(path) as z:
             if str(z["layout"]) != LAYOUT_NAME:
                 raise EdnError(f"{path} uses keypoint layout {z['layout']}", f"re-run pose mode ({LAYOUT_NAME})")
+            status = tuple(str(v) or "tracked" for v in z["missing_reason"]) if "missing_reason" in z.files else ()
             return PoseSequence(z["keypoints"], z["raw_keypoints"], float(z["fps"]), int(z["height"]),
-                                int(z["width"]), str(z["source"]))
+                                int(z["width"]), str(z["source"]), status)
     except (OSError, ValueError, KeyError) as e:
         raise EdnError(f"{path} is not a readable edn_jax keypoint file ({e})", "re-run pose mode to recreate it")
+
+
+def status_runs(status: np.ndarray, reason: np.ndarray) -> list[dict]:
+    """Runs of frames the tracker has no subject on, as [{"first", "last", "status", "reason"}]."""
+    runs = []
+    for t, (s, why) in enumerate(zip(status, reason)):
+        if s == "tracked":
+            continue
+        last = runs[-1] if runs else None
+        if last and (last["status"], last["reason"], last["last"]) == (s, why, t - 1):
+            last["last"] = t
+        else:
+            runs.append({"first": t, "last": t, "status": str(s), "reason": str(why)})
+    return runs
 
 
 def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
@@ -254,8 +288,11 @@ def _write_pose_outputs(config, seq: PoseSequence, staged: fileio.StagedOutputs)
                 writer.write(render.draw_overlay(render.transform_image(frame, tf), k, conf_threshold=threshold))
                 bar.update()
 
+    status = seq.status
     summary = {"source": seq.source, "frames": int(len(seq.keypoints)), "frames_with_person": int(detected.sum()),
-               "frames_filled": int((~detected & (seq.keypoints[:, layout.BODY, 2].max(1) > 0)).sum()),
+               "frames_filled": int((status == "filled").sum()),
+               "frame_status": {s: int((status == s).sum()) for s in tracking.STATUSES},
+               "frames_without_subject": status_runs(status, seq.missing_reason),
                "fps": seq.fps, "height": seq.height, "width": seq.width, "outputs": outputs}
     with open(staged.path("summary"), "w") as f:
         json.dump(summary, f, indent=2)

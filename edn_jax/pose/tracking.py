@@ -1,50 +1,74 @@
 """Choosing one subject in multi-person footage and following it without swaps.
 
-The detectors see at most one person per call, so several people are found by
-detecting, masking the found person out, and detecting again. The subject is
-chosen once on the first frame with a person (largest, most central, or nearest a
-given point) and then followed by detecting inside a window around its last
-position. A detection is accepted only if its torso lies where the subject's
-torso was, relative to the subject's size; anything else (the person walking in
-front, a bystander) is rejected and the frame is left missing for the gap filler,
-so identities are never swapped. After a long loss the whole frame is searched,
-still accepting only a person near the last known position.
+The subject is chosen on the first frame with a person (largest, most central, or nearest a
+given point); everyone else seen becomes another tracked person. Each later frame is searched
+first in a window around where the subject is predicted to be (its last box moved by its recent
+velocity, grown with the frames lost), then, if the subject is not found there, in the whole
+frame, and then, for a subject lost only just now with nobody in its window, in the window
+turned upside down and sideways (a flip, a person lying down). Where another person is near the
+subject, the window is searched a second time with the first person found masked out, so both
+are seen.
 
-With several detector instances, ``track_video`` detects a few frames at once in
-threads (MediaPipe releases the GIL): each frame's first window comes from the
-subject a few frames back, while acceptance stays strictly in frame order.
+Every detection is first made one person (``appearance.split_parts``: a face or hand that is
+not on the body's head or wrist is dropped) and then judged by one rule. A candidate is the
+subject only if its size is plausible, its clothes (``appearance.distance`` to the subject's
+running model) match the subject within ``max_appearance_distance``, and it does not match any
+other tracked person better; beside an overlapping person, it is refused as mixed if limbs of
+it look like that person's where the two dress differently (one skeleton, two people). Among
+those left, one near the predicted position wins; a person away from it is accepted by identity
+alone, which re-acquires a subject that jumped, flipped or left and came back elsewhere. Without
+colours (OpenPose JSON input, or the check turned off) only position decides and nobody far
+away is accepted, so identities are never swapped.
+
+The subject's appearance model follows it slowly and is never updated from a frame where another
+person's box overlaps it; the others' models come from the frames they are seen on, including
+a whole-frame scan with the subject masked every ``scan_every`` frames. Each frame gets a
+status: tracked, not detected (nobody found) or other person (only other people, or mixed
+skeletons, found).
+
+``video_tracker.track_video`` runs the tracker over a video, detecting a few frames at once in
+threads.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent import futures
+from collections.abc import Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from edn_jax.errors import EdnError
-from edn_jax.pose import layout
+from edn_jax.pose import appearance, layout, people
+from edn_jax.pose.appearance import Appearance, person_box, person_size
 from edn_jax.pose.detector import PoseDetector
 
-B = layout.B
-TORSO = (B["Neck"], B["RShoulder"], B["LShoulder"], B["MidHip"], B["RHip"], B["LHip"])
+TORSO = appearance.TORSO
 SUBJECT_POLICIES = ("largest", "central", "point")
-_NOT_GIVEN = object()  # SubjectTracker.update: no detection was made ahead of time
+STATUSES = ("tracked", "filled", "not_detected", "other_person")  # "filled" is given by pose mode's gap filler
+MAX_OTHERS = 8            # other people remembered
+APPEARANCE_RATE = 0.05    # how fast the subject's model follows its clothes (lighting changes)
+MIXED_WEIGHT = 0.5        # regions (by appearance.REGION_WEIGHTS) on another person that make a detection mixed:
+                          # a limb other than a forearm, both forearms, or the torso
+OVERLAP = 0.2             # box overlap (of the smaller box) that makes another person overlapping
+FAR_PENALTY = 0.1         # added to a candidate's appearance distance when it is away from the prediction
+ROTATIONS = (2, 1, 3)     # quarter turns tried when nobody is found upright: upside down first
+NOT_GIVEN = object()      # SubjectTracker.update: no detection was made ahead of time
 
 
 @dataclasses.dataclass(frozen=True)
 class TrackerConfig:
     subject: str = "largest"           # how the subject is chosen on its first frame
     subject_point: tuple[float, float] = (0.5, 0.5)  # (x, y) as fractions of the frame, for "point"
-    max_people: int = 3                # people enumerated when choosing / re-acquiring
+    max_people: int = 3                # people enumerated in a whole-frame search
     conf_threshold: float = 0.3        # a point counts as present above this
-    window_margin: float = 0.5         # search window = subject box grown by this fraction of its size per side
-    max_torso_shift: float = 0.15      # accepted torso move per frame, in subject sizes (grows for 3 lost frames)
-    max_appearance_distance: float = 0.65  # Bhattacharyya distance of torso colours; 1.0 turns the check off
-    reacquire_after: int = 15          # frames lost before searching the whole frame
+    window_margin: float = 0.5         # search window = predicted box grown by this fraction of its size per side
+    max_torso_shift: float = 0.15      # torso move from the prediction that counts as near, in subject sizes per
+                                       # frame lost (at most 3)
+    max_appearance_distance: float = 0.65  # clothes colour distance still the subject; 1.0 turns identity off
+    reacquire_after: int = 15          # frames lost after which only the whole frame is searched
+    scan_every: int = 30               # frames between whole-frame scans for other people (0: never)
+    rotated_tries: bool = True         # search the window turned when nobody is found upright
 
     def validate(self) -> None:
         if self.subject not in SUBJECT_POLICIES:
@@ -61,18 +85,13 @@ class TrackerConfig:
                            "use e.g. 0.65 (1.0 disables the colour check)")
         if not all(0.0 <= v <= 1.0 for v in self.subject_point):
             raise EdnError(f"pose.subject_point={self.subject_point} is outside the frame", "give (x, y) fractions in [0, 1]")
+        if isinstance(self.scan_every, bool) or not isinstance(self.scan_every, int) or self.scan_every < 0:
+            raise EdnError(f"pose.scan_every={self.scan_every!r} is not an integer >= 0",
+                           "use e.g. 30 (frames between scans for other people), 0 for never")
 
-
-def person_box(kps: np.ndarray, threshold: float) -> np.ndarray | None:
-    """(x0, y0, x1, y1) of a person's present body points."""
-    box = layout.bounding_box(kps[layout.BODY], threshold)
-    return None if box is None else np.array(box, np.float32)
-
-
-def person_size(kps: np.ndarray, threshold: float) -> float:
-    """A scale of the person robust to pose: the larger side of its body box."""
-    box = person_box(kps, threshold)
-    return 0.0 if box is None else float(max(box[2] - box[0], box[3] - box[1]))
+    @property
+    def uses_appearance(self) -> bool:
+        return self.max_appearance_distance < 1.0
 
 
 def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
@@ -85,11 +104,7 @@ def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
 
 
 def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
-    """Mean distance of the body points present in both poses, in units of ``a``'s size.
-
-    Two people whose torsos overlap (one walking past the other) still differ in
-    where their limbs, heads and feet are, so this ranks candidates reliably.
-    """
+    """Mean distance of the body points present in both poses, in units of ``a``'s size."""
     both = (a[layout.BODY, 2] > threshold) & (b[layout.BODY, 2] > threshold)
     size = person_size(a, threshold)
     if not both.any() or size <= 0:
@@ -97,270 +112,345 @@ def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
     return float(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1).mean() / size)
 
 
-def select_subject(people: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
-    """Index of the subject among the people found on one frame."""
+def select_subject(candidates: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
+    """Index of the subject among the people found on its first frame."""
     if cfg.subject == "largest":
-        return int(np.argmax([person_size(p, cfg.conf_threshold) for p in people]))
+        return int(np.argmax([person_size(p, cfg.conf_threshold) for p in candidates]))
     target = (np.array([width, height], np.float32) * 0.5 if cfg.subject == "central"
               else np.array(cfg.subject_point, np.float32) * np.array([width, height], np.float32))
-    boxes = [person_box(p, cfg.conf_threshold) for p in people]
+    boxes = [person_box(p, cfg.conf_threshold) for p in candidates]
     return int(np.argmin([np.linalg.norm((b[:2] + b[2:]) / 2 - target) for b in boxes]))
-
-
-def is_same_person(track: np.ndarray, candidate: np.ndarray, cfg: TrackerConfig, frames_since: int = 1) -> bool:
-    """Whether ``candidate`` continues ``track``: torso within a bound that grows with time lost."""
-    c0, c1 = torso_centre(track, cfg.conf_threshold), torso_centre(candidate, cfg.conf_threshold)
-    size0, size1 = person_size(track, cfg.conf_threshold), person_size(candidate, cfg.conf_threshold)
-    if c0 is None or c1 is None or size0 <= 0 or size1 <= 0:
-        return False
-    if not 0.5 <= size1 / size0 <= 2.0:
-        return False
-    allowed = cfg.max_torso_shift * min(frames_since, 3)
-    return float(np.linalg.norm(c1 - c0)) <= allowed * size0
-
-
-def torso_colours(frame: np.ndarray, kps: np.ndarray, threshold: float) -> np.ndarray | None:
-    """Normalised hue-saturation histogram of the torso: cheap identity evidence."""
-    idx = [i for i in TORSO if kps[i, 2] > threshold]
-    if len(idx) < 3:
-        return None
-    xy = kps[idx, :2]
-    lo, hi = xy.min(0), xy.max(0)
-    lo, hi = lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo)  # stay inside the torso
-    h, w = frame.shape[:2]
-    x0, y0 = np.clip(lo.astype(int), 0, [w - 1, h - 1])
-    x1, y1 = np.clip(np.ceil(hi).astype(int), 0, [w, h])
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        return None
-    hsv = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).astype(np.float32)
-    return hist / max(float(hist.sum()), 1.0)
-
-
-def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
-
-
-def choose_subject(people: list[np.ndarray], last: np.ndarray | None, accepts, height: int, width: int,
-                   cfg: TrackerConfig) -> tuple[np.ndarray | None, int]:
-    """The one identity rule: with no subject yet, pick one by policy; otherwise the accepted
-    candidate whose pose is nearest the subject's. Returns (choice or None, candidates refused)."""
-    if not people:
-        return None, 0
-    if last is None:
-        return people[select_subject(people, height, width, cfg)], 0
-    matches = [p for p in people if accepts(p)]
-    choice = min(matches, key=lambda p: pose_distance(last, p, cfg.conf_threshold), default=None)
-    return choice, len(people) - len(matches)
-
-
-def _masked(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """A copy of ``frame`` with ``box`` painted in the frame's mean colour."""
-    out = frame.copy()
-    h, w = frame.shape[:2]
-    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
-    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
-    out[y0:y1, x0:x1] = np.array(cv2.mean(frame)[:frame.shape[2]]).astype(frame.dtype)  # cv2: ~40x numpy's mean
-    return out
-
-
-def _grow(box: np.ndarray, margin: float, height: int, width: int) -> np.ndarray:
-    size = np.maximum(box[2:] - box[:2], 1.0)
-    grown = np.concatenate([box[:2] - margin * size, box[2:] + margin * size])
-    return np.clip(grown, 0, [width, height, width, height]).astype(np.float32)
-
-
-def detect_people(detector: PoseDetector, frame: np.ndarray, max_people: int, threshold: float) -> list[np.ndarray]:
-    """Everyone the detector finds, by detecting and masking out repeatedly."""
-    people, image = [], frame
-    for _ in range(max_people):
-        kps = detector.detect(image)
-        box = None if kps is None else person_box(kps, threshold)
-        if box is None:
-            break
-        people.append(kps)
-        image = _masked(image, _grow(box, 0.1, *frame.shape[:2]))
-    return people
-
-
-def detect_in_window(detector: PoseDetector, frame: np.ndarray, window: np.ndarray) -> np.ndarray | None:
-    """Detects inside a window of the frame; keypoints come back in frame pixels."""
-    x0, y0, x1, y1 = (int(v) for v in np.round(window))
-    if x1 - x0 < 16 or y1 - y0 < 16:
-        return None
-    kps = detector.detect(np.ascontiguousarray(frame[y0:y1, x0:x1]))
-    if kps is None:
-        return None
-    present = kps[:, 2] > 0
-    kps[present, 0] += x0
-    kps[present, 1] += y0
-    return kps
 
 
 @dataclasses.dataclass
 class TrackStats:
     frames: int = 0
     tracked: int = 0
-    rejected: int = 0       # detections refused as another person
-    reacquired: int = 0
+    rejected: int = 0        # candidates refused as another person
+    reacquired: int = 0      # frames the subject was found by identity away from where it was predicted
+    rotated: int = 0         # frames the subject was found only on a turned window
+    parts_dropped: int = 0   # faces and hands removed as another person's
+    status: list = dataclasses.field(default_factory=list)  # per frame, one of STATUSES
+
+    def status_counts(self) -> dict[str, int]:
+        return {s: self.status.count(s) for s in STATUSES if s in self.status}
+
+
+@dataclasses.dataclass
+class _Person:
+    kps: np.ndarray
+    frame: int                              # the frame it was last seen on
+    looks: Appearance | None
+    history: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=3))
+
+    def seen(self, kps: np.ndarray, frame: int, threshold: float) -> None:
+        self.kps, self.frame = kps, frame
+        centre = torso_centre(kps, threshold)
+        if centre is not None:
+            self.history.append((frame, centre))
+
+    def velocity(self) -> np.ndarray:
+        """Torso pixels per frame over the last few sightings (zero after a gap of more than 5 frames)."""
+        if len(self.history) < 2:
+            return np.zeros(2, np.float32)
+        (f0, c0), (f1, c1) = self.history[0], self.history[-1]
+        if f1 - f0 > 5:
+            return np.zeros(2, np.float32)
+        return (c1 - c0) / (f1 - f0)
+
+
+@dataclasses.dataclass
+class _Candidate:
+    kps: np.ndarray
+    looks: Appearance | None
+    d_subject: float | None = None
+    near: bool = False
+    verdict: str = ""         # "subject" or why not
 
 
 class SubjectTracker:
     """Follows one subject through frames fed in order; see the module docstring."""
 
-    def __init__(self, detector: PoseDetector, cfg: TrackerConfig):
+    def __init__(self, detector: PoseDetector | None, cfg: TrackerConfig):
         cfg.validate()
         self.detector, self.cfg = detector, cfg
-        self.last: np.ndarray | None = None  # last accepted keypoints
-        self.colours: np.ndarray | None = None  # running torso colour histogram of the subject
-        self.lost = 0                        # frames since the last accepted detection
+        self.subject: _Person | None = None
+        self.others: list[_Person] = []
+        self.t = -1                           # index of the last frame fed
         self.stats = TrackStats()
 
-    def _looks_like_subject(self, frame: np.ndarray, kps: np.ndarray) -> bool:
-        if self.colours is None or self.cfg.max_appearance_distance >= 1.0:
-            return True
-        colours = torso_colours(frame, kps, self.cfg.conf_threshold)
-        return colours is None or colour_distance(self.colours, colours) <= self.cfg.max_appearance_distance
+    # --- prediction -------------------------------------------------------------------------
 
-    def _accept(self, frame: np.ndarray, kps: np.ndarray) -> None:
-        self.last, self.lost = kps, 0
-        colours = torso_colours(frame, kps, self.cfg.conf_threshold)
-        if colours is not None:  # slow running average: follows lighting, not a passer-by
-            self.colours = colours if self.colours is None else 0.9 * self.colours + 0.1 * colours
-        self.stats.tracked += 1
+    @property
+    def lost(self) -> int:
+        """Frames since the subject was last accepted (0 right after)."""
+        return 0 if self.subject is None else self.t - self.subject.frame
 
-    def _matches(self, frame: np.ndarray, kps: np.ndarray) -> bool:
-        return is_same_person(self.last, kps, self.cfg, self.lost + 1) and self._looks_like_subject(frame, kps)
+    def _predicted(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        """(box, torso centre) of the subject on ``frame``, moved by its velocity for at most 3 frames
+        and at most one size: a guess, not to be carried through a long loss."""
+        th = self.cfg.conf_threshold
+        box, centre = person_box(self.subject.kps, th), torso_centre(self.subject.kps, th)
+        move = self.subject.velocity() * min(frame - self.subject.frame, 3)
+        limit = float(box[2:].max() - box[:2].min()) if box is not None else 0.0
+        norm = float(np.linalg.norm(move))
+        if norm > limit > 0:
+            move = move * (limit / norm)
+        return box + np.concatenate([move, move]), centre + move
 
-    def _search_whole_frame(self, frame: np.ndarray) -> np.ndarray | None:
-        people = detect_people(self.detector, frame, self.cfg.max_people, self.cfg.conf_threshold)
-        choice, refused = choose_subject(people, self.last, lambda p: self._matches(frame, p),
-                                         *frame.shape[:2], self.cfg)
-        self.stats.rejected += refused
-        if choice is not None and self.last is not None:
+    def follow_window(self, height: int, width: int, ahead: int = 1) -> np.ndarray | None:
+        """The window frame ``t + ahead`` is searched in first, or None when it is searched whole."""
+        if self.subject is None:
+            return None
+        frame = self.t + ahead
+        gap = frame - self.subject.frame
+        if gap > self.cfg.reacquire_after:
+            return None
+        box, _ = self._predicted(frame)
+        return people.grow(box, self.cfg.window_margin * (1 + 0.5 * min(gap - 1, 4)), height, width)
+
+    # --- judging ----------------------------------------------------------------------------
+
+    def _candidate(self, frame: np.ndarray | None, kps: np.ndarray) -> _Candidate:
+        kps, dropped = appearance.split_parts(kps, self.cfg.conf_threshold)
+        self.stats.parts_dropped += len(dropped)
+        looks = None
+        if frame is not None and self.cfg.uses_appearance:
+            looks = appearance.describe(frame, kps, self.cfg.conf_threshold)
+        return _Candidate(kps, looks)
+
+    def _judge(self, c: _Candidate) -> None:
+        th, s = self.cfg.conf_threshold, self.subject
+        size0, size1 = person_size(s.kps, th), person_size(c.kps, th)
+        centre = torso_centre(c.kps, th)
+        gap = self.t - s.frame
+        if size0 <= 0 or size1 <= 0 or centre is None:
+            c.verdict = "no body"
+            return
+        lo = 0.5 if gap <= self.cfg.reacquire_after else 1 / 3
+        if not lo <= size1 / size0 <= 1 / lo:
+            c.verdict = "size"
+            return
+        _, predicted = self._predicted(self.t)
+        allowed = self.cfg.max_torso_shift * min(gap, 3)
+        c.near = float(np.linalg.norm(centre - predicted)) <= allowed * size0
+        if s.looks is not None and c.looks is not None:
+            c.d_subject = appearance.distance(s.looks, c.looks)
+        if c.d_subject is not None:
+            if c.d_subject > self.cfg.max_appearance_distance:
+                c.verdict = "clothes"
+                return
+            for other in self.others:
+                d = None if other.looks is None else appearance.distance(other.looks, c.looks)
+                if d is not None and d <= c.d_subject:
+                    c.verdict = "another person"
+                    return
+        elif not c.near:
+            c.verdict = "far"
+            return
+        overlapping = self._overlapping(c.kps)
+        if s.looks is not None and c.looks is not None and any(
+                o.looks is not None and sum(appearance.REGION_WEIGHTS[r] for r in
+                                            appearance.regions_of_other(s.looks, o.looks, c.looks)) >= MIXED_WEIGHT
+                for o in overlapping):
+            c.verdict = "mixed"  # a limb (or the torso) looks like the overlapping person's
+            return
+        c.verdict = "subject"
+
+    def _overlapping(self, kps: np.ndarray) -> list[_Person]:
+        """Other people whose boxes, where they were last seen (at most ``scan_every`` frames ago: a person
+        behind the subject may be seen only by the scans), overlap ``kps``'s."""
+        box = person_box(kps, self.cfg.conf_threshold)
+        return [p for p in self.others if self.t - p.frame <= max(self.cfg.scan_every, 2)
+                and appearance.box_overlap(box, person_box(p.kps, self.cfg.conf_threshold)) > OVERLAP]
+
+    def _score(self, c: _Candidate) -> float:
+        if c.d_subject is not None:
+            return c.d_subject + (0.0 if c.near else FAR_PENALTY)
+        return pose_distance(self.subject.kps, c.kps, self.cfg.conf_threshold)
+
+    def _choose(self, candidates: list[_Candidate]) -> _Candidate | None:
+        for c in candidates:
+            if not c.verdict:
+                self._judge(c)
+        ok = [c for c in candidates if c.verdict == "subject"]
+        return min(ok, key=self._score, default=None)
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _same_place(self, a: np.ndarray, b: np.ndarray, fraction: float) -> bool:
+        th = self.cfg.conf_threshold
+        ca, cb, size = torso_centre(a, th), torso_centre(b, th), person_size(a, th)
+        return ca is not None and cb is not None and float(np.linalg.norm(ca - cb)) <= fraction * max(size, 1.0)
+
+    def _overlapped(self, kps: np.ndarray, others: list[_Person]) -> bool:
+        box = person_box(kps, self.cfg.conf_threshold)
+        return any(appearance.box_overlap(box, person_box(o.kps, self.cfg.conf_threshold)) > 0 for o in others)
+
+    def _remember_others(self, candidates: list[_Candidate], choice: _Candidate | None) -> None:
+        """Records every candidate that is not the subject as another person, or updates one."""
+        th = self.cfg.conf_threshold
+        seen_now: list[_Person] = []
+        for c in candidates:
+            if c is choice or person_box(c.kps, th) is None:
+                continue
+            if choice is not None and self._same_place(choice.kps, c.kps, 0.3):
+                continue  # the subject found twice (window and whole frame)
+            if choice is None and self.subject is not None and c.verdict not in ("clothes", "another person"):
+                continue  # maybe the subject, refused for its size or place: not evidence of someone else
+            if any(self._same_place(p.kps, c.kps, 0.3) for p in seen_now):
+                continue
+            match = self._match_other(c)
+            if match is None:
+                match = _Person(c.kps, self.t, c.looks)
+                self.others.append(match)
+                if len(self.others) > MAX_OTHERS:
+                    self.others.remove(min(self.others, key=lambda p: p.frame))
+            elif c.looks is not None:
+                if match.looks is None:
+                    match.looks = c.looks
+                elif not self._overlapped(c.kps, [p for p in self.others if p is not match and p.frame == self.t]):
+                    match.looks = match.looks.blend(c.looks, APPEARANCE_RATE)
+            match.seen(c.kps, self.t, th)
+            seen_now.append(match)
+
+    def _match_other(self, c: _Candidate) -> _Person | None:
+        """The other person ``c`` continues: near where it was, else the best clothes match."""
+        th = self.cfg.conf_threshold
+        near = [p for p in self.others
+                if self._same_place(p.kps, c.kps, 0.5 + 0.1 * min(self.t - p.frame, 10)) and p.frame < self.t]
+        if near:
+            return min(near, key=lambda p: pose_distance(p.kps, c.kps, th))
+        scored = [(appearance.distance(p.looks, c.looks), p) for p in self.others
+                  if p.looks is not None and c.looks is not None and p.frame < self.t]
+        scored = [(d, p) for d, p in scored if d is not None and d <= self.cfg.max_appearance_distance]
+        return min(scored, key=lambda dp: dp[0])[1] if scored else None
+
+    def _accept(self, frame: np.ndarray | None, c: _Candidate) -> None:
+        s = self.subject
+        if not c.near:
             self.stats.reacquired += 1
+        if c.looks is not None:
+            if s.looks is None:
+                s.looks = c.looks
+            elif not self._overlapped(c.kps, [p for p in self.others if self.t - p.frame <= 1]):
+                s.looks = s.looks.blend(c.looks, APPEARANCE_RATE)
+        s.seen(c.kps, self.t, self.cfg.conf_threshold)
+
+    def _start(self, frame: np.ndarray | None, candidates: list[_Candidate], height: int, width: int) -> _Candidate:
+        choice = candidates[select_subject([c.kps for c in candidates], height, width, self.cfg)]
+        self.subject = _Person(choice.kps, self.t, choice.looks)
+        self.subject.seen(choice.kps, self.t, self.cfg.conf_threshold)
         return choice
 
-    def needs_search(self) -> bool:
-        """Whether the next frame is searched whole (no subject yet, or lost for long)."""
-        return self.last is None or self.lost >= self.cfg.reacquire_after
-
-    def follow_window(self, height: int, width: int) -> np.ndarray | None:
-        """The window the next frame is searched in first, or None when it is searched whole."""
-        if self.needs_search():
+    def _finish(self, frame, candidates: list[_Candidate], choice: _Candidate | None) -> np.ndarray | None:
+        self.stats.rejected += sum(c.verdict in ("clothes", "another person", "far", "mixed") for c in candidates)
+        self._remember_others(candidates, choice)
+        if choice is None:
+            self.stats.status.append("other_person" if candidates else "not_detected")
             return None
-        return _grow(person_box(self.last, self.cfg.conf_threshold), self.cfg.window_margin, height, width)
+        self.stats.tracked += 1
+        self.stats.status.append("tracked")
+        return choice.kps
 
-    def _follow(self, frame: np.ndarray, first) -> np.ndarray | None:
+    # --- one frame --------------------------------------------------------------------------
+
+    def _detect(self, frame: np.ndarray, found: list[_Candidate], fn, *args) -> _Candidate | None:
+        kps = fn(self.detector, frame, *args)
+        if kps is None or person_box(kps, self.cfg.conf_threshold) is None:
+            return None
+        c = self._candidate(frame, kps)
+        found.append(c)
+        return c
+
+    def _others_near(self, window: np.ndarray) -> bool:
+        return any(self.t - p.frame <= max(self.cfg.scan_every, 1)
+                   and appearance.box_overlap(window, person_box(p.kps, self.cfg.conf_threshold)) > 0
+                   for p in self.others)
+
+    def _search(self, frame: np.ndarray, first) -> tuple[list[_Candidate], _Candidate | None]:
         h, w = frame.shape[:2]
-        box = person_box(self.last, self.cfg.conf_threshold)
-        for attempt, margin in enumerate((self.cfg.window_margin, self.cfg.window_margin / 4)):
-            if attempt == 0 and first is not _NOT_GIVEN:
-                kps = first  # detected ahead of time, in an earlier follow_window
-            else:
-                kps = detect_in_window(self.detector, frame, _grow(box, margin, h, w))
-            if kps is None:
-                continue
-            if self._matches(frame, kps):
-                return kps
-            self.stats.rejected += 1
-        return None
+        th = self.cfg.conf_threshold
+        found: list[_Candidate] = []
+        window = self.follow_window(h, w, 0)
+        choice = None
+        if window is not None:
+            if first is NOT_GIVEN:
+                self._detect(frame, found, people.detect_in_window, window)
+            elif first is not None and person_box(first, th) is not None:
+                found.append(self._candidate(frame, first))
+            choice = self._choose(found)
+            if choice is None:  # a tighter window may leave out the person who was found
+                box, _ = self._predicted(self.t)
+                self._detect(frame, found, people.detect_in_window, people.grow(box, self.cfg.window_margin / 4, h, w))
+                choice = self._choose(found)
+            if found and (choice is None or self._others_near(window)):
+                # Mask the person found first; if that is someone else, keep the subject's predicted box.
+                keep = None if choice is found[0] else self._predicted(self.t)[0]
+                self._detect(frame, found, people.detect_in_window, window, person_box(found[0].kps, th), keep)
+                choice = self._choose(found)
+        searched_whole = False
+        if choice is None:
+            known = [person_box(c.kps, th) for c in found]
+            for kps in people.detect_people(self.detector, frame, self.cfg.max_people, th, exclude=known):
+                found.append(self._candidate(frame, kps))
+            searched_whole = True
+            choice = self._choose(found)
+        if choice is None and not found and window is not None and self.cfg.rotated_tries:
+            for quarters in ROTATIONS:
+                c = self._detect(frame, found, people.detect_rotated, window, quarters)
+                choice = self._choose(found) if c is not None else None
+                if choice is not None:
+                    self.stats.rotated += 1
+                    break
+        if (choice is not None and not searched_whole and self.cfg.scan_every
+                and self.t % self.cfg.scan_every == 0):
+            known = [person_box(choice.kps, th)]
+            for kps in people.detect_people(self.detector, frame, self.cfg.max_people - 1, th, exclude=known):
+                c = self._candidate(frame, kps)
+                c.verdict = "scan"
+                found.append(c)
+        return found, choice
 
-    def update(self, frame: np.ndarray, first=_NOT_GIVEN) -> np.ndarray | None:
+    def update(self, frame: np.ndarray, first=NOT_GIVEN) -> np.ndarray | None:
         """The subject's keypoints on this frame, or None (missing) if not found.
 
-        ``first``, if given, is ``detect_in_window`` on this frame in a ``follow_window`` computed
-        ahead of time (None if nobody was found there); it replaces the first detection when the
-        subject is followed and is ignored when the frame is searched whole.
+        ``first``, if given, is ``people.detect_in_window`` on this frame in a ``follow_window``
+        computed ahead of time (None if nobody was found there); it replaces the first detection
+        in the window and is ignored when the frame is searched whole.
         """
+        self.t += 1
         self.stats.frames += 1
-        if self.needs_search():
-            kps = self._search_whole_frame(frame)
+        if self.subject is None:
+            found = [self._candidate(frame, k) for k in
+                     people.detect_people(self.detector, frame, self.cfg.max_people, self.cfg.conf_threshold)]
+            choice = self._start(frame, found, *frame.shape[:2]) if found else None
+            return self._finish(frame, found, choice)
+        found, choice = self._search(frame, first)
+        if choice is not None:
+            self._accept(frame, choice)
+        return self._finish(frame, found, choice)
+
+    def update_with_people(self, candidates: list[np.ndarray], height: int, width: int) -> np.ndarray | None:
+        """The same rules over everyone already found on a frame (OpenPose JSON: no image, so no colours)."""
+        self.t += 1
+        self.stats.frames += 1
+        found = [self._candidate(None, k) for k in candidates if person_box(k, self.cfg.conf_threshold) is not None]
+        if self.subject is None:
+            choice = self._start(None, found, height, width) if found else None
         else:
-            kps = self._follow(frame, first)
-        if kps is None:
-            self.lost += 1
-            return None
-        self._accept(frame, kps)
-        return kps
+            choice = self._choose(found)
+            if choice is not None:
+                self._accept(None, choice)
+        return self._finish(None, found, choice)
 
 
-def track_video(detector: PoseDetector | Sequence[PoseDetector], frames: Iterable[np.ndarray], cfg: TrackerConfig,
-                on_frame=None) -> tuple[np.ndarray, TrackStats]:
-    """Keypoints [T, 137, 3] of the tracked subject; missing frames are all zero.
-
-    ``detector`` may be a list of n detectors (same model and settings, e.g. one MediaPipe graph
-    each). Then n frames are detected at once in threads: frame t is first searched in the window
-    around the subject as known after frame t - n instead of t - 1 (the window's margin covers the
-    extra frames of motion); whether that detection is the subject, and every retry or whole-frame
-    search, is still decided frame by frame against the subject as of frame t - 1. Frame t always
-    goes to detector t mod n, so each detector sees a fixed sequence of images: MediaPipe Holistic
-    carries hand and face regions from one call to the next even in static mode, so the result
-    depends on that sequence; detectors with a ``reset`` are reset first. The result depends on n,
-    never on thread timing or earlier calls; with one detector this is the plain frame-by-frame
-    tracker.
-    """
-    detectors = list(detector) if isinstance(detector, (list, tuple)) else [detector]
-    for det in detectors:  # the result must not depend on what the detectors saw before this video
-        if hasattr(det, "reset"):
-            det.reset()
-    tracker = SubjectTracker(detectors[0], cfg)
-    out = []
-
-    def finish(frame: np.ndarray, first) -> None:
-        tracker.detector = detectors[len(out) % len(detectors)]  # retries and searches of this frame
-        kps = tracker.update(frame, first)
-        out.append(layout.empty_pose() if kps is None else kps)
-        if on_frame is not None:
-            on_frame(len(out), kps)
-
-    if len(detectors) == 1:
-        for frame in frames:
-            finish(frame, _NOT_GIVEN)
-        return _stack(out), tracker.stats
-
-    pending = collections.deque()  # (frame, future of its first detection or None), in frame order
-
-    def finish_oldest() -> None:
-        frame, ahead = pending.popleft()
-        finish(frame, _NOT_GIVEN if ahead is None else ahead.result())
-
-    with futures.ThreadPoolExecutor(len(detectors), thread_name_prefix="pose-detect") as workers:
-        try:
-            for t, frame in enumerate(frames):
-                # The tracker has finished every frame before the n - 1 pending ones, and detector
-                # t mod n is idle: its last frame, t - n, is finished.
-                window = tracker.follow_window(*frame.shape[:2])
-                ahead = None if window is None else workers.submit(
-                    detect_in_window, detectors[t % len(detectors)], frame, window)
-                pending.append((frame, ahead))
-                if len(pending) == len(detectors):
-                    finish_oldest()
-            while pending:
-                finish_oldest()
-        finally:
-            for _, ahead in pending:  # on an error: do not start detections nobody will read
-                if ahead is not None:
-                    ahead.cancel()
-    return _stack(out), tracker.stats
-
-
-def _stack(out: list[np.ndarray]) -> np.ndarray:
-    if not out:
-        raise EdnError("the video has no frames", "pass a video with at least one frame")
-    return np.stack(out)
-
-
-def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width: int,
-                     cfg: TrackerConfig) -> Iterator[np.ndarray | None]:
-    """The same subject choice and identity rule over per-frame people lists (e.g. OpenPose JSON)."""
-    cfg.validate()
-    last, lost = None, 0
-    for people in candidates:
-        people = [p for p in people if person_box(p, cfg.conf_threshold) is not None]
-        choice, _ = choose_subject(people, last, lambda p: is_same_person(last, p, cfg, lost + 1), height, width, cfg)
-        if choice is None:
-            lost += 1
-        else:
-            last, lost = choice, 0
-        yield choice
+def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width: int, cfg: TrackerConfig,
+                     stats: TrackStats | None = None) -> Iterator[np.ndarray | None]:
+    """The same subject choice and identity rule over per-frame people lists (e.g. OpenPose JSON);
+    ``stats``, if given, is filled in as frames are consumed."""
+    tracker = SubjectTracker(None, cfg)
+    if stats is not None:
+        tracker.stats = stats
+    for found in candidates:
+        yield tracker.update_with_people(found, height, width)

@@ -1,0 +1,198 @@
+"""What a person looks like, for telling people apart, and whether one detection is one person.
+
+``describe`` summarises a detected person on its frame: the hue-saturation histograms of its
+clothes, region by region (torso, upper arms, forearms, thighs, shins), and its size relative
+to the frame. Colours by region separate people in different clothes far better than the torso
+alone (a shirt of the same colour, different trousers); size is a coarse gate, as people walk
+towards the camera. Body proportions in 2D change with pose and turning by more than they differ
+between adults, so they are not part of it.
+
+``split_parts`` checks that the face and hands MediaPipe attached to a body sit where that body's
+head and wrists are; a part that does not (it came from a person overlapping the subject) is
+dropped and the body kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from edn_jax.pose import layout
+
+B = layout.B
+TORSO = (B["Neck"], B["RShoulder"], B["LShoulder"], B["MidHip"], B["RHip"], B["LHip"])
+HEAD = (B["Nose"], B["REye"], B["LEye"], B["REar"], B["LEar"])
+LIMBS = {  # each limb on its own, so a limb that lies on another person shows
+    "r_upper_arm": ("RShoulder", "RElbow"), "l_upper_arm": ("LShoulder", "LElbow"),
+    "r_forearm": ("RElbow", "RWrist"), "l_forearm": ("LElbow", "LWrist"),
+    "r_thigh": ("RHip", "RKnee"), "l_thigh": ("LHip", "LKnee"),
+    "r_shin": ("RKnee", "RAnkle"), "l_shin": ("LKnee", "LAnkle"),
+}
+REGION_WEIGHTS = {"torso": 2.0, "r_upper_arm": 0.5, "l_upper_arm": 0.5, "r_forearm": 0.25, "l_forearm": 0.25,
+                  "r_thigh": 0.5, "l_thigh": 0.5, "r_shin": 0.5, "l_shin": 0.5}
+MIXED_MARGIN = 0.1          # a region this much nearer another person's model than the subject's is theirs
+DISTINCT_REGION = 0.4       # ... where the two people's models of it are at least this far apart
+HIST_BINS, HIST_RANGES = [16, 8], [0, 180, 0, 256]
+MIN_REGION_PIXELS = 24
+LIMB_HALF_WIDTH = 0.02      # of the person's size: sampled across a limb, well inside an adult's limb
+FACE_TOLERANCE = 0.15       # face centre to the body's head points, in person sizes (measured: <= 0.07)
+HAND_TOLERANCE = 0.15       # hand's wrist point to the body's wrist, in person sizes (measured: <= 0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Appearance:
+    colours: dict[str, np.ndarray]  # region -> normalised HS histogram [16, 8]
+    size: float                     # the person's size / the frame's height
+
+    def blend(self, other: "Appearance", rate: float) -> "Appearance":
+        """A running model: regions both have move ``rate`` towards ``other``'s; new regions are added."""
+        colours = dict(self.colours)
+        for name, hist in other.colours.items():
+            colours[name] = hist if name not in colours else (1 - rate) * colours[name] + rate * hist
+        return Appearance(colours, (1 - rate) * self.size + rate * other.size)
+
+
+def person_box(kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """(x0, y0, x1, y1) of a person's present body points."""
+    box = layout.bounding_box(kps[layout.BODY], threshold)
+    return None if box is None else np.array(box, np.float32)
+
+
+def person_size(kps: np.ndarray, threshold: float) -> float:
+    """A scale of the person robust to pose: the larger side of its body box."""
+    box = person_box(kps, threshold)
+    return 0.0 if box is None else float(max(box[2] - box[0], box[3] - box[1]))
+
+
+def _histogram(pixels: np.ndarray) -> np.ndarray | None:
+    """Normalised HS histogram of RGB pixels [N, 3] (or an image region)."""
+    if pixels.size < 3 * MIN_REGION_PIXELS:
+        return None
+    hsv = cv2.cvtColor(np.ascontiguousarray(pixels.reshape(-1, 1, 3)), cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, HIST_BINS, HIST_RANGES).astype(np.float32)
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def torso_colours(frame: np.ndarray, kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Normalised hue-saturation histogram of the inner torso box."""
+    idx = [i for i in TORSO if kps[i, 2] > threshold]
+    if len(idx) < 3:
+        return None
+    xy = kps[idx, :2]
+    lo, hi = xy.min(0), xy.max(0)
+    lo, hi = lo + 0.2 * (hi - lo), hi - 0.2 * (hi - lo)  # stay inside the torso
+    h, w = frame.shape[:2]
+    x0, y0 = np.clip(lo.astype(int), 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(hi).astype(int), 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return _histogram(frame[y0:y1, x0:x1])
+
+
+def _limb_pixels(frame: np.ndarray, kps: np.ndarray, pair, threshold: float, half_width: float) -> np.ndarray:
+    """RGB pixels sampled along the middle 60% of a limb segment, across ``half_width`` pixels."""
+    i, j = B[pair[0]], B[pair[1]]
+    if kps[i, 2] <= threshold or kps[j, 2] <= threshold:
+        return np.zeros((0, 3), np.uint8)
+    p, q = kps[i, :2], kps[j, :2]
+    d = q - p
+    length = float(np.linalg.norm(d))
+    if length < 4:
+        return np.zeros((0, 3), np.uint8)
+    h, w = frame.shape[:2]
+    t = np.linspace(0.2, 0.8, 16)[:, None, None]
+    across = np.linspace(-half_width, half_width, 5)[None, :, None]
+    normal = np.array([-d[1], d[0]]) / length
+    pts = (p + t * d + across * normal).reshape(-1, 2).round().astype(int)
+    inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    return frame[pts[inside, 1], pts[inside, 0]]
+
+
+def describe(frame: np.ndarray, kps: np.ndarray, threshold: float) -> Appearance | None:
+    """The person's appearance on ``frame`` (None if no region of its clothes can be seen)."""
+    size = person_size(kps, threshold)
+    if size <= 0:
+        return None
+    colours = {}
+    torso = torso_colours(frame, kps, threshold)
+    if torso is not None:
+        colours["torso"] = torso
+    for name, pair in LIMBS.items():
+        hist = _histogram(_limb_pixels(frame, kps, pair, threshold, max(1.0, LIMB_HALF_WIDTH * size)))
+        if hist is not None:
+            colours[name] = hist
+    return Appearance(colours, size / frame.shape[0]) if colours else None
+
+
+def colour_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
+
+
+def distance(model: Appearance, seen: Appearance) -> float | None:
+    """Weighted mean Bhattacharyya distance over the regions both show, in [0, 1]; None if none."""
+    shared = [r for r in REGION_WEIGHTS if r in model.colours and r in seen.colours]
+    if not shared:
+        return None
+    weights = np.array([REGION_WEIGHTS[r] for r in shared])
+    dists = np.array([colour_distance(model.colours[r], seen.colours[r]) for r in shared])
+    return float((weights * dists).sum() / weights.sum())
+
+
+def regions_of_other(subject: Appearance, other: Appearance, seen: Appearance) -> list[str]:
+    """The regions of ``seen`` that match ``other``'s model clearly better than ``subject``'s, among
+    those where the two people look different: in a detection of the subject, limbs or a torso
+    that lie on the other person."""
+    out = []
+    for r in REGION_WEIGHTS:
+        if r in seen.colours and r in subject.colours and r in other.colours:
+            if colour_distance(subject.colours[r], other.colours[r]) < DISTINCT_REGION:
+                continue  # both wear the same there (bare forearms, say): no evidence either way
+            mine = colour_distance(subject.colours[r], seen.colours[r])
+            theirs = colour_distance(other.colours[r], seen.colours[r])
+            if theirs + MIXED_MARGIN < mine:
+                out.append(r)
+    return out
+
+
+def _head_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    if kps[B["Nose"], 2] > threshold:
+        return kps[B["Nose"], :2]
+    present = [i for i in HEAD if kps[i, 2] > threshold]
+    return kps[present, :2].mean(0) if present else None
+
+
+def split_parts(kps: np.ndarray, threshold: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The detection with every face or hand that is not on its body's head or wrist removed, and the
+    names of the parts removed. A part whose body point is not seen cannot be checked and is kept."""
+    size = person_size(kps, threshold)
+    if size <= 0:
+        return kps, ()
+    out, dropped = kps, []
+    head = _head_centre(kps, threshold)
+    face = kps[layout.FACE]
+    if head is not None and (face[:, 2] > 0).any():
+        centre = face[face[:, 2] > 0, :2].mean(0)
+        if np.linalg.norm(centre - head) > FACE_TOLERANCE * size:
+            out = out.copy() if out is kps else out
+            out[layout.FACE] = 0.0
+            dropped.append("face")
+    for part, wrist, name in ((layout.LEFT_HAND, "LWrist", "left_hand"), (layout.RIGHT_HAND, "RWrist", "right_hand")):
+        hand = kps[part]
+        if hand[0, 2] > 0 and kps[B[wrist], 2] > threshold:
+            if np.linalg.norm(hand[0, :2] - kps[B[wrist], :2]) > HAND_TOLERANCE * size:
+                out = out.copy() if out is kps else out
+                out[part] = 0.0
+                dropped.append(name)
+    return out, tuple(dropped)
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection area over the smaller box's area."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(iw * ih / max(smaller, 1e-6))
