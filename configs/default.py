@@ -57,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.pose.max_torso_shift = 0.15
     config.pose.max_appearance_distance = 0.65  # clothes colour distance still the subject (1.0: position only)
     config.pose.reacquire_after = 15   # frames lost after which only the whole frame is searched
-    config.pose.scan_every = 30        # frames between whole-frame scans for other people (0: never)
+    config.pose.scan_every = 60        # frames between whole-frame scans for other people (0: never)
     config.pose.rotated_tries = True   # search the subject's window turned when nobody is found upright (flips)
     # Temporal cleanup (edn_jax.pose.cleanup).
     config.pose.max_gap = 10           # fill detection gaps up to this many frames

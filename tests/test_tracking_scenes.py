@@ -41,7 +41,8 @@ def test_subject_followed_without_swaps(tracked_scenes, name):
     assert score.coverage >= 0.95, (name, score, stats.status)
     assert len(stats.status) == scene.num_frames
     # Where the subject's arm lies on the person behind it, MediaPipe can put the wrist and hand on
-    # theirs, skin on skin, with no colour to tell (measured: 6 of 86 frames of "behind").
+    # theirs, skin on skin, with no colour to tell (measured: 6 to 8 of the 90 frames of "behind"; the
+    # old position-only tracker had 5 on the fewer frames it tracked).
     assert len(score.hand_mixes) <= 0.1 * scene.num_frames, score
 
 

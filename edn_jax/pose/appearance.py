@@ -35,6 +35,7 @@ REGION_WEIGHTS = {"torso": 2.0, "r_upper_arm": 0.5, "l_upper_arm": 0.5, "r_forea
 MIXED_MARGIN = 0.1          # a region this much nearer another person's model than the subject's is theirs
 DISTINCT_REGION = 0.4       # ... where the two people's models of it are at least this far apart
 HIST_BINS, HIST_RANGES = [16, 8], [0, 180, 0, 256]
+TORSO_SAMPLES = 2048        # pixels of the torso sampled on a grid: plenty for a 128-bin histogram
 MIN_REGION_PIXELS = 24
 LIMB_HALF_WIDTH = 0.02      # of the person's size: sampled across a limb, well inside an adult's limb
 FACE_TOLERANCE = 0.15       # face centre to the body's head points, in person sizes (measured: <= 0.07)
@@ -88,26 +89,30 @@ def torso_colours(frame: np.ndarray, kps: np.ndarray, threshold: float) -> np.nd
     x1, y1 = np.clip(np.ceil(hi).astype(int), 0, [w, h])
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
-    return _histogram(frame[y0:y1, x0:x1])
+    step = max(1, int(np.sqrt((x1 - x0) * (y1 - y0) / TORSO_SAMPLES)))  # a grid of about TORSO_SAMPLES pixels
+    return _histogram(frame[y0:y1:step, x0:x1:step])
 
 
-def _limb_pixels(frame: np.ndarray, kps: np.ndarray, pair, threshold: float, half_width: float) -> np.ndarray:
-    """RGB pixels sampled along the middle 60% of a limb segment, across ``half_width`` pixels."""
-    i, j = B[pair[0]], B[pair[1]]
-    if kps[i, 2] <= threshold or kps[j, 2] <= threshold:
-        return np.zeros((0, 3), np.uint8)
-    p, q = kps[i, :2], kps[j, :2]
+_LIMB_IDX = np.array([[B[a], B[b]] for a, b in LIMBS.values()])
+_ALONG = np.linspace(0.2, 0.8, 16)
+_ACROSS = np.linspace(-1.0, 1.0, 5)
+
+
+def _limb_pixels(frame: np.ndarray, kps: np.ndarray, threshold: float, half_width: float) -> dict[str, np.ndarray]:
+    """Per limb, RGB pixels sampled along the middle 60% of its segment and across ``half_width``
+    pixels, all limbs at once; a limb with a missing end or shorter than 4 pixels is left out."""
+    p, q = kps[_LIMB_IDX[:, 0], :2], kps[_LIMB_IDX[:, 1], :2]
     d = q - p
-    length = float(np.linalg.norm(d))
-    if length < 4:
-        return np.zeros((0, 3), np.uint8)
+    length = np.linalg.norm(d, axis=1)
+    ok = (kps[_LIMB_IDX[:, 0], 2] > threshold) & (kps[_LIMB_IDX[:, 1], 2] > threshold) & (length >= 4)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1) / np.maximum(length, 1e-6)[:, None]
+    pts = (p[:, None, None] + _ALONG[None, :, None, None] * d[:, None, None]
+           + half_width * _ACROSS[None, None, :, None] * normal[:, None, None]).reshape(len(p), -1, 2)
+    pts = pts.round().astype(int)
     h, w = frame.shape[:2]
-    t = np.linspace(0.2, 0.8, 16)[:, None, None]
-    across = np.linspace(-half_width, half_width, 5)[None, :, None]
-    normal = np.array([-d[1], d[0]]) / length
-    pts = (p + t * d + across * normal).reshape(-1, 2).round().astype(int)
-    inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-    return frame[pts[inside, 1], pts[inside, 0]]
+    inside = (pts[..., 0] >= 0) & (pts[..., 0] < w) & (pts[..., 1] >= 0) & (pts[..., 1] < h)
+    return {name: frame[pts[k][inside[k], 1], pts[k][inside[k], 0]]
+            for k, name in enumerate(LIMBS) if ok[k]}
 
 
 def describe(frame: np.ndarray, kps: np.ndarray, threshold: float) -> Appearance | None:
@@ -119,8 +124,8 @@ def describe(frame: np.ndarray, kps: np.ndarray, threshold: float) -> Appearance
     torso = torso_colours(frame, kps, threshold)
     if torso is not None:
         colours["torso"] = torso
-    for name, pair in LIMBS.items():
-        hist = _histogram(_limb_pixels(frame, kps, pair, threshold, max(1.0, LIMB_HALF_WIDTH * size)))
+    for name, pixels in _limb_pixels(frame, kps, threshold, max(1.0, LIMB_HALF_WIDTH * size)).items():
+        hist = _histogram(pixels)
         if hist is not None:
             colours[name] = hist
     return Appearance(colours, size / frame.shape[0]) if colours else None

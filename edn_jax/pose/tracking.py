@@ -67,7 +67,7 @@ class TrackerConfig:
                                        # frame lost (at most 3)
     max_appearance_distance: float = 0.65  # clothes colour distance still the subject; 1.0 turns identity off
     reacquire_after: int = 15          # frames lost after which only the whole frame is searched
-    scan_every: int = 30               # frames between whole-frame scans for other people (0: never)
+    scan_every: int = 60               # frames between whole-frame scans for other people (0: never)
     rotated_tries: bool = True         # search the window turned when nobody is found upright
 
     def validate(self) -> None:
@@ -87,7 +87,7 @@ class TrackerConfig:
             raise EdnError(f"pose.subject_point={self.subject_point} is outside the frame", "give (x, y) fractions in [0, 1]")
         if isinstance(self.scan_every, bool) or not isinstance(self.scan_every, int) or self.scan_every < 0:
             raise EdnError(f"pose.scan_every={self.scan_every!r} is not an integer >= 0",
-                           "use e.g. 30 (frames between scans for other people), 0 for never")
+                           "use e.g. 60 (frames between scans for other people), 0 for never")
 
     @property
     def uses_appearance(self) -> bool:
