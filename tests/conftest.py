@@ -142,18 +142,22 @@ def real_video(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def tracked_real():
-    """Tracks the real videos once per session: {(video, subject policy): (keypoints, stats)}."""
+    """Tracks the real videos once per session, frame by frame with pose mode's detector and tracker
+    settings (configs/default.py): {(video, subject policy): (keypoints, stats)}."""
+    from configs import default
     from edn_jax import video
-    from edn_jax.pose import detector, tracking, video_tracker
+    from edn_jax.pose import detector, pipeline, video_tracker
 
     cache = {}
 
     def get(name: str, subject: str = "largest"):
         key = (name, subject)
         if key not in cache:
-            with detector.MediaPipeHolisticDetector() as det:
+            pose_cfg = default.get_config().pose
+            pose_cfg.subject = subject
+            with detector.from_config(pose_cfg) as det:
                 cache[key] = video_tracker.track_video(det, video.iter_frames(real_video(name)),
-                                                  tracking.TrackerConfig(subject=subject))
+                                                       pipeline.tracker_config(pose_cfg))
         return cache[key]
 
     return get
