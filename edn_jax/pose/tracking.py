@@ -181,11 +181,6 @@ class SubjectTracker:
 
     # --- prediction -------------------------------------------------------------------------
 
-    @property
-    def lost(self) -> int:
-        """Frames since the subject was last accepted (0 right after)."""
-        return 0 if self.subject is None else self.t - self.subject.frame
-
     def _predicted(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
         """(box, torso centre) of the subject on ``frame``, moved by its velocity for at most 3 frames
         and at most one size: a guess, not to be carried through a long loss."""
@@ -259,10 +254,15 @@ class SubjectTracker:
 
     def _overlapping(self, kps: np.ndarray) -> list[_Person]:
         """Other people whose boxes, where they were last seen (at most ``scan_every`` frames ago: a person
-        behind the subject may be seen only by the scans), overlap ``kps``'s."""
+        behind the subject may be seen only by the scans), overlap ``kps``'s by more than OVERLAP."""
+        recent = [p for p in self.others if self.t - p.frame <= max(self.cfg.scan_every, 2)]
+        return self._overlaps(kps, recent, OVERLAP)
+
+    def _overlaps(self, kps: np.ndarray, others: list[_Person], more_than: float = 0.0) -> list[_Person]:
+        """Those of ``others`` whose last boxes overlap ``kps``'s box by more than ``more_than``."""
         box = person_box(kps, self.cfg.conf_threshold)
-        return [p for p in self.others if self.t - p.frame <= max(self.cfg.scan_every, 2)
-                and appearance.box_overlap(box, person_box(p.kps, self.cfg.conf_threshold)) > OVERLAP]
+        return [p for p in others
+                if appearance.box_overlap(box, person_box(p.kps, self.cfg.conf_threshold)) > more_than]
 
     def _score(self, c: _Candidate) -> float:
         if c.d_subject is not None:
@@ -282,10 +282,6 @@ class SubjectTracker:
         th = self.cfg.conf_threshold
         ca, cb, size = torso_centre(a, th), torso_centre(b, th), person_size(a, th)
         return ca is not None and cb is not None and float(np.linalg.norm(ca - cb)) <= fraction * max(size, 1.0)
-
-    def _overlapped(self, kps: np.ndarray, others: list[_Person]) -> bool:
-        box = person_box(kps, self.cfg.conf_threshold)
-        return any(appearance.box_overlap(box, person_box(o.kps, self.cfg.conf_threshold)) > 0 for o in others)
 
     def _remember_others(self, candidates: list[_Candidate], choice: _Candidate | None) -> None:
         """Records every candidate that is not the subject as another person, or updates one."""
@@ -309,7 +305,7 @@ class SubjectTracker:
             elif c.looks is not None:
                 if match.looks is None:
                     match.looks = c.looks
-                elif not self._overlapped(c.kps, [p for p in self.others if p is not match and p.frame == self.t]):
+                elif not self._overlaps(c.kps, [p for p in self.others if p is not match and p.frame == self.t]):
                     match.looks = match.looks.blend(c.looks, APPEARANCE_RATE)
             match.seen(c.kps, self.t, th)
             seen_now.append(match)
@@ -326,24 +322,24 @@ class SubjectTracker:
         scored = [(d, p) for d, p in scored if d is not None and d <= self.cfg.max_appearance_distance]
         return min(scored, key=lambda dp: dp[0])[1] if scored else None
 
-    def _accept(self, frame: np.ndarray | None, c: _Candidate) -> None:
+    def _accept(self, c: _Candidate) -> None:
         s = self.subject
         if not c.near:
             self.stats.reacquired += 1
         if c.looks is not None:
             if s.looks is None:
                 s.looks = c.looks
-            elif not self._overlapped(c.kps, [p for p in self.others if self.t - p.frame <= 1]):
+            elif not self._overlaps(c.kps, [p for p in self.others if self.t - p.frame <= 1]):
                 s.looks = s.looks.blend(c.looks, APPEARANCE_RATE)
         s.seen(c.kps, self.t, self.cfg.conf_threshold)
 
-    def _start(self, frame: np.ndarray | None, candidates: list[_Candidate], height: int, width: int) -> _Candidate:
+    def _start(self, candidates: list[_Candidate], height: int, width: int) -> _Candidate:
         choice = candidates[select_subject([c.kps for c in candidates], height, width, self.cfg)]
         self.subject = _Person(choice.kps, self.t, choice.looks)
         self.subject.seen(choice.kps, self.t, self.cfg.conf_threshold)
         return choice
 
-    def _finish(self, frame, candidates: list[_Candidate], choice: _Candidate | None) -> np.ndarray | None:
+    def _finish(self, candidates: list[_Candidate], choice: _Candidate | None) -> np.ndarray | None:
         self.stats.rejected += sum(c.verdict in ("clothes", "another person", "far", "mixed") for c in candidates)
         self._remember_others(candidates, choice)
         if choice is None:
@@ -424,12 +420,12 @@ class SubjectTracker:
         if self.subject is None:
             found = [self._candidate(frame, k) for k in
                      people.detect_people(self.detector, frame, self.cfg.max_people, self.cfg.conf_threshold)]
-            choice = self._start(frame, found, *frame.shape[:2]) if found else None
-            return self._finish(frame, found, choice)
+            choice = self._start(found, *frame.shape[:2]) if found else None
+            return self._finish(found, choice)
         found, choice = self._search(frame, first)
         if choice is not None:
-            self._accept(frame, choice)
-        return self._finish(frame, found, choice)
+            self._accept(choice)
+        return self._finish(found, choice)
 
     def update_with_people(self, candidates: list[np.ndarray], height: int, width: int) -> np.ndarray | None:
         """The same rules over everyone already found on a frame (OpenPose JSON: no image, so no colours)."""
@@ -437,12 +433,12 @@ class SubjectTracker:
         self.stats.frames += 1
         found = [self._candidate(None, k) for k in candidates if person_box(k, self.cfg.conf_threshold) is not None]
         if self.subject is None:
-            choice = self._start(None, found, height, width) if found else None
+            choice = self._start(found, height, width) if found else None
         else:
             choice = self._choose(found)
             if choice is not None:
-                self._accept(None, choice)
-        return self._finish(None, found, choice)
+                self._accept(choice)
+        return self._finish(found, choice)
 
 
 def track_candidates(candidates: Iterable[list[np.ndarray]], height: int, width: int, cfg: TrackerConfig,
