@@ -36,36 +36,18 @@ _FACE = flags.DEFINE_bool("face", True, "Include the face generator (as a model 
 def main(argv) -> None:
     del argv
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from benchmarks import common
-    from edn_jax import inference, stages, synthetic
-    from edn_jax.models import factory
+    from benchmarks import common, measure
+    from edn_jax import inference
     from edn_jax.models import param_count
-    from edn_jax.pose import render
 
     config = _CONFIG.value
     h, w, n, chunk = _HEIGHT.value, _WIDTH.value, _FRAMES.value, _CHUNK.value
     if n % chunk:
         raise app.UsageError(f"--frames={n} must be a multiple of --chunk={chunk}")
-    generator = factory.build_generator(config, "global")
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    image = jnp.zeros((1, h, w, 3), jnp.float32)
-    params = {"g": generator.init(keys[0], inference.generator_input(image, image, image,
-                                                                     config.model.use_prev_label))["params"],
-              "face": None}
-    renderer = inference.Renderer(generator, config.model.use_prev_label)
-    if _FACE.value:
-        side = stages.face_crop_side(config, h, w)
-        face_g = factory.build_face_models(config)[0]
-        crop = jnp.zeros((1, side, side, 3), jnp.float32)
-        params["face"] = face_g.init(keys[1], crop, crop)["params"]
-        renderer = inference.Renderer(generator, config.model.use_prev_label, face_g, side)
-
-    kps = synthetic.synthetic_keypoints(1, n, h, w)
-    labels = jnp.asarray(render.render_stick_figures(kps, h, w).astype(np.float32) / 127.5 - 1.0)
-    boxes, valid = (jnp.asarray(a) for a in render.face_boxes(kps, h, w))
+    renderer, params = measure.renderer_and_params(config, "global", h, w, _FACE.value)
+    labels, boxes, valid = measure.stick_figures(n, h, w)
 
     def scan_all():
         carry, last = inference.initial_carry(h, w), None

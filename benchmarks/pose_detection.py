@@ -96,7 +96,7 @@ def main(argv) -> None:
     from benchmarks import common
     from configs import default
     from edn_jax import video
-    from edn_jax.pose import detector, pipeline, tracking, video_tracker
+    from edn_jax.pose import detector, pipeline, video_tracker
 
     pose_cfg = default.get_config().pose
     pose_cfg.subject = _SUBJECT.value

@@ -8,7 +8,10 @@ dependency of edn_jax):
   /tmp/torchvenv/bin/python benchmarks/torch_reference.py infer --height 256 --width 256
 
 ``--compare_json`` takes the JSON a JAX benchmark printed for the same sizes and adds its
-parameter counts (with ``param_counts_match``) and the JAX/torch speed ratio.
+parameter counts (with ``param_counts_match``) and the JAX/torch speed ratio. ``--device cuda``
+runs on a GPU (each timed call ends with ``torch.cuda.synchronize``; cuDNN autotuning and TF32 on,
+the fastest eager settings and XLA's default float32 precision), ``--dtype bfloat16`` under
+``torch.autocast``; ``benchmarks/device_check.py`` runs it next to the JAX measurements.
 
 The networks are written out in plain ``torch.nn`` to be the same computation as
 ``edn_jax/models`` (NCHW, as PyTorch prefers; ``--channels_last`` tries its NHWC memory
@@ -17,8 +20,9 @@ blocks, transposed convs up, instance norm without affine parameters and without
 biases it would cancel, ReLU, a 7x7 head with bias and tanh) on 6 input channels (stick
 figure + previous output); the multiscale NLayer PatchGAN (4x4 convs, padding 2, LeakyReLU
 0.2, instance norm, 3x3 average-pool downsampling without the padding in the mean) on the
-12-channel temporal pair; a VGG16 feature stack (random weights: only speed matters here)
-up to relu5_1. Parameter counts are printed next to edn_jax's for the same sizes.
+12-channel temporal pair; a VGG16 or VGG19 feature stack (random weights: only speed matters
+here) up to relu5_1; with ``--generator local``, pix2pixHD's LocalEnhancer around the global
+generator (the local stage). Parameter counts are printed next to edn_jax's for the same sizes.
 
 ``train`` is ``edn_jax.generator_stage.train_step``: G renders frame t-1 from a blank previous frame and
 frame t from that output; G loss = LSGAN + feature matching (lambda_feat) + VGG perceptual
@@ -55,8 +59,12 @@ import torch.nn.functional as F
 # functions that use it), so this torch-only environment shares its timing and memory helpers.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import call_seconds, peak_rss_bytes  # noqa: E402
+from benchmarks.device_check import LOCK_ENV, device_lock  # noqa: E402  (standard library only, too)
 
-VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512)  # up to conv5_1
+VGG_CONVS = {  # torchvision's VGG ``features`` up to conv5_1
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512),
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512),
+}
 VGG_FEATURES = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 VGG_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -101,7 +109,7 @@ class GlobalGenerator(nn.Module):
         self.head = nn.Conv2d(ngf, output_nc, 7)
         init_weights(self)
 
-    def forward(self, x):
+    def features(self, x):
         y = F.relu(instance_norm(self.stem(F.pad(x, (3, 3, 3, 3), mode="reflect"))))
         for down in self.down:
             y = F.relu(instance_norm(down(y)))
@@ -109,7 +117,47 @@ class GlobalGenerator(nn.Module):
             y = block(y)
         for up in self.up:
             y = F.relu(instance_norm(up(y)))
+        return y
+
+    def forward(self, x):
+        return torch.tanh(self.head(F.pad(self.features(x), (3, 3, 3, 3), mode="reflect")))
+
+
+def downsample(x):
+    """3x3 stride-2 average pool without the padding in the mean (pix2pixHD's and edn_jax's)."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+
+class LocalEnhancer(nn.Module):
+    """pix2pixHD's LocalEnhancer as edn_jax.models.local_enhancer: the global generator's features
+    of the 2x-downsampled input (its head unused, so not counted) added to a local branch."""
+
+    def __init__(self, input_nc: int = 6, output_nc: int = 3, ngf: int = 32, global_ngf: int = 64,
+                 n_downsampling_global: int = 4, n_blocks_global: int = 9, n_blocks_local: int = 3):
+        super().__init__()
+        self.global_generator = GlobalGenerator(input_nc, output_nc, global_ngf, n_downsampling_global, n_blocks_global)
+        del self.global_generator.head  # LocalEnhancer calls features() alone: no head parameters
+        self.stem = nn.Conv2d(input_nc, ngf, 7, bias=False)
+        self.down = nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1, bias=False)
+        self.blocks = nn.ModuleList(ResnetBlock(2 * ngf) for _ in range(n_blocks_local))
+        self.up = nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1, output_padding=1, bias=False)
+        self.head = nn.Conv2d(ngf, output_nc, 7)
+        init_weights(self)
+
+    def forward(self, x):
+        g = self.global_generator.features(downsample(x))
+        y = F.relu(instance_norm(self.stem(F.pad(x, (3, 3, 3, 3), mode="reflect"))))
+        y = F.relu(instance_norm(self.down(y))) + g
+        for block in self.blocks:
+            y = block(y)
+        y = F.relu(instance_norm(self.up(y)))
         return torch.tanh(self.head(F.pad(y, (3, 3, 3, 3), mode="reflect")))
+
+
+def make_generator(args) -> nn.Module:
+    if args.generator == "local":
+        return LocalEnhancer(6, 3, args.local_ngf, args.ngf, args.n_down, args.n_blocks, args.n_blocks_local)
+    return GlobalGenerator(6, 3, args.ngf, args.n_down, args.n_blocks)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -143,28 +191,29 @@ class MultiscaleDiscriminator(nn.Module):
         results = []
         for i, d in enumerate(self.scales):
             if i:
-                x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+                x = downsample(x)
             results.append(d(x))
         return results
 
 
-class VGG16Features(nn.Module):
-    """torchvision's VGG16 ``features`` up to relu5_1 (random weights), on [-1, 1] images mapped to
-    ImageNet normalisation as edn_jax.models.vgg.normalize; returns relu{1..5}_1."""
+class VGGFeatures(nn.Module):
+    """torchvision's VGG16 or VGG19 ``features`` up to relu5_1 (random weights), on [-1, 1] images
+    mapped to ImageNet normalisation as edn_jax.models.vgg.normalize; returns relu{1..5}_1."""
 
-    def __init__(self):
+    def __init__(self, arch: str = "vgg16"):
         super().__init__()
-        layers, cin, self.pool_before = [], 3, []
+        layers, cin, self.pool_before, self.taps = [], 3, [], set()
         pool = False
-        for v in VGG16_CONVS:
+        for v in VGG_CONVS[arch]:
             if v == "M":
                 pool = True
                 continue
+            if pool or not layers:  # the first conv after each pool: conv1_1, conv2_1, ... conv5_1
+                self.taps.add(len(layers))
             layers.append(nn.Conv2d(cin, v, 3, padding=1))
             self.pool_before.append(pool)
             cin, pool = v, False
         self.convs = nn.ModuleList(layers)
-        self.taps = {0, 2, 4, 7, 10}  # conv1_1, conv2_1, conv3_1, conv4_1, conv5_1
         self.register_buffer("shift", (2 * torch.tensor(IMAGENET_MEAN) - 1).view(1, 3, 1, 1))
         self.register_buffer("scale", (2 * torch.tensor(IMAGENET_STD)).view(1, 3, 1, 1))
         self.requires_grad_(False)
@@ -205,14 +254,21 @@ class TrainStep:
     """edn_jax.generator_stage.train_step in eager PyTorch."""
 
     def __init__(self, args):
-        self.g = GlobalGenerator(6, 3, args.ngf, args.n_down, args.n_blocks)
-        self.d = MultiscaleDiscriminator(12, args.num_d, args.ndf, args.n_layers_d)
-        self.vgg = VGG16Features() if args.perceptual == "vgg16" else None
+        self.g = make_generator(args).to(args.device)
+        self.d = MultiscaleDiscriminator(12, args.num_d, args.ndf, args.n_layers_d).to(args.device)
+        self.vgg = VGGFeatures(args.perceptual).to(args.device) if args.perceptual != "none" else None
         self.lambda_feat, self.lambda_vgg = args.lambda_feat, args.lambda_vgg
+        self.autocast = autocast(args)
         self.g_opt = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.d_opt = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
     def __call__(self, label_prev, label, image_prev, image) -> dict:
+        with self.autocast:  # bfloat16: the forward passes and losses in autocast, the backward outside (torch's recipe)
+            g_total, d_loss = self.losses(label_prev, label, image_prev, image)
+        return self.update(g_total, d_loss)
+
+    def losses(self, label_prev, label, image_prev, image):
+        """(G's total loss, D's loss) of one pair."""
         real = torch.cat([label_prev, label, image_prev, image], 1)
         # G: frame t-1 from a blank previous frame, frame t from G's own t-1 (gradients flow through both).
         fake_prev = self.g(torch.cat([label_prev, torch.zeros_like(label_prev)], 1))
@@ -227,6 +283,9 @@ class TrainStep:
             g_total = g_total + self.lambda_vgg * (perceptual(self.vgg, fake, image) +
                                                    perceptual(self.vgg, fake_prev, image_prev))
         d_loss = 0.5 * (lsgan(d_real, 1.0) + lsgan(d_fake, 0.0))
+        return g_total, d_loss
+
+    def update(self, g_total, d_loss) -> dict:
         # Each loss differentiated w.r.t. its own network only (jax.value_and_grad of g_params /
         # d_params): autograd.grad runs just the backward nodes and outputs those need, so G's pass
         # computes no D or VGG weight gradients and D's pass does not go back into G.
@@ -245,25 +304,55 @@ def param_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def to_torch(x: np.ndarray, channels_last: bool) -> torch.Tensor:
-    """NHWC numpy -> NCHW tensor (contiguous, or in torch's channels_last memory format)."""
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+def to_torch(x: np.ndarray, args) -> torch.Tensor:
+    """NHWC numpy -> NCHW tensor on ``args.device`` (contiguous, or in torch's channels_last memory format)."""
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(args.device)
+    return t.contiguous(memory_format=torch.channels_last) if args.channels_last else t.contiguous()
 
 
-def matmul_peak(sizes=(1024, 2048, 4096), repeats: int = 5) -> dict:
-    """torch's float32 square-matmul peak on this machine, measured as benchmarks/common.py does for JAX."""
+def autocast(args):
+    """bfloat16: ``torch.autocast`` (float32 weights, bfloat16 compute, as edn_jax's model.dtype);
+    float32: a context that does nothing."""
+    return torch.autocast(device_type=torch.device(args.device).type, dtype=torch.bfloat16,
+                          enabled=args.dtype == "bfloat16")
+
+
+def synced(fn, device: str):
+    """``fn`` that returns only once the device has finished its work (eager CUDA calls return early)."""
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+    return call
+
+
+def peak_memory(device: str) -> dict:
+    """The CUDA caching allocator's peak (``torch.cuda.max_memory_allocated``), else the process's peak RSS."""
+    if torch.device(device).type == "cuda":
+        peak, source = torch.cuda.max_memory_allocated(device), "torch.cuda.max_memory_allocated()"
+    else:
+        peak, source = peak_rss_bytes(), "process peak RSS (resource.getrusage ru_maxrss)"
+    return {"peak_memory_bytes": peak, "peak_memory_mib": round(peak / 2 ** 20, 1), "peak_memory_source": source}
+
+
+def matmul_peak(device: str = "cpu", dtype: str = "float32", sizes=(1024, 2048, 4096), repeats: int = 5) -> dict:
+    """torch's square-matmul peak on this device, measured as benchmarks/common.py does for JAX."""
     best, by_n = 0.0, {}
     for n in sizes:
         g = torch.Generator().manual_seed(n)
-        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-        a @ b
-        times = call_seconds(lambda: a @ b, repeats)
+        a, b = (torch.randn(n, n, generator=g).to(device, getattr(torch, dtype)) for _ in range(2))
+        mm = synced(lambda: a @ b, device)
+        mm()
+        times = call_seconds(mm, repeats)
         rate = 2.0 * n ** 3 / min(times)
         by_n[n] = round(rate / 1e9, 1)
         best = max(best, rate)
     return {"flops_per_s": best, "gflops_per_s": round(best / 1e9, 1), "gflops_per_s_by_n": by_n,
-            "method": f"torch float32 square matmul n in {list(sizes)}, best of {repeats} runs each after a warm-up"}
+            "method": f"torch {dtype} square matmul on {device}, n in {list(sizes)}, best of {repeats} runs each "
+                      "after a warm-up"}
 
 
 def counted_flops(fn) -> float | None:
@@ -298,81 +387,82 @@ def jax_comparison(path: str | None, result: dict) -> dict:
     return out
 
 
+def shape_fields(args) -> dict:
+    return {"generator": args.generator, "height": args.height, "width": args.width, "ngf": args.ngf,
+            "n_down": args.n_down, "n_blocks": args.n_blocks, "local_ngf": args.local_ngf,
+            "n_blocks_local": args.n_blocks_local, "dtype": args.dtype, "channels_last": args.channels_last}
+
+
 def run_train(args) -> dict:
     step = TrainStep(args)
     rng = np.random.default_rng(0)
-    batch = [to_torch(rng.uniform(-1, 1, (args.batch, args.height, args.width, 3)).astype(np.float32),
-                      args.channels_last) for _ in range(4)]
+    batch = [to_torch(rng.uniform(-1, 1, (args.batch, args.height, args.width, 3)).astype(np.float32), args)
+             for _ in range(4)]
     if args.channels_last:
         for m in (step.g, step.d, step.vgg):
             if m is not None:
                 m.to(memory_format=torch.channels_last)
+    one = synced(lambda: step(*batch), args.device)
     t0 = time.perf_counter()
-    step(*batch)
+    one()
     first_s = time.perf_counter() - t0
-    step(*batch)
-    times = call_seconds(lambda: step(*batch), args.steps)  # eager: every op has finished when a call returns (CPU)
+    one()
+    times = call_seconds(one, args.steps)
     step_s = float(np.median(times))
-    rss = peak_rss_bytes()
-    flops = counted_flops(lambda: step(*batch)) if args.flops else None
-    peak = matmul_peak() if args.flops else None
+    memory = peak_memory(args.device)
+    flops = counted_flops(one) if args.flops else None
+    peak = matmul_peak(args.device, args.dtype) if args.flops else None
     return {
-        "shape": {"batch": args.batch, "height": args.height, "width": args.width, "ngf": args.ngf,
-                  "n_down": args.n_down, "n_blocks": args.n_blocks, "ndf": args.ndf, "num_d": args.num_d,
-                  "n_layers_d": args.n_layers_d, "perceptual": args.perceptual, "dtype": "float32",
-                  "channels_last": args.channels_last},
+        "shape": {"batch": args.batch, **shape_fields(args), "ndf": args.ndf, "num_d": args.num_d,
+                  "n_layers_d": args.n_layers_d, "perceptual": args.perceptual},
         "g_params": param_count(step.g), "d_params": param_count(step.d),
         "vgg_params": param_count(step.vgg) if step.vgg is not None else 0,
         "first_step_s": round(first_s, 2), "steps_timed": len(times),
         "step_s_median": round(step_s, 4), "step_s_min": round(min(times), 4),
         "images_per_s": round(2 * args.batch / step_s, 3), "pairs_per_s": round(args.batch / step_s, 3),
-        **flop_fields(flops, step_s, peak, "step"),
-        "peak_memory_bytes": rss, "peak_memory_mib": round(rss / 2 ** 20, 1),
-        "peak_memory_source": "process peak RSS (resource.getrusage ru_maxrss)",
+        **flop_fields(flops, step_s, peak, "step"), **memory,
     }
 
 
 def run_infer(args) -> dict:
-    g = GlobalGenerator(6, 3, args.ngf, args.n_down, args.n_blocks).eval()
+    g = make_generator(args).to(args.device).eval()
     if args.channels_last:
         g.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     # Stick figures in [-1, 1]; their values do not change the work, so uniform noise stands in.
-    labels = to_torch(rng.uniform(-1, 1, (args.frames, args.height, args.width, 3)).astype(np.float32),
-                      args.channels_last)
+    labels = to_torch(rng.uniform(-1, 1, (args.frames, args.height, args.width, 3)).astype(np.float32), args)
+    cast = autocast(args)
 
     def render_all():
         prev = torch.zeros_like(labels[:1])
         outputs = []
-        with torch.no_grad():
+        with torch.no_grad(), cast:
             for t in range(args.frames):
-                prev = g(torch.cat([labels[t:t + 1], prev], 1))
+                prev = g(torch.cat([labels[t:t + 1], prev.to(labels.dtype)], 1))
                 outputs.append(prev)
         return outputs
 
     def render_one():
-        with torch.no_grad():
+        with torch.no_grad(), cast:
             return g(torch.cat([labels[:1], torch.zeros_like(labels[:1])], 1))
 
+    render_all, render_one = synced(render_all, args.device), synced(render_one, args.device)
     t0 = time.perf_counter()
     render_one()
     first_s = time.perf_counter() - t0
     render_all()  # warm
     times = call_seconds(render_all, args.repeats)
     seconds = float(np.median(times))
-    rss = peak_rss_bytes()
+    memory = peak_memory(args.device)
     flops = counted_flops(render_one) if args.flops else None
-    peak = matmul_peak() if args.flops else None
+    peak = matmul_peak(args.device, args.dtype) if args.flops else None
     n = args.frames
     return {
-        "shape": {"height": args.height, "width": args.width, "frames": n, "ngf": args.ngf, "n_down": args.n_down,
-                  "n_blocks": args.n_blocks, "face": False, "dtype": "float32", "channels_last": args.channels_last},
+        "shape": {**shape_fields(args), "frames": n, "face": False},
         "g_params": param_count(g), "first_frame_s": round(first_s, 3), "repeats": len(times),
         "per_frame": {"frames_per_s": round(n / seconds, 3), "seconds_median": round(seconds, 3),
                       "seconds_per_frame": round(seconds / n, 5), "frames_per_s_best": round(n / min(times), 3)},
-        **flop_fields(flops, seconds / n, peak, "frame"),
-        "peak_memory_bytes": rss, "peak_memory_mib": round(rss / 2 ** 20, 1),
-        "peak_memory_source": "process peak RSS (resource.getrusage ru_maxrss)",
+        **flop_fields(flops, seconds / n, peak, "frame"), **memory,
     }
 
 
@@ -397,7 +487,14 @@ def main(argv=None) -> None:
     parser.add_argument("--ndf", type=int, default=16)
     parser.add_argument("--num_d", type=int, default=2)
     parser.add_argument("--n_layers_d", type=int, default=3)
-    parser.add_argument("--perceptual", choices=("vgg16", "none"), default="vgg16")
+    parser.add_argument("--generator", choices=("global", "local"), default="global",
+                        help="local: pix2pixHD's LocalEnhancer around the global generator (--ngf is its global ngf)")
+    parser.add_argument("--local_ngf", type=int, default=32)
+    parser.add_argument("--n_blocks_local", type=int, default=3)
+    parser.add_argument("--perceptual", choices=("vgg16", "vgg19", "none"), default="vgg16")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (| cuda:N)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="bfloat16: torch.autocast around the forward passes")
     parser.add_argument("--lambda_feat", type=float, default=10.0)
     parser.add_argument("--lambda_vgg", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=10, help="timed train steps (after 2 warm-up steps)")
@@ -408,18 +505,25 @@ def main(argv=None) -> None:
     parser.add_argument("--compare_json", default=None,
                         help="a JAX benchmark's JSON output for the same sizes: adds its parameter counts "
                              "(and whether they match) and the JAX / torch speed ratio")
+    parser.add_argument("--one_line", dest="indent", action="store_false", help="print the JSON on one line")
     parser.add_argument("--noflops", dest="flops", action="store_false",
                         help="skip the FLOP count and the matmul peak (both after the timing)")
     args = parser.parse_args(argv)
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    result = run_train(args) if args.what == "train" else run_infer(args)
+    cuda = torch.device(args.device).type == "cuda"
+    if cuda:  # the fastest eager settings: cuDNN's autotuned algorithms, TF32 as XLA's default float32 precision
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    with device_lock(os.environ.get(LOCK_ENV)):  # benchmarks/device_check.py: one process on the device at a time
+        result = run_train(args) if args.what == "train" else run_infer(args)
     print(json.dumps({
         "benchmark": f"torch_reference {args.what}", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(args.device) if cuda else "cpu",
         "mkldnn": torch.backends.mkldnn.is_available(), **result, **jax_comparison(args.compare_json, result),
-    }, indent=2))
+    }, indent=2 if args.indent else None))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -33,40 +32,11 @@ _WIDTH = flags.DEFINE_integer("width", None, "The global stage's image width (de
 _MODES = flags.DEFINE_list("modes", ["none", "perceptual", "full"], "train.remat modes to compile.")
 
 
-def step_memory(config, stage_name: str) -> dict:
-    """Memory analysis and FLOPs of one compiled train step of ``stage_name`` under ``config``."""
-    import jax
-    import jax.numpy as jnp
-
-    from benchmarks import common
-    from edn_jax import generator_stage, sharding, stages
-
-    stage = next(s for s in stages.plan_stages(config) if s.name == stage_name)
-    mesh = sharding.make_mesh()
-    trainer = generator_stage.GeneratorTrainer.create(config, mesh, stage)
-    shape = (config.train.batch_size, stage.height, stage.width, 3)
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding.batch_sharding(mesh))
-             for k in generator_stage.TRAIN_KEYS}
-    t0 = time.perf_counter()
-    compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
-    compile_s = time.perf_counter() - t0
-    analysis = compiled.memory_analysis()
-    flops = common.flops_of(compiled)
-    mib = lambda b: round(b / 2 ** 20, 1)  # noqa: E731
-    out = {"compile_s": round(compile_s, 1), "flops_per_step": flops}
-    for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes"):
-        out[field.replace("_in_bytes", "_mib")] = mib(getattr(analysis, field))
-    # Donated state aliases its outputs, so the step's footprint is arguments + temporaries + the outputs
-    # that are not aliased (the metrics).
-    out["total_mib"] = mib(analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
-                           + analysis.output_size_in_bytes - analysis.alias_size_in_bytes)
-    return out
-
-
 def main(argv) -> None:
     del argv
     import jax
 
+    from benchmarks.measure import step_memory
     from edn_jax import stages
 
     config = _CONFIG.value

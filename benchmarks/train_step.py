@@ -39,11 +39,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).
 def main(argv) -> None:
     del argv
     import jax
-    import numpy as np
 
-    from benchmarks import common
-    from edn_jax import generator_stage, sharding, stages
-    from edn_jax.models import param_count
+    from benchmarks import common, measure
+    from edn_jax import stages
 
     config = _CONFIG.value
     for flag, (section, field) in [(_BATCH, ("train", "batch_size")), (_HEIGHT, ("train", "height")),
@@ -55,29 +53,8 @@ def main(argv) -> None:
             config[section][field] = flag.value
     stages.validate_train_config(config)
     t, m = config.train, config.model
-    mesh = sharding.make_mesh()
-    trainer = generator_stage.GeneratorTrainer.create(config, mesh)
-    state = trainer.init(0)
-    rng = np.random.default_rng(0)
-    batch_sharding = sharding.batch_sharding(mesh)
-    shape = (t.batch_size, t.height, t.width, 3)
-    batch = {k: jax.device_put(rng.uniform(-1, 1, shape).astype(np.float32), batch_sharding)
-             for k in ("label_prev", "label", "image_prev", "image")}
-
-    def one_step():
-        nonlocal state
-        state, metrics = trainer.step(state, batch)
-        jax.block_until_ready(metrics)
-
-    (compile_s,) = common.call_seconds(one_step, 1)
-    one_step()
-    times = common.call_seconds(one_step, _STEPS.value)
-    step_s = float(np.median(times))
-    memory = common.peak_memory()  # before the matmul peak's buffers below
-    # The same jitted step's FLOPs (the lowering hits the in-process compilation cache).
-    flops = common.compiled_flops(trainer.step_fn, state, {k: batch[k] for k in generator_stage.TRAIN_KEYS},
-                                  trainer.perceptual)
-    peak = common.matmul_peak_flops()
+    result = measure.train_step(config, "global", _STEPS.value)
+    peak = common.matmul_peak_flops()  # after the step: its buffers are not in the step's peak memory
     device = jax.devices()[0]
     print(json.dumps({
         "benchmark": "train_step", "config": config_flags.get_config_filename(flags.FLAGS["config"]),
@@ -87,13 +64,11 @@ def main(argv) -> None:
         "shape": {"batch": t.batch_size, "height": t.height, "width": t.width, "ngf": m.ngf,
                   "n_down": m.n_downsampling, "n_blocks": m.n_blocks, "ndf": m.ndf, "num_d": m.num_d,
                   "n_layers_d": m.n_layers_d, "perceptual": config.loss.perceptual, "dtype": m.dtype},
-        "g_params": param_count(state.g_params), "d_params": param_count(state.d_params),
-        "first_step_s_incl_compile": round(compile_s, 2), "steps_timed": len(times),
-        "step_s_median": round(step_s, 4), "step_s_min": round(min(times), 4),
-        "images_per_s": round(2 * t.batch_size / step_s, 3),  # each example is a (t-1, t) pair of frames
-        "pairs_per_s": round(t.batch_size / step_s, 3),
-        **common.efficiency(flops, step_s, peak, "step"),
-        **memory,
+        "g_params": result["g_params"], "d_params": result["d_params"],
+        "compile_s": result["compile_s"], "steps_timed": result["steps_timed"],
+        **{k: result[k] for k in ("step_s_median", "step_s_min", "images_per_s", "pairs_per_s")},
+        **common.efficiency(result["flops_per_step"], result["step_s_median"], peak, "step"),
+        **{k: result[k] for k in ("peak_memory_bytes", "peak_memory_mib", "peak_memory_source")},
         "peak_rss_mib": round(common.peak_rss_bytes() / 2 ** 20, 1),
     }, indent=2))
 

@@ -100,7 +100,7 @@ def make_perceptual(config, mesh: Mesh):
     perceptual = losses.make_perceptual_loss(
         config.loss.perceptual if config.loss.perceptual != "none" else "vgg16", config.loss.vgg19_weights,
         enabled=config.loss.lambda_vgg > 0 and config.loss.perceptual != "none",
-        imagenet_input=config.loss.vgg_input == "imagenet")
+        imagenet_input=config.loss.vgg_input == "imagenet", dtype=config.model.dtype)
     return None if perceptual is None else jax.device_put(perceptual, sharding.replicated(mesh))
 
 

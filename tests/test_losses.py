@@ -184,6 +184,22 @@ def test_perceptual_loss_gradient_reaches_x_only(vgg16_params, images):
     assert bf16(images, y, vgg16_params).dtype == jnp.float32
 
 
+def test_perceptual_loss_runs_vgg_in_the_models_dtype(images):
+    """A bfloat16 model's perceptual term runs VGG in bfloat16 (its convs are most of a step's work),
+    with float32 weights and a float32 loss near the float32 one."""
+    y = images[:, ::-1]
+    f32, bf16 = (losses.make_perceptual_loss("vgg16", dtype=d) for d in ("float32", "bfloat16"))
+    assert (f32.dtype, bf16.dtype) == ("float32", "bfloat16")
+    assert bf16.params["conv1_1"]["kernel"].dtype == jnp.float32
+    value = jax.jit(lambda loss, x: loss(x, y))
+    assert value(bf16, images).dtype == jnp.float32
+    assert float(value(bf16, images)) == pytest.approx(float(value(f32, images)), rel=0.03)
+    assert float(value(bf16, images)) != float(value(f32, images))  # computed in bfloat16, not float32
+    text = str(jax.make_jaxpr(lambda x: bf16(x, y))(images))
+    assert "conv_general_dilated" in text and "bf16[" in text
+    assert "bf16[" not in str(jax.make_jaxpr(lambda x: f32(x, y))(images))
+
+
 # ---------------------------------------------------------------- VGG19: converter and loading
 
 TORCHVISION_VGG19_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
