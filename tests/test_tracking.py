@@ -154,3 +154,42 @@ def test_statuses_say_why_the_subject_is_missing():
     list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig(), stats))
     assert stats.status == ["tracked"] * 3 + ["not_detected"] * 3 + ["other_person"] * 3
     assert stats.status_counts() == {"tracked": 3, "not_detected": 3, "other_person": 3}
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_hand_on_the_overlapping_persons_hand_is_dropped(monkeypatch, shared):
+    """Behind the subject, another person's bare hand can be given to the subject with its wrist (no
+    clothes colour to tell); a detection with the subject's torso masked finds that person, and a
+    subject hand on that person's hand is dropped. A hand of its own elsewhere is kept."""
+    from edn_jax.pose import people
+    from edn_jax.synthetic.painter import render_synthetic_scene
+
+    subject, other = _person(1, 2, 0.9, 60, 10), _person(2, 2, 0.9, 110, -25)  # boxes overlap by a third
+    frame = render_synthetic_scene([(other[0], 2), (subject[0], 0)], H, W)
+    mixed = subject[1].copy()
+    hand, wrist = layout.LEFT_HAND, layout.B["LWrist"]
+    if shared:  # the subject's left wrist and hand on the other person's
+        mixed[hand], mixed[wrist] = other[1][hand], other[1][wrist]
+    masks = []
+
+    def in_window(detector, image, window, mask=None, keep=None):
+        masks.append(mask)
+        return mixed.copy() if mask is None else other[1].copy()  # masked: the person behind is found
+
+    monkeypatch.setattr(people, "detect_people", lambda det, image, n, th, exclude=None: (
+        [subject[0], other[0]] if not masks else []))
+    monkeypatch.setattr(people, "detect_in_window", in_window)
+    tracker = tracking.SubjectTracker(object(), tracking.TrackerConfig(subject="point", subject_point=(0.6, 0.5)))
+    np.testing.assert_array_equal(tracker.update(frame), subject[0])
+    masks.append(None)  # from now on detect_people finds nobody more
+    kps = tracker.update(frame)
+    np.testing.assert_array_equal(kps[layout.BODY], mixed[layout.BODY])
+    np.testing.assert_array_equal(kps[layout.RIGHT_HAND], mixed[layout.RIGHT_HAND])
+    masked = [m for m in masks if m is not None]
+    assert masked, "no second detection beside the overlapping person"
+    torso = subject[1][list(tracking.TORSO)]
+    np.testing.assert_allclose(masked[-1], [*torso[:, :2].min(0), *torso[:, :2].max(0)], atol=1e-4)
+    if shared:
+        assert (kps[hand, 2] == 0).all() and tracker.stats.parts_dropped == 1
+    else:
+        np.testing.assert_array_equal(kps[hand], mixed[hand])

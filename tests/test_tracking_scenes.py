@@ -41,9 +41,10 @@ def test_subject_followed_without_swaps(tracked_scenes, name):
     assert score.coverage >= 0.95, (name, score, stats.status)
     assert len(stats.status) == scene.num_frames
     # Where the subject's arm lies on the person behind it, MediaPipe can put the wrist and hand on
-    # theirs, skin on skin, with no colour to tell (measured: 6 to 8 of the 90 frames of "behind"; the
-    # old position-only tracker had 5 on the fewer frames it tracked).
-    assert len(score.hand_mixes) <= 0.1 * scene.num_frames, score
+    # theirs, skin on skin, with no colour to tell: 6 to 8 of the 90 frames of "behind" before the
+    # tracker dropped a hand that sits on the overlapping person's, 3 since (on frames where the
+    # detection with the subject's torso masked finds the subject again, not the person behind).
+    assert len(score.hand_mixes) <= 0.06 * scene.num_frames, score
 
 
 def test_subject_displaced_far_is_found_by_identity(tracked_scenes):

@@ -22,6 +22,7 @@ import numpy as np
 from edn_jax.pose import layout
 
 B = layout.B
+HANDS = ((layout.LEFT_HAND, "LWrist", "left_hand"), (layout.RIGHT_HAND, "RWrist", "right_hand"))
 TORSO = (B["Neck"], B["RShoulder"], B["LShoulder"], B["MidHip"], B["RHip"], B["LHip"])
 HEAD = (B["Nose"], B["REye"], B["LEye"], B["REar"], B["LEar"])
 LIMBS = {  # each limb on its own, so a limb that lies on another person shows
@@ -39,6 +40,7 @@ TORSO_SAMPLES = 2048        # pixels of the torso sampled on a grid: plenty for 
 MIN_REGION_PIXELS = 24
 LIMB_HALF_WIDTH = 0.02      # of the person's size: sampled across a limb, well inside an adult's limb
 FACE_TOLERANCE = 0.15       # face centre to the body's head points, in person sizes (measured: <= 0.07)
+SHARED_HAND = 0.1           # a hand this near another person's wrist or hand (person sizes) may be theirs
 HAND_TOLERANCE = 0.15       # hand's wrist point to the body's wrist, in person sizes (measured: <= 0.1)
 
 
@@ -183,13 +185,32 @@ def split_parts(kps: np.ndarray, threshold: float) -> tuple[np.ndarray, tuple[st
             out = out.copy() if out is kps else out
             out[layout.FACE] = 0.0
             dropped.append("face")
-    for part, wrist, name in ((layout.LEFT_HAND, "LWrist", "left_hand"), (layout.RIGHT_HAND, "RWrist", "right_hand")):
+    for part, wrist, name in HANDS:
         hand = kps[part]
         if hand[0, 2] > 0 and kps[B[wrist], 2] > threshold:
             if np.linalg.norm(hand[0, :2] - kps[B[wrist], :2]) > HAND_TOLERANCE * size:
                 out = out.copy() if out is kps else out
                 out[part] = 0.0
                 dropped.append(name)
+    return out, tuple(dropped)
+
+
+def drop_shared_hands(kps: np.ndarray, other: np.ndarray, threshold: float) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``kps`` without each hand that sits within SHARED_HAND of its size on ``other``'s wrist or
+    hand (a hand two skeletons claim cannot be told apart by bare skin: it is nobody's), and the
+    names of the hands removed."""
+    size = person_size(kps, threshold)
+    points = [other[part][other[part, 2] > 0, :2].mean(0) for part, _, _ in HANDS if (other[part, 2] > 0).any()]
+    points += [other[B[wrist], :2] for _, wrist, _ in HANDS if other[B[wrist], 2] > threshold]
+    out, dropped = kps, []
+    for part, _, name in HANDS:
+        if size <= 0 or not (kps[part, 2] > 0).any():
+            continue
+        centre = kps[part][kps[part, 2] > 0, :2].mean(0)
+        if any(np.linalg.norm(centre - p) <= SHARED_HAND * size for p in points):
+            out = out.copy() if out is kps else out
+            out[part] = 0.0
+            dropped.append(name)
     return out, tuple(dropped)
 
 

@@ -10,7 +10,8 @@ subject, the window is searched a second time with the first person found masked
 are seen.
 
 Every detection is first made one person (``appearance.split_parts``: a face or hand that is
-not on the body's head or wrist is dropped) and then judged by one rule. A candidate is the
+not on the body's head or wrist is dropped; beside an overlapping person, a hand on that person's
+hand, found with the subject's torso masked, too) and then judged by one rule. A candidate is the
 subject only if its size is plausible, its clothes (``appearance.distance`` to the subject's
 running model) match the subject within ``max_appearance_distance``, and it does not match any
 other tracked person better; beside an overlapping person, it is refused as mixed if limbs of
@@ -54,6 +55,7 @@ OVERLAP = 0.2             # box overlap (of the smaller box) that makes another 
 FAR_PENALTY = 0.1         # added to a candidate's appearance distance when it is away from the prediction
 ROTATIONS = (2, 1, 3)     # quarter turns tried when nobody is found upright: upside down first
 NOT_GIVEN = object()      # SubjectTracker.update: no detection was made ahead of time
+SAME_POSE = 0.05          # half the body points this near (person sizes): the same person detected twice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +105,13 @@ def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
     return None
 
 
-def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float) -> float:
-    """Mean distance of the body points present in both poses, in units of ``a``'s size."""
+def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float, statistic=np.mean) -> float:
+    """The mean (or ``statistic``) distance of the body points present in both poses, in units of ``a``'s size."""
     both = (a[layout.BODY, 2] > threshold) & (b[layout.BODY, 2] > threshold)
     size = person_size(a, threshold)
     if not both.any() or size <= 0:
         return float("inf")
-    return float(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1).mean() / size)
+    return float(statistic(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1)) / size)
 
 
 def select_subject(candidates: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
@@ -399,6 +401,8 @@ class SubjectTracker:
                 if choice is not None:
                     self.stats.rotated += 1
                     break
+        if choice is not None:
+            self._drop_shared_hands(frame, found, choice, window)
         if (choice is not None and not searched_whole and self.cfg.scan_every
                 and self.t % self.cfg.scan_every == 0):
             known = [person_box(choice.kps, th)]
@@ -407,6 +411,45 @@ class SubjectTracker:
                 c.verdict = "scan"
                 found.append(c)
         return found, choice
+
+    def _drop_shared_hands(self, frame: np.ndarray, found: list[_Candidate], choice: _Candidate,
+                           window: np.ndarray | None) -> None:
+        """Beside an overlapping person, detects again with only the subject's torso masked, which
+        finds that person, and drops each hand of the subject's that sits on that person's wrist or
+        hand: bare hand on bare hand, clothes cannot tell whose it is, and MediaPipe gives the
+        subject the other's hand. The second detection is kept as a sighting of the other person."""
+        th = self.cfg.conf_threshold
+        hands = [part for part, _, _ in appearance.HANDS if (choice.kps[part, 2] > 0).any()]
+        torso = choice.kps[list(TORSO)]
+        seen = torso[:, 2] > th
+        overlapping = self._overlapping(choice.kps) if hands and seen.sum() >= 3 else []
+        if not overlapping:
+            return
+        h, w = frame.shape[:2]
+        box = np.concatenate([torso[seen, :2].min(0), torso[seen, :2].max(0)]).astype(np.float32)
+        whole = np.array([0, 0, w, h], np.float32)
+        other = self._detect(frame, found, people.detect_in_window, whole if window is None else window, box)
+        if other is None:
+            return
+        if self._is_subject_again(choice, other, overlapping):
+            return
+        other.verdict = "scan"
+        kept, dropped = appearance.drop_shared_hands(choice.kps, other.kps, th)
+        choice.kps = kept
+        self.stats.parts_dropped += len(dropped)
+
+    def _is_subject_again(self, choice: _Candidate, other: _Candidate, overlapping: list[_Person]) -> bool:
+        """Whether a detection made around the subject's masked torso is the subject once more: its
+        clothes match the subject's better than every overlapping person's, or, without colours,
+        most of its body points are the subject's."""
+        looks = self.subject.looks
+        if looks is not None and other.looks is not None:
+            d = appearance.distance(looks, other.looks)
+            rivals = [appearance.distance(p.looks, other.looks) for p in overlapping if p.looks is not None]
+            rivals = [r for r in rivals if r is not None]
+            if d is not None and rivals:
+                return d <= min(rivals)
+        return pose_distance(choice.kps, other.kps, self.cfg.conf_threshold, np.median) <= SAME_POSE
 
     def update(self, frame: np.ndarray, first=NOT_GIVEN) -> np.ndarray | None:
         """The subject's keypoints on this frame, or None (missing) if not found.
