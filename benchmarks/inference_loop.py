@@ -14,6 +14,7 @@ PyTorch eager (compare with ``--noface`` unless it is given ``--face``). Run fro
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -49,19 +50,8 @@ def main(argv) -> None:
     renderer, params = measure.renderer_and_params(config, "global", h, w, _FACE.value)
     labels, boxes, valid = measure.stick_figures(n, h, w)
 
-    def scan_all():
-        carry, last = inference.initial_carry(h, w), None
-        for s in range(0, n, chunk):
-            last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
-                                                 valid[s:s + chunk], carry)
-        return jax.block_until_ready(last)
-
-    def per_frame_all():  # a jitted one-frame step called from Python for every frame
-        carry, last = inference.initial_carry(h, w), None
-        for t in range(n):
-            last, carry = inference.render_chunk(renderer, params, labels[t:t + 1], boxes[t:t + 1],
-                                                 valid[t:t + 1], carry)
-        return jax.block_until_ready(last)
+    scan_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, chunk)
+    per_frame_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, 1)
 
     results, seconds_per_frame = {}, {}
     for name, fn, first_len in (("scan", scan_all, chunk), ("per_frame", per_frame_all, 1)):

@@ -10,6 +10,7 @@ it), so several measurements can compile at once while one of them has the devic
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Any, Callable
 
@@ -158,6 +159,17 @@ def stick_figures(frames: int, height: int, width: int):
     return labels, boxes, valid
 
 
+def render_frames(renderer, params, labels, boxes, valid, chunk: int):
+    """Renders every frame in order, ``chunk`` frames per compiled call (1: a call per frame), each
+    from the previous output; returns the last chunk once it is computed."""
+    height, width = labels.shape[1:3]
+    carry, last = inference.initial_carry(height, width), None
+    for s in range(0, labels.shape[0], chunk):
+        last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
+                                             valid[s:s + chunk], carry)
+    return jax.block_until_ready(last)
+
+
 def render_scan(config, kind: str, height: int, width: int, face: bool, frames: int, chunk: int, repeats: int,
                 exclusive: Callable[[], Any] = contextlib.nullcontext) -> dict:
     """Sequential rendering with the compiled scan (``inference.render_chunk``, ``chunk`` frames
@@ -168,13 +180,7 @@ def render_scan(config, kind: str, height: int, width: int, face: bool, frames: 
     renderer, params = renderer_and_params(config, kind, height, width, face)
     labels, boxes, valid = stick_figures(frames, height, width)
 
-    def render_all():
-        carry, last = inference.initial_carry(height, width), None
-        for s in range(0, frames, chunk):
-            last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
-                                                 valid[s:s + chunk], carry)
-        return jax.block_until_ready(last)
-
+    render_all = functools.partial(render_frames, renderer, params, labels, boxes, valid, chunk)
     t0 = time.perf_counter()
     jax.block_until_ready(inference.render_chunk(renderer, params, labels[:chunk], boxes[:chunk], valid[:chunk],
                                                  inference.initial_carry(height, width)))
