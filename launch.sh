@@ -3,7 +3,7 @@
 #
 #   ./launch.sh demo [extra --config.x=y flags]   the whole method on the built-in synthetic subject:
 #                                                 train (runs/demo), then transfer (runs/demo/transfer)
-#   ./launch.sh test [pytest args]                the whole test suite
+#   ./launch.sh test [pytest args]                the whole test suite (EDN_TEST_WORKERS processes, default 2)
 #   ./launch.sh run --config configs/X.py --workdir DIR [flags]   any edn_jax.main job
 #   ./launch.sh local --config ... --workdir ... [flags]         the same as run
 #   ./launch.sh setup                             only create/refresh .venv
@@ -228,7 +228,10 @@ case "$cmd" in
       --config.transfer.model_workdir="$demo_dir" --config.transfer.side_by_side=True --config.overwrite=True "$@" ;;
   test)
     setup
-    x_exec "$VENV/bin/python" -m pytest -q tests data_builders "$@" ;;
+    # One test process per core (EDN_TEST_WORKERS), whole files to a process so that a file's
+    # module fixtures are built once: on 2 cores compiling is most of the suite's time, and XLA
+    # compiles one program on one thread.
+    x_exec "$VENV/bin/python" -m pytest -q -n "${EDN_TEST_WORKERS:-2}" --dist loadfile tests data_builders "$@" ;;
   run|local)
     setup
     x_exec "$VENV/bin/python" -m edn_jax.main "$@" ;;

@@ -149,6 +149,15 @@ def test_gpu_run_adds_cuda_jax_then_runs(box):
                    "--x='y'"]
 
 
+def test_test_runs_the_suite_in_processes_by_file(box):
+    box.stamp()
+    (job,) = box.dry("test", "--dry-run", "-m", "not slow")
+    assert job == [".venv/bin/python", "-m", "pytest", "-q", "-n", "2", "--dist", "loadfile", "tests", "data_builders",
+                   "-m", "not slow"]
+    (job,) = box.dry("test", "--dry-run", EDN_TEST_WORKERS="4")
+    assert job[4:6] == ["-n", "4"]
+
+
 @pytest.mark.parametrize("sub", ["local", "run"])
 def test_local_is_run(box, sub):
     box.stamp()
