@@ -107,17 +107,22 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
+def device_memory_stats() -> dict:
+    """The first local device's allocator statistics (``peak_bytes_in_use``, ``bytes_limit``, ...),
+    or {} on backends that keep none (CPU)."""
+    import jax
+
+    try:
+        return jax.local_devices()[0].memory_stats() or {}
+    except Exception:  # backends without allocator statistics
+        return {}
+
+
 def peak_memory() -> dict:
     """Peak memory: the device allocator's ``peak_bytes_in_use`` when the backend reports it
     (GPU/TPU), else the process's peak RSS (CPU: device buffers live in host memory)."""
-    import jax
-
-    stats = None
-    try:
-        stats = jax.local_devices()[0].memory_stats()
-    except Exception:  # backends without allocator statistics
-        stats = None
-    if stats and stats.get("peak_bytes_in_use") is not None:
+    stats = device_memory_stats()
+    if stats.get("peak_bytes_in_use") is not None:
         peak, source = int(stats["peak_bytes_in_use"]), "device memory_stats()['peak_bytes_in_use']"
     else:
         peak, source = peak_rss_bytes(), "process peak RSS (resource.getrusage ru_maxrss; no device memory_stats)"

@@ -141,9 +141,8 @@ def run_worker(spec: dict) -> dict:
     if spec["kind"] == "matmul":
         with exclusive():
             peak = common.matmul_peak_flops(spec["dtype"], SIZES[spec["size"]]["matmul"])
-        stats = _memory_stats(device)
         return {**head, **{k: peak[k] for k in ("flops_per_s", "gflops_per_s", "gflops_per_s_by_n", "method")},
-                "dtype": spec["dtype"], "device_memory_bytes": stats.get("bytes_limit")}
+                "dtype": spec["dtype"], "device_memory_bytes": common.device_memory_stats().get("bytes_limit")}
     s = SIZES[spec["size"]]
     with tempfile.TemporaryDirectory() as tmp:
         weights = measure.write_random_vgg("vgg19", os.path.join(tmp, "vgg19.npz"))
@@ -157,13 +156,6 @@ def run_worker(spec: dict) -> dict:
         h, w = (2 * v for v in s["global"])
         return {**head, **measure.render_scan(config, "local", h, w, spec["face"], s["frames"], s["chunk"],
                                               s["repeats"], exclusive)}
-
-
-def _memory_stats(device) -> dict:
-    try:
-        return device.memory_stats() or {}
-    except Exception:  # backends without allocator statistics (CPU)
-        return {}
 
 
 def torch_command(spec: dict, torch_python: str, torch_device: str) -> list[str]:
@@ -207,7 +199,8 @@ class Check:
     def __init__(self, args):
         self.args, self.results, self.start = args, {}, time.monotonic()
         self.print_lock = threading.Lock()
-        self.lock_path = os.path.join(tempfile.mkdtemp(prefix="edn_device_check_"), "device.lock")
+        self.lock_dir = tempfile.TemporaryDirectory(prefix="edn_device_check_")
+        self.lock_path = os.path.join(self.lock_dir.name, "device.lock")
         self.out_file = None
         if args.out:
             os.makedirs(args.out, exist_ok=True)
@@ -270,7 +263,14 @@ class Check:
         self.emit(summary)
         if self.out_file:
             self.out_file.close()
+        self.lock_dir.cleanup()
         return summary
+
+
+def _speed(result: dict) -> float | None:
+    """images/s of a train step, frames/s of a renderer (the PyTorch reference nests it in per_frame)."""
+    return (result.get("images_per_s") or result.get("frames_per_s")
+            or (result.get("per_frame") or {}).get("frames_per_s"))
 
 
 def summarize(results: dict, order: list[str]) -> dict:
@@ -283,15 +283,14 @@ def summarize(results: dict, order: list[str]) -> dict:
         flops = r.get("flops_per_step") or r.get("flops_per_frame")
         if name.startswith(("train_", "render_")) and seconds and flops and peaks.get(r.get("dtype")):
             mfu[name] = round(flops / seconds / peaks[r["dtype"]], 4)
-        speed = r.get("images_per_s") or r.get("frames_per_s") or (r.get("per_frame") or {}).get("frames_per_s")
+        speed = _speed(r)
         if name.startswith(("train_", "render_")) and name.endswith("_bfloat16") and speed:
-            f32 = results.get(name.replace("_bfloat16", "_float32"), {})
-            f32_speed = f32.get("images_per_s") or f32.get("frames_per_s")
+            f32_speed = _speed(results.get(name.replace("_bfloat16", "_float32"), {}))
             if f32_speed:
                 bf16_speedup[name.replace("_bfloat16", "")] = round(speed / f32_speed, 3)
         if name.startswith("torch_") and speed:
             twin = results.get(name.replace("torch_", ""), {})
-            twin_speed = twin.get("images_per_s") or twin.get("frames_per_s")
+            twin_speed = _speed(twin)
             if twin_speed:
                 over_torch[name.replace("torch_", "")] = {
                     "jax_over_torch": round(twin_speed / speed, 3),

@@ -36,7 +36,7 @@ def main(argv) -> None:
     del argv
     import jax
 
-    from benchmarks.measure import step_memory
+    from benchmarks.measure import stage_named, step_memory
     from edn_jax import stages
 
     config = _CONFIG.value
@@ -57,7 +57,7 @@ def main(argv) -> None:
             r["temp_vs_none"] = round(r["temp_size_mib"] / base["temp_size_mib"], 3) if base["temp_size_mib"] else None
             r["flops_vs_none"] = (round(r["flops_per_step"] / base["flops_per_step"], 3)
                                   if base["flops_per_step"] and r["flops_per_step"] else None)
-    stage = next(s for s in stages.plan_stages(config) if s.name == _STAGE.value)
+    stage = stage_named(config, _STAGE.value)
     m = config.model
     print(json.dumps({
         "benchmark": "train_memory", "config": config_flags.get_config_filename(flags.FLAGS["config"]),

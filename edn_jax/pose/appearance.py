@@ -200,11 +200,13 @@ def drop_shared_hands(kps: np.ndarray, other: np.ndarray, threshold: float) -> t
     hand (a hand two skeletons claim cannot be told apart by bare skin: it is nobody's), and the
     names of the hands removed."""
     size = person_size(kps, threshold)
+    if size <= 0:
+        return kps, ()
     points = [other[part][other[part, 2] > 0, :2].mean(0) for part, _, _ in HANDS if (other[part, 2] > 0).any()]
     points += [other[B[wrist], :2] for _, wrist, _ in HANDS if other[B[wrist], 2] > threshold]
     out, dropped = kps, []
     for part, _, name in HANDS:
-        if size <= 0 or not (kps[part, 2] > 0).any():
+        if not (kps[part, 2] > 0).any():
             continue
         centre = kps[part][kps[part, 2] > 0, :2].mean(0)
         if any(np.linalg.norm(centre - p) <= SHARED_HAND * size for p in points):
