@@ -21,7 +21,7 @@ import os
 
 from clu import metric_writers
 
-from edn_jax import build, evaluate, metrics, stages, train
+from edn_jax import build, evaluate, metrics, stages, storage, train
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt
 from edn_jax.fileio import atomic_path
@@ -121,9 +121,9 @@ def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
     for row, run, temporal, names, stage in VARIANTS:
         out_dir = os.path.join(workdir, "evaluation", _slug(row))
         existing = os.path.join(out_dir, "metrics.json")
-        if os.path.exists(existing) and not config.overwrite:
+        if storage.exists(existing) and not config.overwrite:
             print(f"ablation: {row} already evaluated ({existing})")
-            with open(existing) as f:
+            with storage.open(existing) as f:
                 results.append((row, json.load(f)))
             continue
         print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
@@ -141,5 +141,5 @@ def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
     with atomic_path(os.path.join(workdir, "ablation.json")) as tmp, open(tmp, "w") as f:
         json.dump({row: result for row, result in results}, f, indent=2)
     print(table)
-    print(f"ablation table written to {os.path.abspath(os.path.join(workdir, 'ablation.md'))}")
+    print(f"ablation table written to {storage.absolute(storage.join(workdir, 'ablation.md'))}")
     return {"table": table, "results": dict(results)}

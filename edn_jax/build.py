@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 
 import jax
@@ -19,7 +18,7 @@ from jax.experimental import multihost_utils
 
 from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-from edn_jax import dataset, video
+from edn_jax import dataset, storage, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
 from edn_jax.stages import plan_stages
@@ -72,15 +71,15 @@ def run_build_mode(config, workdir: str) -> str:
     """Builds the configured dataset and returns its directory."""
     builder = make_builder(config, workdir)
     target = str(builder.data_dir)
-    if os.path.exists(os.path.join(target, "dataset_info.json")):
+    if storage.exists(storage.join(target, "dataset_info.json")):
         if not config.overwrite:
             raise EdnError(f"a dataset is already built at {target}",
                            "choose another --config.build.name, or pass --config.overwrite=True to move it aside")
         aside = f"{target}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(target, aside)
+        storage.move(target, aside)
         print(f"moved the existing dataset to {aside}")
         builder = make_builder(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     builder.download_and_prepare()
     return target
 
@@ -99,12 +98,12 @@ def open_training_data(config, workdir: str):
     if not directory:
         builder = training_builder(config, workdir)
         directory = str(builder.data_dir)
-        if jax.process_index() == 0 and not os.path.exists(os.path.join(directory, "dataset_info.json")):
+        if jax.process_index() == 0 and not storage.exists(storage.join(directory, "dataset_info.json")):
             print(f"building the training dataset at {directory}")
             builder.download_and_prepare()
         if jax.process_count() > 1:  # the others wait for process 0's build (the workdir must be shared)
             multihost_utils.sync_global_devices("edn_jax: training dataset built")
-            if not os.path.exists(os.path.join(directory, "dataset_info.json")):
+            if not storage.exists(storage.join(directory, "dataset_info.json")):
                 raise EdnError(f"process {jax.process_index()} cannot see the dataset process 0 built at {directory}",
                                "put --workdir on storage every host mounts at the same path, or set data.dataset_dir")
     return dataset.open_split(directory, "train"), directory
@@ -118,21 +117,21 @@ def model_dataset_dir(config, model_workdir: str, recorded: str = "") -> str:
     if not candidates:
         candidates += [recorded] if recorded else []
         summary = os.path.join(model_workdir, TRAIN_SUMMARY)
-        if os.path.isfile(summary):
+        if storage.isfile(summary):
             try:
-                with open(summary) as f:
+                with storage.open(summary) as f:
                     directory = json.load(f).get("dataset", "")
             except (OSError, ValueError) as e:
                 raise EdnError(f"cannot read {summary} ({e})", "pass --config.data.dataset_dir=<the training dataset>")
             parts = directory.split(os.sep)
             if directory:
-                candidates += [directory] if os.path.isabs(directory) else [
+                candidates += [directory] if os.path.isabs(directory) or storage.is_remote(directory) else [
                     directory, os.path.join(model_workdir, directory),
                     *([os.path.join(model_workdir, *parts[parts.index("tfds"):])] if "tfds" in parts else [])]
         candidates.append(str(training_builder(config, model_workdir).data_dir))
     for directory in candidates:
-        if directory and os.path.isfile(os.path.join(directory, "dataset_info.json")):
+        if directory and storage.isfile(storage.join(directory, "dataset_info.json")):
             return directory
-    raise EdnError(f"no built dataset found for the model in {os.path.abspath(model_workdir)} "
+    raise EdnError(f"no built dataset found for the model in {storage.absolute(model_workdir)} "
                    f"(looked in: {', '.join(c for c in candidates if c) or 'nowhere'})",
                    "set --config.data.dataset_dir to the dataset the model was trained on")

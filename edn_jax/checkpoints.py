@@ -16,7 +16,6 @@ evaluation and transfer need neither the training config nor the trainers.
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 from typing import Any, Iterable
 
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from edn_jax import background, dataset, sharding
+from edn_jax import background, dataset, sharding, storage
 from edn_jax.errors import EdnError
 from edn_jax.inference import Renderer, generator_input
 from edn_jax.models.factory import build_face_models, build_generator
@@ -35,8 +34,13 @@ from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_si
 CHECKPOINTS_DIR = "checkpoints"
 
 
+def checkpoint_root(workdir: str) -> str:
+    """Where the checkpoints of a workdir's stages live (a URL stays a URL: Orbax writes ``gs://`` itself)."""
+    return storage.absolute(storage.join(workdir, CHECKPOINTS_DIR))
+
+
 def checkpoint_dir(workdir: str, stage_name: str) -> str:
-    return os.path.abspath(os.path.join(workdir, CHECKPOINTS_DIR, stage_name))
+    return storage.join(checkpoint_root(workdir), stage_name)
 
 
 class Checkpoints:
@@ -50,7 +54,7 @@ class Checkpoints:
 
     def __init__(self, directory: str, signature: dict, keep: int = 3, every: int = 0, last_step: int = 0,
                  extra_meta: dict | None = None, read_only: bool = False):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)
         policies = [ocp.checkpoint_managers.PreemptionCheckpointingPolicy()]
         if every > 0:
             policies += [ocp.checkpoint_managers.FixedIntervalPolicy(every),
@@ -207,20 +211,20 @@ def trained_config(config, model_workdir: str, explicit: Iterable[str] = ()):
     before records existed, from every stage's model signature. ``explicit`` fields that
     contradict it are an error naming the field (``stages.config_from_record``).
     """
-    root = os.path.join(model_workdir, CHECKPOINTS_DIR)
-    if not os.path.isdir(root):
-        raise EdnError(f"{os.path.abspath(model_workdir)} has no checkpoints directory",
+    root = checkpoint_root(model_workdir)
+    if not storage.isdir(root):
+        raise EdnError(f"{storage.absolute(model_workdir)} has no checkpoints directory",
                        "pass the --workdir of a training run (python -m edn_jax.main --config ... with mode=train)")
-    metas = {name: meta for name in STAGE_ORDER if os.path.isdir(os.path.join(root, name))
-             and (meta := _newest_meta(os.path.join(root, name))) is not None}
+    metas = {name: meta for name in STAGE_ORDER if storage.isdir(storage.join(root, name))
+             and (meta := _newest_meta(storage.join(root, name))) is not None}
     if not metas:
-        raise EdnError(f"{os.path.abspath(root)} holds no checkpoint", "train a model there first (mode=train)")
+        raise EdnError(f"{root} holds no checkpoint", "train a model there first (mode=train)")
     newest = metas[[n for n in STAGE_ORDER if n in metas][-1]]
     if "record" in newest:
         stored = flat_fields(newest["record"])
     else:  # written before training records: the signatures still tell the networks and sizes
         stored = record_from_signatures({name: meta["signature"] for name, meta in metas.items()})
-    return config_from_record(config, with_legacy_values(stored), explicit, os.path.abspath(model_workdir)), newest
+    return config_from_record(config, with_legacy_values(stored), explicit, storage.absolute(model_workdir)), newest
 
 
 def load_trained_model(config, model_workdir: str, stage_name: str = "", explicit: Iterable[str] = (),
@@ -232,7 +236,7 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
     validate_train_config(cfg, check_batch=False)
     stages = plan_stages(cfg)
     if stage_name and stage_name not in [s.name for s in stages]:
-        raise EdnError(f"stage {stage_name!r} is not one of the stages the model in {os.path.abspath(model_workdir)} "
+        raise EdnError(f"stage {stage_name!r} is not one of the stages the model in {storage.absolute(model_workdir)} "
                        f"was trained in ({cfg.train.stages})",
                        f"use one of: {', '.join(s.name for s in stages)} (or '' for the last)")
     stage = next(s for s in stages if s.name == stage_name) if stage_name else stages[-1]

@@ -24,6 +24,7 @@ import traceback
 from absl import flags
 from flax import traverse_util
 
+from edn_jax import storage
 from edn_jax.errors import EdnError
 
 CONFIG_FLAG = "config"
@@ -150,10 +151,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def check_workdir(workdir: str) -> None:
     """EdnError unless ``workdir`` is a directory this process can write, or can be created as one;
-    creates nothing (a job that stops at its first check leaves no empty directory behind)."""
+    creates nothing (a job that stops at its first check leaves no empty directory behind). A URL
+    (``gs://``) is checked by writing and removing a probe object, within a time limit."""
     if not workdir:
         raise EdnError("--workdir is empty", "pass a directory for the outputs")
-    path = os.path.abspath(workdir)
+    if storage.is_remote(workdir):
+        storage.check_reachable(workdir, "--workdir", write=True)
+        if storage.isfile(workdir):
+            raise EdnError(f"--workdir {workdir} is a file, not a directory", "pass a directory path")
+        return
+    path = storage.absolute(workdir)
     if os.path.exists(path) and not os.path.isdir(path):
         raise EdnError(f"--workdir {path} is a file, not a directory", "pass a directory path (it is created if missing)")
     existing = path
@@ -169,6 +176,21 @@ def check_workdir(workdir: str) -> None:
     except OSError as e:
         verb = "is not writable" if existing == path else f"cannot be created ({existing} is not writable)"
         raise EdnError(f"--workdir {path} {verb} ({e.strerror})", "pass a directory on a disk you can write") from e
+
+
+WRITTEN_FIELDS = ("build.data_dir",)  # config fields naming a place the job writes (beside the workdir)
+
+
+def check_remote_paths(config) -> None:
+    """EdnError for the first URL in the config (any string field, or item of a comma list, such as
+    ``data.dataset_dir=gs://...`` or ``transfer.source``) that cannot be reached, before any work."""
+    for field, value in traverse_util.flatten_dict(config.to_dict(), sep=".").items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            for path in (item.split(",") if isinstance(item, str) else ()):
+                path = path.strip().removeprefix("@")  # transfer.source's @LIST names a list file
+                if storage.is_remote(path):
+                    storage.check_reachable(path, f"--config.{field}", write=field in WRITTEN_FIELDS)
 
 
 def _chain(error: BaseException):

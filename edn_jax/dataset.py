@@ -14,7 +14,6 @@ working resolution.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Callable, Iterator
 
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import default
-from edn_jax import synthetic, video
+from edn_jax import storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, pipeline, render
 
@@ -165,7 +164,7 @@ def pose_config(overrides=()):
 
 
 def find_videos(directory: str) -> list[str]:
-    paths = sorted(p for p in glob.glob(os.path.join(directory, "*")) if p.lower().endswith(VIDEO_EXTENSIONS))
+    paths = [p for p in storage.glob(storage.join(directory, "*")) if p.lower().endswith(VIDEO_EXTENSIONS)]
     if not paths:
         raise EdnError(f"no videos found in {directory}", f"put target videos ({', '.join(VIDEO_EXTENSIONS)}) there")
     return paths
@@ -202,7 +201,7 @@ class OpenedSplit:
 
 def open_split(dataset_dir: str, split: str) -> OpenedSplit:
     """Opens a built dataset version directory (…/<builder>/<config>/<version>) for random access."""
-    if not os.path.isfile(os.path.join(dataset_dir, "dataset_info.json")):
+    if not storage.isfile(storage.join(dataset_dir, "dataset_info.json")):
         raise EdnError(f"no built dataset at {dataset_dir}", "build one with --config.mode=build, or fix the path")
     builder = tfds.builder_from_directory(dataset_dir)
     available = list(builder.info.splits.keys())

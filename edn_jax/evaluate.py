@@ -41,7 +41,7 @@ from clu import metric_writers
 from flax import traverse_util
 
 from edn_jax import (build, checkpoints, dataset, face_crop, holdout, images, inference, metrics, plots, progress,
-                     stages, video)
+                     stages, storage, video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
@@ -223,7 +223,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
         if name != "generated":
             result.setdefault(name, {}).update(
                 {k: _nanmean(np.concatenate([c[name][k] for c in scores_by_chunk])) for k in scores_by_chunk[0][name]})
-    result.update({"dataset": os.path.abspath(dataset_dir), "frame_size_hw": [height, width],
+    result.update({"dataset": storage.absolute(dataset_dir), "frame_size_hw": [height, width],
                    "face_crop_px": face_side, "body_crop_hw": list(body_size)})
     return result, rows, np.concatenate(grid, axis=0)
 
@@ -273,7 +273,7 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
     lpips = lpips if lpips is not None else metrics.make_lpips(e.lpips_net)
     face_side = renderer.face_crop if renderer.has_face else stages.face_crop_side(model.config, stage.height,
                                                                                    stage.width)
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     video_path = os.path.join(out_dir, "side_by_side.mp4")
     result, rows, grid = evaluate_held_out(
         renderer, model.params, directory, stage.height, stage.width, lpips=lpips, face_side=face_side,
@@ -281,7 +281,7 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
         detect_min_side=e.detect_min_side, side_by_side=video_path, desc=f"evaluating the {stage.name} stage")
     height, width = stage.height, stage.width
     result.update({
-        "model_workdir": os.path.abspath(model_workdir), "stage": stage.name, "step": stage.num_steps,
+        "model_workdir": storage.absolute(model_workdir), "stage": stage.name, "step": stage.num_steps,
         "lpips_net": e.lpips_net, "protocol": e.protocol,
         "units": {
             "pose_distance": f"pixels at {height}x{width} (the evaluated frame size)",
@@ -404,8 +404,8 @@ def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
     stage = config.evaluate.stage or stages.plan_stages(trained)[-1].name
     out_dir = stage_output_dir(workdir, stage)
     existing = os.path.join(out_dir, "metrics.json")
-    if os.path.exists(existing) and not config.overwrite:
-        with open(existing) as f:
+    if storage.exists(existing) and not config.overwrite:
+        with storage.open(existing) as f:
             result = json.load(f)
         print(f"already evaluated: {existing} (set --config.overwrite=True to evaluate again)")
     else:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from edn_jax import storage
 from edn_jax.errors import EdnError
 from edn_jax.models import vgg
 
@@ -115,7 +116,7 @@ class PerceptualLoss:
 def perceptual_weights_problem(arch: str, weights_path: str) -> str | None:
     """Why there are no weights to load, or None when the file is there (it must then load)."""
     if weights_path:
-        return None if os.path.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {vgg.CONVERT_FIX}"
+        return None if storage.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {vgg.CONVERT_FIX}"
     if arch != "vgg16":
         return f"no {arch} weights file given; {vgg.CONVERT_FIX}"
     try:

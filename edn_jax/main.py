@@ -20,7 +20,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from edn_jax import command_line  # noqa: E402
+from edn_jax import command_line, storage  # noqa: E402
 from edn_jax.errors import EdnError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -34,7 +34,7 @@ def _pose(config, workdir: str, overrides=()) -> None:
     outputs = pipeline.run_pose_mode(config, workdir)
     print("pose outputs:")
     for name, path in outputs.items():
-        print(f"  {name:14s} {os.path.abspath(path)}")
+        print(f"  {name:14s} {storage.absolute(path)}")
 
 
 def _build(config, workdir: str, overrides=()) -> None:
@@ -42,7 +42,7 @@ def _build(config, workdir: str, overrides=()) -> None:
 
     target = build.run_build_mode(config, workdir)
     train, val = dataset.open_split(target, "train"), dataset.open_split(target, "validation")
-    print(f"dataset built: {os.path.abspath(target)}")
+    print(f"dataset built: {storage.absolute(target)}")
     print(f"  train {len(train.source)} frames, validation {len(val.source)} frames")
     for v in train.metadata["videos"]:
         print(f"  {v['name']}: {v['frames']} frames, {v['frames_dropped_no_person']} dropped (no person)")
@@ -54,9 +54,9 @@ def _train(config, workdir: str, overrides=()) -> None:
     result = train.train_and_evaluate(config, workdir)
     print("training outputs:")
     for name in ("checkpoints", "samples", "dataset"):
-        print(f"  {name:12s} {os.path.abspath(result[name])}")
-    print(f"  {'tensorboard':12s} {os.path.abspath(os.path.join(workdir, 'tensorboard'))}")
-    print(f"  {'summary':12s} {os.path.abspath(os.path.join(workdir, 'train_summary.json'))}")
+        print(f"  {name:12s} {storage.absolute(result[name])}")
+    print(f"  {'tensorboard':12s} {storage.absolute(storage.join(workdir, 'tensorboard'))}")
+    print(f"  {'summary':12s} {storage.absolute(storage.join(workdir, 'train_summary.json'))}")
 
 
 def _transfer(config, workdir: str, overrides=()) -> None:
@@ -89,6 +89,7 @@ def run(config, workdir: str, overrides=()) -> None:
     if mode is None:
         raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
     command_line.check_workdir(workdir)
+    command_line.check_remote_paths(config)
     mode(config, workdir, tuple(overrides))
 
 

@@ -15,10 +15,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 
 import numpy as np
 
+from edn_jax import storage
 from edn_jax.fileio import atomic_path
 
 PARTIAL_DIR = ".transfer_partial"
@@ -31,19 +31,18 @@ def partial_dir(workdir: str, name: str) -> str:
 
 def _file_identity(path: str) -> list:
     """(size, mtime) of a source file, or of a directory's entries (OpenPose JSON); [] if absent."""
-    if not path or not os.path.exists(path):
+    if not path or not storage.exists(path):
         return []
-    if os.path.isdir(path):
-        return sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path))
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+    if storage.isdir(path):
+        return sorted((name, *storage.size_and_mtime(storage.join(path, name))) for name in storage.listdir(path))
+    return list(storage.size_and_mtime(path))
 
 
 def fingerprint(config, source_label: str, source_path: str, model_stage: str, model_steps: int,
                 slots: int, chunk: int) -> str:
     """What decides a video's output bytes, hashed: a resumed render must agree on all of it."""
     described = {
-        "source": source_label, "file": _file_identity(source_path), "model": os.path.abspath(
+        "source": source_label, "file": _file_identity(source_path), "model": storage.absolute(
             config.transfer.model_workdir), "stage": model_stage, "steps": model_steps, "slots": slots,
         "chunk": chunk, "transfer": config.transfer.to_dict(), "pose": config.pose.to_dict(),
         "max_frames": config.input.max_frames, "dtype": config.model.dtype, "synthetic": config.synthetic.to_dict(),
@@ -69,13 +68,13 @@ class ResumeState:
         self.directory, self.key = directory, key
 
     def segments_dir(self, output: str) -> str:
-        return os.path.join(self.directory, output)
+        return storage.join(self.directory, output)
 
     def load(self) -> Saved | None:
         """The saved progress, or None (nothing saved, or saved for other inputs: then removed)."""
-        path = os.path.join(self.directory, STATE_FILE)
+        path = storage.join(self.directory, STATE_FILE)
         try:
-            with open(path) as f:
+            with storage.open(path) as f:
                 state = json.load(f)
         except (OSError, ValueError):
             state = None
@@ -84,39 +83,39 @@ class ResumeState:
             return None
         frames = int(state["frames"])
         keep = {f"carry_{frames:09d}.npz", f"score_{frames:09d}.npz", STATE_FILE}
-        for name in os.listdir(self.directory):
-            if os.path.isfile(os.path.join(self.directory, name)) and name not in keep:
-                os.remove(os.path.join(self.directory, name))  # newer than the state: a killed chunk's
+        for name in storage.listdir(self.directory):
+            if storage.isfile(storage.join(self.directory, name)) and name not in keep:
+                storage.remove(storage.join(self.directory, name))  # newer than the state: a killed chunk's
         carry = score = None
-        if os.path.exists(self._path("carry", frames)):
-            with np.load(self._path("carry", frames)) as z:
+        if storage.exists(self._path("carry", frames)):
+            with storage.open(self._path("carry", frames), "rb") as f, np.load(f) as z:
                 carry = (z["prev"], z["prev_label"])
-        if os.path.exists(self._path("score", frames)):
-            with np.load(self._path("score", frames)) as z:
+        if storage.exists(self._path("score", frames)):
+            with storage.open(self._path("score", frames), "rb") as f, np.load(f) as z:
                 score = {k: z[k] for k in z.files}
         return Saved(frames, {k: list(v) for k, v in state["segments"].items()}, carry, score)
 
     def _path(self, kind: str, frames: int) -> str:
-        return os.path.join(self.directory, f"{kind}_{frames:09d}.npz")
+        return storage.join(self.directory, f"{kind}_{frames:09d}.npz")
 
     def save(self, frames: int, segments: dict[str, list[int]], carry, score: dict[str, np.ndarray] | None) -> None:
         """Records a completed chunk: carry and score files first, then the state naming them."""
-        os.makedirs(self.directory, exist_ok=True)
+        storage.makedirs(self.directory)
         if carry is not None:
             with atomic_path(self._path("carry", frames)) as tmp, open(tmp, "wb") as f:
                 np.savez(f, prev=np.asarray(carry[0]), prev_label=np.asarray(carry[1]))
         if score is not None:
             with atomic_path(self._path("score", frames)) as tmp, open(tmp, "wb") as f:
                 np.savez(f, **score)
-        with atomic_path(os.path.join(self.directory, STATE_FILE)) as tmp, open(tmp, "w") as f:
+        with atomic_path(storage.join(self.directory, STATE_FILE)) as tmp, open(tmp, "w") as f:
             json.dump({"fingerprint": self.key, "frames": frames, "segments": segments}, f)
-        for name in os.listdir(self.directory):
+        for name in storage.listdir(self.directory):
             stem = name.rsplit(".", 1)[0]
             if name.endswith(".npz") and not stem.endswith(f"_{frames:09d}"):
-                os.remove(os.path.join(self.directory, name))
+                storage.remove(storage.join(self.directory, name))
 
     def discard(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        storage.rmtree(self.directory)
         parent = os.path.dirname(self.directory)
-        if os.path.isdir(parent) and not os.listdir(parent):
-            os.rmdir(parent)
+        if storage.isdir(parent) and not storage.listdir(parent):
+            storage.rmtree(parent)

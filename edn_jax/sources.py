@@ -13,13 +13,12 @@ detected poses.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edn_jax import synthetic, video
+from edn_jax import storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, paper_normalization, pipeline, render
 
@@ -43,11 +42,11 @@ class SourceSpec:
 
 def _entries(text: str, list_dir: str | None) -> list[str]:
     """Paths named by one ``transfer.source`` item: a path, or the matches of a glob."""
-    path = os.path.expanduser(text)
-    if list_dir is not None and not os.path.isabs(path):
+    path = text if storage.is_remote(text) else os.path.expanduser(text)
+    if list_dir is not None and not os.path.isabs(path) and not storage.is_remote(path):
         path = os.path.join(list_dir, path)
     if any(c in path for c in _GLOB_CHARS):
-        matches = sorted(glob.glob(path))
+        matches = storage.glob(path)
         if not matches:
             raise EdnError(f"transfer.source pattern {text!r} matches no file", "check the pattern and the directory")
         return matches
@@ -55,26 +54,26 @@ def _entries(text: str, list_dir: str | None) -> list[str]:
 
 
 def _read_list(path: str) -> list[str]:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise EdnError(f"source list not found: {path}", "pass @FILE with one video or keypoint file per line")
-    with open(path) as f:
+    with storage.open(path) as f:
         lines = [line.strip() for line in f]
     items = [line for line in lines if line and not line.startswith("#")]
     if not items:
         raise EdnError(f"source list {path} names no source", "put one video or keypoint file per line")
     out = []
     for item in items:
-        out += _entries(item, os.path.dirname(os.path.abspath(path)))
+        out += _entries(item, os.path.dirname(storage.absolute(path)))
     return out
 
 
 def _spec_for(path: str) -> SourceSpec:
-    if os.path.isdir(path):
-        return SourceSpec(os.path.basename(os.path.normpath(path)), "openpose", path)
+    if storage.isdir(path):
+        return SourceSpec(os.path.basename(os.path.normpath(path.rstrip("/"))), "openpose", path)
     stem = os.path.splitext(os.path.basename(path))[0]
     if path.lower().endswith(".npz"):
         if stem == pipeline.KEYPOINTS_FILE[:-4]:  # pose mode's keypoints.npz: named after its workdir
-            stem = os.path.basename(os.path.dirname(os.path.abspath(path))) or stem
+            stem = os.path.basename(os.path.dirname(storage.absolute(path))) or stem
         return SourceSpec(stem, "keypoints", path)
     return SourceSpec(stem, "video", path)
 
@@ -211,7 +210,7 @@ def source_poses(config, spec: SourceSpec):
         raw = seq.raw_keypoints
         appearance = config.transfer.synthetic_appearance
         return seq, lambda: (synthetic.render_synthetic_frame(k, seq.height, seq.width, appearance) for k in raw), None
-    if os.path.isfile(seq.source):  # the video the keypoints came from, if it is still there
+    if storage.isfile(seq.source):  # the video the keypoints came from, if it is still there
         try:
             info = video.probe_video(seq.source)
         except EdnError:
@@ -266,10 +265,10 @@ def frame_count_estimate(config, spec: SourceSpec) -> int:
         elif spec.kind == "video":
             n = video.probe_video(spec.path).num_frames
         elif spec.kind == "keypoints":
-            with np.load(spec.path) as z:
+            with storage.open(spec.path, "rb") as f, np.load(f) as z:
                 n = len(z["keypoints"])
         else:
-            n = len(glob.glob(os.path.join(spec.path, "*_keypoints.json")))
+            n = len(storage.glob(storage.join(spec.path, "*_keypoints.json")))
     except (EdnError, OSError, ValueError, KeyError):
         return 0
     return min(n, limit) if limit else n

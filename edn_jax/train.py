@@ -24,7 +24,7 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, pair_schedule, progress, sharding
+from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, pair_schedule, progress, sharding, storage
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
@@ -44,7 +44,7 @@ def make_trainer(config, mesh: Mesh, stage: Stage):
 
 def stage_checkpoints(workdir: str, config, stage: Stage, signature: dict, dataset_dir: str = ""):
     """The Orbax checkpoints of one stage, saving every ``train.checkpoint_every`` steps and at its end."""
-    extra = {"record": training_record(config), "dataset": os.path.abspath(dataset_dir)} if dataset_dir else None
+    extra = {"record": training_record(config), "dataset": storage.absolute(dataset_dir)} if dataset_dir else None
     return checkpoints.Checkpoints(checkpoints.checkpoint_dir(workdir, stage.name), signature,
                                    config.train.keep_checkpoints, every=config.train.checkpoint_every,
                                    last_step=stage.num_steps, extra_meta=extra)
@@ -191,7 +191,7 @@ def carry_over_skipped(results: list[dict], summary_path: str) -> None:
     """A stage skipped as already trained keeps what the run that trained it reported (its final
     metrics and held-out scores, from the workdir's earlier summary), so a rerun never drops them."""
     try:
-        with open(summary_path) as f:
+        with storage.open(summary_path) as f:
             earlier = {entry["stage"]: entry for entry in json.load(f).get("stages", [])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
@@ -224,7 +224,7 @@ def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
     (default: every device of every host); returns the summary (per stage under ``stages``) with
     the last stage's ``state`` and ``trainer``."""
     validate_train_config(config)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     split, dataset_dir = build.open_training_data(config, workdir)
     config = steps_from_epochs(config, split)
     mesh = mesh or sharding.make_mesh()
@@ -238,8 +238,8 @@ def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
     last = results[-1]
     public = lambda r: {k: v for k, v in r.items() if k not in ("state", "trainer")}  # noqa: E731
     summary = {"stage": last["stage"], "step": last["step"], "dataset": dataset_dir,
-               "checkpoints": os.path.abspath(os.path.join(workdir, checkpoints.CHECKPOINTS_DIR)),
-               "samples": os.path.abspath(os.path.join(workdir, "samples")),
+               "checkpoints": checkpoints.checkpoint_root(workdir),
+               "samples": storage.absolute(storage.join(workdir, "samples")),
                "stages": [public(r) for r in results]}
     if "holdout" in last:
         summary["holdout"] = last["holdout"]

@@ -41,7 +41,7 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, progress, render_resume, stages, synthetic, video
+from edn_jax import build, checkpoints, dataset, progress, render_resume, stages, storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt, missed_text, pose_scores
 from edn_jax.fileio import atomic_path
@@ -81,7 +81,7 @@ def load_target(config, explicit=()) -> Target:
     if not workdir:
         raise EdnError("transfer.model_workdir is empty",
                        "pass --config.transfer.model_workdir=<the --workdir the target was trained in>")
-    if not os.path.isdir(workdir):
+    if not storage.isdir(workdir):
         raise EdnError(f"transfer.model_workdir {workdir} does not exist", "pass the --workdir of a training run")
     model = checkpoints.load_trained_model(config, workdir, explicit=explicit)
     directory = build.model_dataset_dir(config, workdir, model.dataset_dir)
@@ -285,7 +285,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
                         if t.self_score else None
                     key = render_resume.fingerprint(config, spec.label, spec.path, target.model.stage.name,
                                                     target.model.stage.num_steps, B, T)
-                    workdir = os.path.dirname(os.path.abspath(outputs[spec.name]["video"]))
+                    workdir = os.path.dirname(storage.absolute(outputs[spec.name]["video"]))
                     resume = render_resume.ResumeState(render_resume.partial_dir(workdir, spec.name), key)
                     job = _Job(config, source, outputs[spec.name], result, T, H, W, scorer, resume)
                 except Exception as e:  # noqa: BLE001 - one bad source must not stop the batch
@@ -390,7 +390,7 @@ def _describe(r: SourceResult) -> str:
     gaps = (f", {r.frames_without_person} frames without a person ({r.interpolated} interpolated, {r.held} held)"
             if r.frames_without_person else "")
     extras = ("; audio copied" if r.audio else "") + ("" if r.normalized else "; poses not normalized")
-    files = ", ".join(os.path.abspath(p) for p in r.outputs.values())
+    files = ", ".join(storage.absolute(p) for p in r.outputs.values())
     scored = f"; self score: {_score_text(r.self_score)}" if r.self_score else ""
     return f"rendered {r.spec.name}: {r.frames} frames at {r.fps:.2f} fps{gaps}{extras}{scored} -> {files}"
 
@@ -418,19 +418,19 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
     results: dict[str, SourceResult] = {}
     outputs = {s.name: output_paths(config, workdir, s) for s in specs}
     to_render = []
-    sources_abs = {os.path.abspath(s.path) for s in specs if s.path}
+    sources_abs = {storage.absolute(s.path) for s in specs if s.path}
     for spec in specs:
         paths = outputs[spec.name]
         result = results[spec.name] = SourceResult(spec, "pending", paths)
-        clash = [p for p in paths.values() if os.path.abspath(p) in sources_abs]
-        existing = [p for p in paths.values() if os.path.exists(p)]
+        clash = [p for p in paths.values() if storage.absolute(p) in sources_abs]
+        existing = [p for p in paths.values() if storage.exists(p)]
         if clash:
             result.status = "failed"
             result.error = str(EdnError(f"{spec.label}: the output {clash[0]} is a source",
                                         "transfer into another --workdir"))
         elif existing and not config.overwrite:
             result.status = "skipped"
-            result.error = f"{os.path.abspath(existing[0])} exists (pass --config.overwrite=True to replace it)"
+            result.error = f"{storage.absolute(existing[0])} exists (pass --config.overwrite=True to replace it)"
         else:
             to_render.append(spec)
     if not to_render and not any(r.status == "failed" for r in results.values()):
@@ -438,10 +438,10 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
         raise EdnError(f"{workdir} already holds the transfer output{'s' if len(results) > 1 else ''} "
                        f"({os.path.basename(first.outputs['video'])}{', ...' if len(results) > 1 else ''})",
                        "choose another --workdir or pass --config.overwrite=True to replace them")
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     if to_render:
         target = load_target(config, stages.explicit_fields(config, overrides))
-        print(f"target: {target.model.stage.title} model from {os.path.abspath(config.transfer.model_workdir)}, "
+        print(f"target: {target.model.stage.title} model from {storage.absolute(config.transfer.model_workdir)}, "
               f"pose statistics from {target.dataset_dir}")
         batch_score = render_sources(config, target, to_render, outputs, results)
     else:
@@ -450,11 +450,11 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
     ordered = [results[s.name] for s in specs]
     summary_name = SUMMARY_FILE if jax.process_count() == 1 else f"transfer_summary.process{jax.process_index()}.json"
     with atomic_path(os.path.join(workdir, summary_name)) as tmp, open(tmp, "w") as f:
-        json.dump({"model_workdir": os.path.abspath(config.transfer.model_workdir),
+        json.dump({"model_workdir": storage.absolute(config.transfer.model_workdir),
                    "sources": [r.to_json() for r in ordered], "self_score": batch_score}, f, indent=2)
     counts = collections.Counter(r.status for r in ordered)
     print(f"transfer: {counts['rendered']} rendered, {counts['skipped']} skipped (outputs exist), "
-          f"{counts['failed']} failed; summary {os.path.abspath(os.path.join(workdir, summary_name))}")
+          f"{counts['failed']} failed; summary {storage.absolute(storage.join(workdir, summary_name))}")
     for r in ordered:
         print("  " + _describe(r))
     if batch_score:

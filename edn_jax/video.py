@@ -4,7 +4,8 @@ Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
 ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264, and
 copies a source's audio track in the same pass.
 Videos are written through ``fileio.atomic_path``, so an interrupted run never
-leaves a file that looks finished. ``prefetch`` decodes in a background thread
+leaves a file that looks finished; ffmpeg and OpenCV need local files, so a video at a URL
+(``gs://``) is read from a local copy and written to a local file uploaded when complete. ``prefetch`` decodes in a background thread
 (OpenCV releases the GIL while decoding), so decoding overlaps pose detection.
 """
 
@@ -15,6 +16,7 @@ import os
 import queue
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
@@ -23,6 +25,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
+from edn_jax import storage
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 
@@ -42,6 +45,16 @@ def _is_media_container(path: str) -> bool:
 
 
 def _open(path: str) -> cv2.VideoCapture:
+    if storage.is_remote(path):  # OpenCV reads local files: a URL is copied here first, once
+        if not storage.exists(path):
+            raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
+        if storage.isdir(path):
+            raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
+        local = storage.local_file(path)
+        cap = cv2.VideoCapture(local)
+        if not cap.isOpened():
+            raise EdnError(f"cannot read {path} as a video", "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
+        return cap
     if not os.path.exists(path):
         raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
     if os.path.isdir(path):
@@ -166,7 +179,7 @@ def prefetch(items: Iterable[T], depth: int = 4) -> Iterator[T]:
 
 def _ffmpeg_probe(path: str) -> str:
     """What ffmpeg says about ``path`` (its stream list), as text."""
-    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", storage.local_file(path)],
                            capture_output=True, text=True, check=False)
     return probe.stderr
 
@@ -238,7 +251,8 @@ class VideoWriter(_Committed):
             if h % 2 or w % 2:
                 raise EdnError(f"frame size {w}x{h} is odd", "H.264 (yuv420p) needs even width and height")
             self._size = (w, h)
-            audio = {} if self.audio_from is None else {"audio_path": self.audio_from, "audio_codec": "aac"}
+            audio = {} if self.audio_from is None else {"audio_path": storage.local_file(self.audio_from),
+                                                          "audio_codec": "aac"}
             self._gen = imageio_ffmpeg.write_frames(
                 self._tmp, (w, h), fps=self.fps, codec="libx264", quality=self.quality,
                 macro_block_size=2, pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
@@ -307,12 +321,12 @@ class SegmentedVideoWriter(_Committed):
                  audio_from: str | None = None):
         self.path, self.fps, self.quality, self.audio_from = path, float(fps), quality, audio_from
         self.segments_dir = segments_dir
-        os.makedirs(segments_dir, exist_ok=True)
+        storage.makedirs(segments_dir)
         self.segments = list(segments)
-        for name in os.listdir(segments_dir):
+        for name in storage.listdir(segments_dir):
             stem = name.split(".")[0]
             if not (name.endswith(".mp4") and stem.isdigit() and int(stem) < len(self.segments)):
-                os.remove(os.path.join(segments_dir, name))  # an unrecorded segment, or a partial file
+                storage.remove(storage.join(segments_dir, name))  # an unrecorded segment, or a partial file
         self._atomic = atomic_path(path, suffix=".mp4")
         self._tmp: str | None = None
         self._done = False
@@ -322,7 +336,7 @@ class SegmentedVideoWriter(_Committed):
         return sum(self.segments)
 
     def segment_path(self, index: int) -> str:
-        return os.path.join(self.segments_dir, f"{index:06d}.mp4")
+        return storage.join(self.segments_dir, f"{index:06d}.mp4")
 
     def write_chunk(self, frames: np.ndarray) -> None:
         """Encodes frames [n, H, W, 3] (uint8 RGB) as the next segment."""
@@ -346,17 +360,23 @@ class SegmentedVideoWriter(_Committed):
         if not self.segments:
             raise EdnError(f"no frames were written to {self.path}", "nothing to encode")
         self._tmp = self._atomic.__enter__()
-        listing = os.path.join(self.segments_dir, "segments.txt")
-        with open(listing, "w") as f:
-            f.writelines(f"file '{os.path.abspath(self.segment_path(i))}'\n" for i in range(len(self.segments)))
-        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
-                   "-i", listing]
-        if self.audio_from:
-            command += ["-i", self.audio_from, "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-shortest"]
-        command += ["-c:v", "copy", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
-                    self._tmp]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        os.remove(listing)
+        with tempfile.TemporaryDirectory(prefix="edn_jax_segments_") as scratch:
+            local = self.segments_dir
+            if storage.is_remote(local):  # ffmpeg joins local files: the segments come down first
+                local = os.path.join(scratch, "segments")
+                storage.copy_tree(self.segments_dir, local)
+            listing = os.path.join(scratch, "segments.txt")
+            with open(listing, "w") as f:
+                f.writelines(f"file '{os.path.abspath(os.path.join(local, f'{i:06d}.mp4'))}'\n"
+                             for i in range(len(self.segments)))
+            command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
+                       "-i", listing]
+            if self.audio_from:
+                command += ["-i", storage.local_file(self.audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac",
+                            "-shortest"]
+            command += ["-c:v", "copy", "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart",
+                        self._tmp]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise _encode_error(self.path, self.audio_from, done.stderr)
 

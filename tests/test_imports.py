@@ -14,6 +14,7 @@ MAX_LINES = 500
 DEFERRED = {"edn_jax.main": {"edn_jax.pose.pipeline", "edn_jax.build", "edn_jax.dataset", "edn_jax.train",
                              "edn_jax.transfer", "edn_jax.evaluate", "edn_jax.ablation", "edn_jax.distributed"},
             "edn_jax.pose.detector": {"mediapipe"},
+            "edn_jax.storage": {"tensorflow"},  # only when a URL is used: local pose runs never import TF
             "edn_jax.distributed": {"jax._src"}}
 TRAINING = {"edn_jax.train", "edn_jax.generator_stage", "edn_jax.face_stage", "edn_jax.ablation"}
 

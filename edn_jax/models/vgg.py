@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import fileio
+from edn_jax import fileio, storage
 from edn_jax.errors import EdnError
 
 # torchvision's configurations "D" (VGG16) and "E" (VGG19): conv widths, "M" a 2x2
@@ -161,10 +161,10 @@ def save_vgg_params(params: dict, path: str) -> None:
 
 
 def _read_npz(path: str) -> dict:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise EdnError(f"VGG weights file {path} does not exist", CONVERT_FIX)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with storage.open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             flat = {key: z[key] for key in z.files}
     except Exception as e:  # any unreadable file: truncated zip, not an .npz, bad array
         raise EdnError(f"VGG weights file {path} is not a readable .npz ({type(e).__name__}: {e})", CONVERT_FIX) from e

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edn_jax import fileio, progress, synthetic, video
+from edn_jax import fileio, progress, storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import cleanup, layout, openpose_json, render, tracking, video_tracker
 from edn_jax.pose.detector import MediaPipeHolisticDetector
@@ -153,7 +153,7 @@ def _read_openpose(config) -> PoseSequence:
     height, width = config.input.openpose_size
     if height <= 0 or width <= 0:
         raise EdnError("input.openpose_size is not set", "give the (height, width) of the frames the JSON describes")
-    people = openpose_json.read_sequence_people(config.input.openpose_dir)
+    people = openpose_json.read_sequence_people(storage.local_file(config.input.openpose_dir))
     if config.input.max_frames:
         people = people[:config.input.max_frames]
     stats = tracking.TrackStats()
@@ -205,10 +205,10 @@ def save_keypoints(path: str, seq: PoseSequence) -> None:
 
 
 def load_keypoints(path: str) -> PoseSequence:
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise EdnError(f"keypoint file not found: {path}", "run pose mode first or fix the path")
     try:
-        with np.load(path) as z:
+        with storage.open(path, "rb") as f, np.load(f) as z:
             if str(z["layout"]) != LAYOUT_NAME:
                 raise EdnError(f"{path} uses keypoint layout {z['layout']}", f"re-run pose mode ({LAYOUT_NAME})")
             status = tuple(str(v) or "tracked" for v in z["missing_reason"]) if "missing_reason" in z.files else ()
