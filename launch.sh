@@ -17,6 +17,9 @@
 #                                    background (nohup; log in the remote dir); multi-host is automatic
 #   ./launch.sh tpu-logs [--all]     follow the log on worker 0 (--all: every worker)
 #   ./launch.sh tpu-delete [--yes]   delete the TPU (asks first unless --yes)
+#   A TPU VM's disk dies with it: give tpu-run a gs:// --workdir (README, "Cloud TPU"). A preempted
+#   spot TPU: tpu-delete --yes, tpu-create --spot, tpu-install, then the same tpu-run command
+#   resumes from the bucket's newest checkpoint.
 #   TPU settings (environment): TPU_NAME (edn-tpu), ZONE (us-central2-b), ACCELERATOR_TYPE (v4-8;
 #   e.g. v4-32, v5litepod-16), TPU_VERSION (tpu-ubuntu2204-base), PROJECT (gcloud's default),
 #   EDN_REMOTE_DIR (edn_jax, under the remote home), EDN_REPO_URL / EDN_REPO_REF (clone instead

@@ -141,6 +141,37 @@ def test_tpu_delete_asks_first(box):
                                              "--zone=europe-west4-a", "--project=proj", "--quiet"]
 
 
+def readme_tpu_commands() -> list[list[str]]:
+    """The ./launch.sh commands of the README's Cloud TPU section, in order, each split into words."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("### Cloud TPU", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    joined = block.replace("\\\n", " ")
+    return [shlex.split(line)[1:] for line in joined.splitlines() if line.strip().startswith("./launch.sh")]
+
+
+def test_the_readmes_spot_tpu_sequence_recreates_the_tpu_and_resumes_from_the_bucket(box):
+    """A preempted spot TPU: delete, create, install, then the very same run command, whose workdir
+    is the bucket (the checkpoints survive the VM there)."""
+    commands = readme_tpu_commands()
+    verbs = [c[0] for c in commands]
+    assert verbs == ["tpu-create", "tpu-install", "tpu-run", "tpu-logs", "tpu-delete", "tpu-create", "tpu-install",
+                     "tpu-run", "tpu-run", "tpu-delete"], verbs
+    first, again = commands[2], commands[7]
+    assert first == again and first[first.index("--workdir") + 1].startswith("gs://")
+    assert all(c[1:] == ["--spot"] for c in commands if c[0] == "tpu-create")
+    printed = []
+    for verb, *rest in commands:
+        printed += box.dry(verb, "--dry-run", *rest, **TPU_ENV)
+    creates = [c for c in printed if c[4:5] == ["create"]]
+    assert len(creates) == 2 and all("--spot" in c for c in creates)
+    runs = [shlex.split(_remote(c)) for c in printed if c[4:5] == ["ssh"] and "edn_jax.main" in _remote(c)]
+    assert len(runs) == 3 and runs[0] == runs[1]
+    assert "--workdir" in runs[0] and runs[0][runs[0].index("--workdir") + 1] == "gs://my-edn/runs/target"
+    assert "--config.transfer.model_workdir=gs://my-edn/runs/target" in runs[2]
+    deletes = [c for c in printed if c[4:5] == ["delete"]]
+    assert len(deletes) == 2 and all(c[-1] == "--quiet" for c in deletes)
+
+
 def test_gpu_run_adds_cuda_jax_then_runs(box):
     box.stamp()
     install, job = box.dry("gpu-run", "--dry-run", "--config=configs/cpu.py", "--workdir", "runs/g", "--x='y'")
