@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import concurrent.futures
 import errno
 import glob as glob_lib
 import os
@@ -26,6 +27,7 @@ import threading
 from edn_jax.errors import EdnError
 
 REACH_TIMEOUT_S = 60.0  # how long the first access to a bucket may take before it counts as unreachable
+COPY_THREADS = 16  # concurrent object copies of copy_tree
 _LOCAL_COPIES: dict[str, str] = {}
 
 
@@ -143,14 +145,27 @@ def copy(source, destination) -> None:
 
 
 def copy_tree(source, destination) -> None:
-    """Copies a directory's files (recursively) into ``destination``, creating it."""
-    makedirs(destination)
-    for name in listdir(source):
-        src, dst = join(source, name), join(destination, name)
-        if isdir(src):
-            copy_tree(src, dst)
-        else:
+    """Copies a directory's files (recursively) into ``destination``, creating it; to or from an
+    object store, COPY_THREADS files at a time (pose mode's OpenPose JSON is a file per frame)."""
+    pairs = []
+
+    def collect(src_dir, dst_dir):
+        makedirs(dst_dir)
+        for name in listdir(src_dir):
+            src, dst = join(src_dir, name), join(dst_dir, name)
+            if isdir(src):
+                collect(src, dst)
+            else:
+                pairs.append((src, dst))
+
+    collect(source, destination)
+    if not (is_remote(source) or is_remote(destination)) or len(pairs) < 2:
+        for src, dst in pairs:
             copy(src, dst)
+        return
+    with concurrent.futures.ThreadPoolExecutor(COPY_THREADS) as pool:
+        for done in [pool.submit(copy, src, dst) for src, dst in pairs]:
+            done.result()  # the first failure is raised
 
 
 def move(source, destination) -> None:
