@@ -9,6 +9,7 @@ temporary directory, and the tests after it check that a ``gs://`` workdir reach
 as the URL itself.
 """
 
+import contextlib
 import copy
 import json
 import os
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from etils.epath import backend as epath_backend
@@ -61,7 +63,7 @@ def ram(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints, "checkpoint_root", lambda w: str(orbax / w.split("://", 1)[1] / "checkpoints") if
                         storage.is_remote(w) else real_root(w))
     yield bucket, tmp_path
-    if gfile.exists(bucket):
+    with contextlib.suppress(tf.errors.NotFoundError):  # ram:// lists only what makedirs made
         gfile.rmtree(bucket)
 
 
@@ -190,7 +192,28 @@ def test_train_evaluate_pose_and_transfer_with_every_workdir_at_a_url(ram, monke
     transfer.transfer.model_workdir = run
     transfer.transfer.source = f"{bucket}/pose/keypoints.npz"
     transfer.transfer.self_score, transfer.transfer.side_by_side, transfer.transfer.chunk_frames = False, True, 4
+    real_write = video.SegmentedVideoWriter.write_chunk
+    written = []
+
+    def write_then_stop(self, frames):  # interrupted while encoding the second chunk (after 3 segments)
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(len(frames))
+        real_write(self, frames)
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(video.SegmentedVideoWriter, "write_chunk", write_then_stop)
+        main.run(transfer, f"{bucket}/transfer")
+    partial = f"{bucket}/transfer/.transfer_partial/pose"
+    kept = remote_files(partial)  # the first chunk's segments and carry, and the third segment (not recorded)
+    assert {n for n in kept if not n.endswith(".npz")} == {"state.json", "video/000000.mp4", "video/000001.mp4",
+                                                           "side_by_side/000000.mp4"}
+    assert "carry_000000004.npz" in kept and remote_files(f"{bucket}/transfer") == {
+        f".transfer_partial/pose/{n}" for n in kept}  # no output yet
+    assert json.loads(gfile.GFile(f"{partial}/state.json").read())["frames"] == 4
+    capsys.readouterr()
     main.run(transfer, f"{bucket}/transfer")
+    assert "resuming pose at frame 5 of 12" in capsys.readouterr().out
     assert remote_files(f"{bucket}/transfer") == {"pose.mp4", "pose_side_by_side.mp4", "transfer_summary.json"}
     local_copy = tmp_path / "check.mp4"
     gfile.copy(f"{bucket}/transfer/pose.mp4", str(local_copy))
@@ -203,6 +226,24 @@ def test_train_evaluate_pose_and_transfer_with_every_workdir_at_a_url(ram, monke
     repo_after = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True,
                                 text=True).stdout
     assert repo_after == repo_before
+
+
+def test_a_video_at_a_url_is_read_through_one_local_copy(ram):
+    bucket, tmp_path = ram
+    frames = np.random.default_rng(0).integers(0, 255, (5, 32, 48, 3), np.uint8)
+    local = str(tmp_path / "clip.mp4")
+    video.write_video(local, frames, fps=10)
+    gfile.makedirs(f"{bucket}/in")
+    gfile.copy(local, f"{bucket}/in/clip.mp4")
+    info = video.probe_video(f"{bucket}/in/clip.mp4")
+    assert (info.num_frames, info.height, info.width) == (5, 32, 48) and abs(info.fps - 10) < 1e-6
+    np.testing.assert_array_equal(np.stack(list(video.iter_frames(f"{bucket}/in/clip.mp4"))),
+                                  np.stack(list(video.iter_frames(local))))
+    copy_dir = os.path.dirname(storage.local_file(f"{bucket}/in/clip.mp4"))
+    assert os.path.dirname(copy_dir) == str(tmp_path / "tmp")  # in the temporary directory, made once
+    assert [n for n in local_entries(tmp_path / "tmp") if n.startswith("edn_jax_input_")] == [os.path.basename(copy_dir)]
+    with pytest.raises(EdnError, match="video not found: ram://.*missing.mp4"):
+        video.probe_video(f"{bucket}/in/missing.mp4")
 
 
 def test_a_bucket_that_cannot_be_reached_is_one_error_line(tmp_path):
