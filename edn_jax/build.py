@@ -105,7 +105,8 @@ def open_training_data(config, workdir: str):
             multihost_utils.sync_global_devices("edn_jax: training dataset built")
             if not storage.exists(storage.join(directory, "dataset_info.json")):
                 raise EdnError(f"process {jax.process_index()} cannot see the dataset process 0 built at {directory}",
-                               "put --workdir on storage every host mounts at the same path, or set data.dataset_dir")
+                               "put --workdir on storage every host sees (a gs:// bucket, or one mount at the "
+                               "same path), or set data.dataset_dir")
     return dataset.open_split(directory, "train"), directory
 
 
