@@ -4,9 +4,10 @@ Reading uses OpenCV (fast, frame-exact seeking is not needed); writing uses the
 ffmpeg that ships with imageio-ffmpeg, because OpenCV here cannot encode H.264, and
 copies a source's audio track in the same pass.
 Videos are written through ``fileio.atomic_path``, so an interrupted run never
-leaves a file that looks finished; ffmpeg and OpenCV need local files, so a video at a URL
-(``gs://``) is read from a local copy and written to a local file uploaded when complete. ``prefetch`` decodes in a background thread
-(OpenCV releases the GIL while decoding), so decoding overlaps pose detection.
+leaves a file that looks finished; ffmpeg and OpenCV need local files, so a video at a
+URL (``gs://``) is read from a local copy and written to a local file uploaded when
+complete. ``prefetch`` decodes in a background thread (OpenCV releases the GIL while
+decoding), so decoding overlaps pose detection.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def _open(path: str) -> cv2.VideoCapture:
         local = storage.local_file(path)
         cap = cv2.VideoCapture(local)
         if not cap.isOpened():
-            raise EdnError(f"cannot read {path} as a video", "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
+            raise EdnError(f"cannot read {path} as a video",
+                           "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
         return cap
     if not os.path.exists(path):
         raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
