@@ -113,15 +113,17 @@ class StagedOutputs:
             storage.makedirs(self.staging)
 
     def discard(self) -> None:
+        self._drop_local()
+        storage.rmtree(self.staging)
+
+    def _drop_local(self) -> None:
         if self._local is not None:
             storage.rmtree(self._local)
             self._local = None
-        storage.rmtree(self.staging)
 
     def commit(self) -> None:
         """Moves every staged output into place (replacing what ``overwrite`` allows)."""
         if self.remote:  # the outputs go up first; the marker says they are all there
-            storage.rmtree(self.staging)
             for key, (name, kind) in self.outputs.items():
                 if os.path.lexists(self.path(key)):
                     (storage.copy_tree if kind == "dir" else storage.copy)(
@@ -129,9 +131,7 @@ class StagedOutputs:
         with storage.open(storage.join(self.staging, COMMIT_MARKER), "w") as f:
             f.write("every output is staged\n")  # not empty: tf.io.gfile creates no file for no write
         self._move_all()
-        if self._local is not None:
-            storage.rmtree(self._local)
-            self._local = None
+        self._drop_local()
 
     def _move_all(self) -> None:
         for name, _ in self.outputs.values():

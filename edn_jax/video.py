@@ -46,27 +46,18 @@ def _is_media_container(path: str) -> bool:
 
 
 def _open(path: str) -> cv2.VideoCapture:
-    if storage.is_remote(path):  # OpenCV reads local files: a URL is copied here first, once
-        if not storage.exists(path):
-            raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
-        if storage.isdir(path):
-            raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
-        local = storage.local_file(path)
-        cap = cv2.VideoCapture(local)
-        if not cap.isOpened():
-            raise EdnError(f"cannot read {path} as a video",
-                           "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
-        return cap
-    if not os.path.exists(path):
+    remote = storage.is_remote(path)
+    if not (storage.exists(path) if remote else os.path.exists(path)):  # a broken link is "not found"
         raise EdnError(f"video not found: {path}", "check the path (--config.input.video)")
-    if os.path.isdir(path):
+    if storage.isdir(path):
         raise EdnError(f"{path} is a directory, not a video file", "pass a video file such as an .mp4")
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block the decoder forever
+    local = storage.local_file(path)  # OpenCV reads local files: a URL is copied here first, once
+    if not stat.S_ISREG(os.stat(local).st_mode):  # a FIFO or device would block the decoder forever
         raise EdnError(f"{path} is not a regular file (a pipe, socket or device)",
                        "write the stream to a video file first and pass that file")
-    cap = cv2.VideoCapture(path)
+    cap = cv2.VideoCapture(local)
     if not cap.isOpened():
-        if _is_media_container(path):
+        if _is_media_container(local):
             raise EdnError(f"{path} contains no video frames", "pass a video with at least one frame")
         raise EdnError(f"cannot read {path} as a video", "pass a video file OpenCV/ffmpeg can decode (e.g. H.264 .mp4)")
     return cap
@@ -369,7 +360,7 @@ class SegmentedVideoWriter(_Committed):
                 storage.copy_tree(self.segments_dir, local)
             listing = os.path.join(scratch, "segments.txt")
             with open(listing, "w") as f:
-                f.writelines(f"file '{os.path.abspath(os.path.join(local, f'{i:06d}.mp4'))}'\n"
+                f.writelines(f"file '{os.path.abspath(os.path.join(local, os.path.basename(self.segment_path(i))))}'\n"
                              for i in range(len(self.segments)))
             command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
                        "-i", listing]
