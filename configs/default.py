@@ -109,6 +109,10 @@ def get_config() -> ml_collections.ConfigDict:
     # "none" | "input" (G also sees the plate) | "composite" (G sees it and draws a mask: the frame is
     # mask * G's colours + (1 - mask) * plate, so the background of an unseen pose is the real one).
     config.model.background = "none"
+    # The exemplar (edn_jax.exemplar; not in the paper): the training frame nearest by pose and its
+    # stick figure. "none" | "input" (G also sees it) | "copy" (G sees it and draws a copy mask: the
+    # frame takes the exemplar's colours where the mask is on, G's where it is off).
+    config.model.exemplar = "none"
     # LocalEnhancer (the "local" stage): a full-resolution branch around the global generator,
     # whose ngf must be 2 * local_ngf (pix2pixHD: --ngf 32 with a 64-channel global generator).
     config.model.local_ngf = 32
@@ -187,6 +191,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Gaussian noise (std, [-1, 1] units) on G's frame t-1 where frame t is rendered from it, in
     # training only: G learns to repair an imperfect previous frame instead of copying it (drift).
     config.train.prev_noise = 0.0
+    # With model.exemplar: each training frame's exemplar is one of its exemplar_candidates nearest
+    # training poses, at random each step, among the frames more than exemplar_exclude frames away
+    # (a frame's neighbours in time are near copies of it, which an unseen pose does not have).
+    config.train.exemplar_candidates = 8
+    config.train.exemplar_exclude = 8
     config.train.learning_rate = 2e-4
     config.train.beta1 = 0.5
     config.train.beta2 = 0.999

@@ -25,4 +25,5 @@ def get_config():
     config.train.decay_steps = 600
     config.train.sample_every = 200
     config.train.checkpoint_every = 200
+    config.train.exemplar_exclude = 2       # exemplars from 3+ frames away in training (docs/results.md)
     return config

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from edn_jax import background, dataset, sharding, storage
 from edn_jax.errors import EdnError
 from edn_jax.inference import Renderer, generator_input
-from edn_jax.models.factory import build_face_models, build_generator
+from edn_jax.models.factory import EXEMPLAR_CHANNELS, build_face_models, build_generator, uses_exemplar
 from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_side, flat_fields, model_signature,
                             plan_stages, record_from_signatures, upgraded_signature, validate_train_config,
                             with_legacy_values)
@@ -243,7 +243,8 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
     generator = build_generator(cfg, stage.generator)
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
     g_in = generator_input(image, image, image, cfg.model.use_prev_label, cfg.model.temporal,
-                           image if background.uses_plate(cfg.model.background) else None)
+                           image if background.uses_plate(cfg.model.background) else None,
+                           jnp.zeros((1, stage.height, stage.width, EXEMPLAR_CHANNELS)) if uses_exemplar(cfg.model.exemplar) else None)
     abstract = {"g_params": jax.eval_shape(generator.init, jax.random.PRNGKey(0), g_in)["params"]}
     face_generator, side = None, 0
     if stage.name == "face":

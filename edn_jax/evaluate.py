@@ -40,8 +40,8 @@ import numpy as np
 from clu import metric_writers
 from flax import traverse_util
 
-from edn_jax import (build, checkpoints, dataset, face_crop, holdout, images, inference, metrics, plots, progress,
-                     stages, storage, video)
+from edn_jax import (build, checkpoints, dataset, exemplar, face_crop, holdout, images, inference, metrics, plots,
+                     progress, stages, storage, video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
@@ -185,10 +185,14 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                 padded = holdout.records_at(split, np.concatenate([chunk, np.repeat(chunk[-1:], chunk_frames - n)]),
                                             height, width)
                 nearest = np.asarray(holdout.nearest_poses(jnp.asarray(padded["keypoints"]), train_poses))
+                retrieved = holdout.records_at(train_split, nearest, height, width)
                 baselines = {"mean_train_frame": jnp.broadcast_to(mean, padded["frame"].shape),
-                             "nearest_train_frame": jnp.asarray(holdout.records_at(train_split, nearest, height,
-                                                                                   width)["frame"])}
-                frames, scores, carries = _render_and_score(renderer, params, padded, carries, baselines, score)
+                             "nearest_train_frame": jnp.asarray(retrieved["frame"])}
+                # A model with model.exemplar renders each frame from the retrieval baseline's frame.
+                exemplars = (jnp.asarray(exemplar.exemplar_channels(retrieved["frame"], retrieved["label"]))
+                             if renderer.uses_exemplar else None)
+                frames, scores, carries = _render_and_score(renderer, params, padded, carries, baselines, score,
+                                                            exemplars)
                 held = {k: v[:n] for k, v in padded.items()}
                 frames, scores = jax.tree.map(lambda v: v[:n], (frames, scores))
                 fake, real = frames["generated"], jnp.asarray(held["frame"])
@@ -228,16 +232,16 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
     return result, rows, np.concatenate(grid, axis=0)
 
 
-def _render_and_score(renderer, params, held: dict, carries: dict, baselines: dict, score):
+def _render_and_score(renderer, params, held: dict, carries: dict, baselines: dict, score, exemplars=None):
     """({candidate: frames}, {candidate: {score: [T] numpy}}, carries) of one chunk of held-out
-    records: each rendered candidate (with and without the face residual) from its own carry,
-    and the baselines' frames."""
+    records: each rendered candidate (with and without the face residual) from its own carry
+    (and the frames' ``exemplars`` for ``model.exemplar``), and the baselines' frames."""
     labels, boxes, valid = (jnp.asarray(held[k]) for k in ("label", "face_box", "face_valid"))
     real, body = jnp.asarray(held["frame"]), jnp.asarray(held["body_box"])
     frames, carries = dict(baselines), dict(carries)
     for name in carries:
         frames[name], carries[name] = inference.render_chunk(renderer, params, labels, boxes, valid, carries[name],
-                                                             apply_face=name == "generated")
+                                                             apply_face=name == "generated", exemplars=exemplars)
     scores = {name: {k: np.asarray(v) for k, v in score(x, real, body, boxes, valid).items()}
               for name, x in frames.items()}
     return frames, scores, carries

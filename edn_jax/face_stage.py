@@ -30,11 +30,12 @@ from jax.sharding import Mesh
 
 from edn_jax import background as background_lib
 from edn_jax import face_crop, losses, sharding
-from edn_jax.generator_stage import (BACKGROUND_KEY, TrainState, abstract_stage_state, discriminator_input,
-                                     guard_nonfinite, make_optimizers, make_perceptual, vgg_weight)
-from edn_jax.inference import Renderer, generate, generator_input
+from edn_jax.generator_stage import (BACKGROUND_KEY, EXEMPLAR_KEYS, TrainState, abstract_stage_state,
+                                     batch_exemplars, discriminator_input, guard_nonfinite, make_optimizers,
+                                     make_perceptual, vgg_weight)
+from edn_jax.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.models.discriminator import extend_scales
-from edn_jax.models.factory import build_discriminator, build_face_models, build_models
+from edn_jax.models.factory import build_discriminator, build_face_models, build_models, uses_exemplar
 from edn_jax.stages import Stage, face_crop_side, model_signature
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
@@ -42,8 +43,10 @@ FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "fac
 
 
 def face_keys(config) -> tuple[str, ...]:
-    """The batch entries the face stage's step reads (the plates too, for ``model.background``)."""
-    return FACE_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
+    """The batch entries the face stage's step reads (the plates too, for ``model.background``, and
+    the exemplars, for ``model.exemplar``)."""
+    return (FACE_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
+            + (EXEMPLAR_KEYS if uses_exemplar(config.model.exemplar) else ()))
 
 
 @flax.struct.dataclass
@@ -97,7 +100,7 @@ def refine(face_g, face_g_params, frames, labels, corners, valid, side: int):
 
 
 def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners, side: int, *, use_prev_label: bool,
-                     temporal: bool, refined_prev: bool, background_mode: str = "none"):
+                     temporal: bool, refined_prev: bool, background_mode: str = "none", exemplar_mode: str = "none"):
     """The pair as the face stage renders it: (refined crops [2B] as [t-1 rows; t rows], refined
     frame t-1, refined frame t). Frame t-1 comes from a blank previous frame; frame t from the
     refined frame t-1 (``refined_prev``) or G's own. ``corners`` [2B] place the crops."""
@@ -106,11 +109,14 @@ def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners,
     blank = jnp.zeros_like(label_prev)
     plate = batch.get(BACKGROUND_KEY) if background_lib.uses_plate(background_mode) else None
     g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
-    raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate))
+    exemplar_prev, exemplar = batch_exemplars(batch)
+    raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate, exemplar_prev),
+                 copy_from=copy_source(exemplar_prev, exemplar_mode))
     crops_prev, frame_prev = refine(face_g, face_g_params, raw_prev, label_prev, corners[:n],
                                     batch["face_valid_prev"], side)
     previous = frame_prev if refined_prev else raw_prev
-    raw = g(generator_input(label, previous, label_prev, use_prev_label, temporal, plate))
+    raw = g(generator_input(label, previous, label_prev, use_prev_label, temporal, plate, exemplar),
+            copy_from=copy_source(exemplar, exemplar_mode))
     crops, frame = refine(face_g, face_g_params, raw, label, corners[n:], batch["face_valid"], side)
     return jnp.concatenate([crops_prev, crops], axis=0), frame_prev, frame
 
@@ -132,7 +138,7 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
     render = functools.partial(render_face_pair, generator, jax.lax.stop_gradient(state.g_params), face_g,
                                batch=batch, corners=corners, side=side, use_prev_label=config.model.use_prev_label,
                                temporal=temporal, refined_prev=config.model.face_prev == "refined",
-                               background_mode=config.model.background)
+                               background_mode=config.model.background, exemplar_mode=config.model.exemplar)
 
     def face_g_loss_fn(face_g_params):
         refined_c, frame_prev, frame = render(face_g_params=face_g_params)
@@ -230,7 +236,7 @@ class FaceTrainer:
         self.sample_fn = jax.jit(functools.partial(
             render_face_pair, generator, face_g=face_g, side=side, use_prev_label=config.model.use_prev_label,
             temporal=config.model.temporal, refined_prev=config.model.face_prev == "refined",
-            background_mode=config.model.background))
+            background_mode=config.model.background, exemplar_mode=config.model.exemplar))
         return self
 
     def init(self, seed: int) -> FaceState:

@@ -25,19 +25,21 @@ from jax.sharding import Mesh
 
 from edn_jax import background as background_lib
 from edn_jax import losses, sharding
-from edn_jax.inference import Renderer, generate, generator_input
+from edn_jax.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.models.discriminator import extend_scales
-from edn_jax.models.factory import build_models
+from edn_jax.models.factory import build_models, uses_exemplar
 from edn_jax.models.local_enhancer import load_global_params
 from edn_jax.stages import Stage, model_signature, plan_stages
 
 TRAIN_KEYS = ("label_prev", "label", "image_prev", "image")
 BACKGROUND_KEY = "background"  # the batch's plates [B, H, W, 3], moved with each pair's augmentation
+EXEMPLAR_KEYS = ("exemplar_prev", "exemplar")  # each frame's exemplar [B, H, W, 6] (model.exemplar)
 
 
 def batch_keys(config) -> tuple[str, ...]:
     """The batch entries a generator stage's step reads."""
-    return TRAIN_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
+    return (TRAIN_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
+            + (EXEMPLAR_KEYS if uses_exemplar(config.model.exemplar) else ()))
 
 
 @flax.struct.dataclass
@@ -51,18 +53,23 @@ class TrainState:
 
 
 def render_pair(generator, g_params, label_prev, label, use_prev_label: bool, temporal: bool = True,
-                background=None, background_mode: str = "none", prev_noise=None):
+                background=None, background_mode: str = "none", prev_noise=None, exemplars=(None, None),
+                exemplar_mode: str = "none"):
     """G's outputs for frames t-1 and t as the paper trains them: t-1 from a blank (mid-grey)
     previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1}).
     With ``temporal=False`` each frame comes from its own stick figure alone. ``background``: the
     plate(s) [B or 1, H, W, 3] for ``background_mode`` "input"/"composite"; ``prev_noise``: added to
-    G(x_{t-1}) where frame t is rendered from it (``train.prev_noise``), not to the frame t-1 returned."""
+    G(x_{t-1}) where frame t is rendered from it (``train.prev_noise``), not to the frame t-1 returned;
+    ``exemplars``: frame t-1's and frame t's exemplars [B, H, W, 6] for ``exemplar_mode`` "input"/"copy"
+    (``model.exemplar``), or Nones."""
     blank = jnp.zeros_like(label_prev)
     plate = background if background_lib.uses_plate(background_mode) else None
     g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
-    fake_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate))
+    fake_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate, exemplars[0]),
+                  copy_from=copy_source(exemplars[0], exemplar_mode))
     shown_prev = fake_prev if prev_noise is None else fake_prev + prev_noise
-    fake = g(generator_input(label, shown_prev, label_prev, use_prev_label, temporal, plate))
+    fake = g(generator_input(label, shown_prev, label_prev, use_prev_label, temporal, plate, exemplars[1]),
+             copy_from=copy_source(exemplars[1], exemplar_mode))
     return fake_prev, fake
 
 
@@ -120,11 +127,22 @@ def guard_nonfinite(updated, state, metrics: dict):
     return new_state, dict(metrics, nonfinite=1.0 - finite.astype(jnp.float32))
 
 
+def example_exemplar(config, image):
+    """A zero exemplar shaped for ``image`` [B, H, W, 3] with ``model.exemplar`` (for shapes), else None."""
+    return jnp.concatenate([image, image], axis=-1) if uses_exemplar(config.model.exemplar) else None
+
+
+def batch_exemplars(batch) -> tuple:
+    """(frame t-1's, frame t's) exemplars of a training batch, or Nones without them."""
+    return tuple(batch.get(k) for k in EXEMPLAR_KEYS)
+
+
 def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
     g_rng, d_rng, rng = jax.random.split(rng, 3)
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
     plate = image if background_lib.uses_plate(config.model.background) else None
-    g_in = generator_input(image, image, image, config.model.use_prev_label, config.model.temporal, plate)
+    g_in = generator_input(image, image, image, config.model.use_prev_label, config.model.temporal, plate,
+                           example_exemplar(config, image))
     g_params = generator.init(g_rng, g_in)["params"]
     d_params = discriminator.init(d_rng, discriminator_input(image, image, image, image, config.model.temporal))["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
@@ -180,7 +198,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         prev_noise = config.train.prev_noise * jax.random.normal(key, label.shape, jnp.float32)
     render = functools.partial(render_pair, generator, label_prev=label_prev, label=label, use_prev_label=use_prev,
                                temporal=temporal, background=batch.get(BACKGROUND_KEY),
-                               background_mode=config.model.background, prev_noise=prev_noise)
+                               background_mode=config.model.background, prev_noise=prev_noise,
+                               exemplars=batch_exemplars(batch), exemplar_mode=config.model.exemplar)
 
     def g_loss_fn(g_params):
         fake_prev, fake = render(g_params)
@@ -274,7 +293,8 @@ class GeneratorTrainer:
         self.sample_fn = jax.jit(functools.partial(render_pair, self.generator,
                                                    use_prev_label=config.model.use_prev_label,
                                                    temporal=config.model.temporal,
-                                                   background_mode=config.model.background))
+                                                   background_mode=config.model.background,
+                                                   exemplar_mode=config.model.exemplar))
         return self
 
     def init(self, seed: int) -> TrainState:
@@ -290,7 +310,7 @@ class GeneratorTrainer:
     def sample(self, state: TrainState, batch) -> jax.Array:
         """Frame t as the step renders it (from G's own frame t-1), for sample grids."""
         return self.sample_fn(state.g_params, batch["label_prev"], batch["label"],
-                              background=batch.get(BACKGROUND_KEY))[1]
+                              background=batch.get(BACKGROUND_KEY), exemplars=batch_exemplars(batch))[1]
 
     def renderer(self, state: TrainState, plate=None) -> tuple[Renderer, dict]:
         """(static renderer, params) for ``inference.render_chunk``; ``plate``: the background

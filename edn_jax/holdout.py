@@ -13,12 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from edn_jax import exemplar
 from edn_jax.input_pipeline import fit_face_box, fit_record
-from edn_jax.pose import layout
 from edn_jax.pose.appearance import person_box
 
 MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline
-NEAREST_MIN_SHARED = 0.8  # a training pose must have this share of the query's body points to be retrieved
 
 
 def records_at(split, indices, height: int, width: int) -> dict[str, np.ndarray]:
@@ -54,17 +53,9 @@ def mean_train_frame(train_split, height: int, width: int) -> np.ndarray:
     return records_at(train_split, sample, height, width)["frame"].mean(0, keepdims=True)
 
 
-@jax.jit
-def nearest_poses(query: jax.Array, candidates: jax.Array, conf_threshold: float = 0.05) -> jax.Array:
+def nearest_poses(query: jax.Array, candidates: jax.Array) -> jax.Array:
     """For each pose of ``query`` [T, 137, 3], the index of the closest pose of ``candidates``
-    [N, 137, 3]: the smallest mean L2 distance over the body points valid in both. A candidate
-    sharing fewer than ``NEAREST_MIN_SHARED`` of a query's valid body points is not taken (a pose
-    half out of frame is not close to a whole one); with none left, the index of the first."""
-    body = np.arange(layout.BODY.start, layout.BODY.stop)
-    q, c = query[:, None, body].astype(jnp.float32), candidates[None, :, body].astype(jnp.float32)
-    valid_q, both = q[..., 2] > conf_threshold, (q[..., 2] > conf_threshold) & (c[..., 2] > conf_threshold)
-    distance = jnp.sqrt(jnp.sum((q[..., :2] - c[..., :2]) ** 2, axis=-1))
-    shared = jnp.sum(both, axis=-1)
-    mean = jnp.sum(jnp.where(both, distance, 0.0), axis=-1) / jnp.maximum(shared, 1)
-    usable = (shared > 0) & (shared >= NEAREST_MIN_SHARED * jnp.sum(valid_q, axis=-1))
-    return jnp.argmin(jnp.where(usable, mean, jnp.inf), axis=1)
+    [N, 137, 3] (``exemplar.pose_distances``: the smallest mean L2 distance over the body points
+    valid in both; a candidate lacking more than a fifth of the query's body points is not taken,
+    as a pose half out of frame is not close to a whole one); with none left, the index of the first."""
+    return jnp.argmin(exemplar.pose_distances(query, candidates), axis=1)

@@ -24,23 +24,39 @@ import numpy as np
 
 from edn_jax import background as background_lib
 from edn_jax import face_crop, sharding
+from edn_jax.models.factory import uses_exemplar
 
 
-def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True, background=None):
+def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True, background=None,
+                    exemplar=None):
     """G's input: the stick figure, its previous output (blank for the first frame), optionally the
     previous figure; with ``temporal=False`` (single-frame pix2pixHD, the paper's baseline) the figure
-    alone; then the background plate when given (``model.background``), broadcast over the batch."""
+    alone; then the background plate when given (``model.background``), broadcast over the batch,
+    and the exemplar [B, H, W, 6] when given (``model.exemplar``: a training frame and its figure)."""
     parts = [label] + ([prev_output] + ([prev_label] if use_prev_label else []) if temporal else [])
     if background is not None:
         parts.append(jnp.broadcast_to(jnp.asarray(background, label.dtype), label.shape))
+    if exemplar is not None:
+        parts.append(jnp.asarray(exemplar, label.dtype))
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
-def generate(generator, g_params, g_in, background=None, mode: str = "none"):
-    """The main generator's frame for input ``g_in`` (float32): its output, or with
-    ``mode="composite"`` its colours over ``background`` through its mask channel."""
+def generate(generator, g_params, g_in, background=None, mode: str = "none", copy_from=None):
+    """The main generator's frame for input ``g_in`` (float32): its output; with ``copy_from`` (the
+    exemplar frames [B, H, W, 3], ``model.exemplar="copy"``) its last channel is a copy mask c and the
+    colours are ``c * copy_from + (1 - c) * G's``; with ``mode="composite"`` those colours go over
+    ``background`` through its mask channel."""
     out = generator.apply({"params": g_params}, g_in).astype(jnp.float32)
+    if copy_from is not None:
+        copy = (out[..., -1:] + 1.0) * 0.5
+        colours = copy * jnp.asarray(copy_from, out.dtype) + (1.0 - copy) * out[..., :3]
+        out = jnp.concatenate([colours, out[..., 3:-1]], axis=-1)
     return background_lib.composite(out, background) if mode == "composite" else out
+
+
+def copy_source(exemplar, mode: str):
+    """What ``generate`` copies from: the exemplar's frame (its first 3 channels) for ``model.exemplar="copy"``."""
+    return exemplar[..., :3] if mode == "copy" and exemplar is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +75,7 @@ class Renderer:
     temporal: bool = True  # G sees its previous output (False: single-frame pix2pixHD)
     face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
     background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
+    exemplar: str = "none"  # model.exemplar: none | input | copy (each frame's exemplar comes with its figure)
 
     @property
     def has_face(self) -> bool:
@@ -68,11 +85,15 @@ class Renderer:
     def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
         """A renderer of ``generator`` (and the face generator) with the config's input flags."""
         return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal,
-                   config.model.face_prev == "refined", config.model.background)
+                   config.model.face_prev == "refined", config.model.background, config.model.exemplar)
 
     @property
     def uses_plate(self) -> bool:
         return background_lib.uses_plate(self.background)
+
+    @property
+    def uses_exemplar(self) -> bool:
+        return uses_exemplar(self.exemplar)
 
 
 def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
@@ -97,27 +118,40 @@ def initial_carry(height: int, width: int):
     return blank, blank
 
 
+def check_exemplars(renderer: Renderer, exemplars) -> None:
+    """A model with ``model.exemplar`` needs each frame's exemplar; one without takes none."""
+    if renderer.uses_exemplar != (exemplars is not None):
+        raise ValueError("a model trained with model.exemplar renders from each frame's exemplar (pass exemplars=)"
+                         if renderer.uses_exemplar else "this model was trained without model.exemplar: pass no exemplars")
+
+
 @functools.partial(jax.jit, static_argnames=("renderer", "apply_face"))
-def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, carry, apply_face: bool = True):
+def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, carry, apply_face: bool = True,
+                 exemplars=None):
     """Renders [T, H, W, 3] stick figures (in [-1, 1]) given the carry from the frame before the chunk.
 
     ``face_boxes`` float32 [T, 4] and ``face_valid`` bool [T] place the face crops (ignored
-    without a face model or with ``apply_face=False``). Returns (outputs [T, H, W, 3],
-    carry) to continue with the next chunk; for a video's first chunk pass ``initial_carry``.
+    without a face model or with ``apply_face=False``); ``exemplars`` [T, H, W, 6] in [-1, 1] are
+    the frames' exemplars for a model with ``model.exemplar`` (``edn_jax.exemplar``). Returns
+    (outputs [T, H, W, 3], carry) to continue with the next chunk; for a video's first chunk pass
+    ``initial_carry``.
     """
+    check_exemplars(renderer, exemplars)
     use_face = apply_face and renderer.has_face
     plate = params.get("background") if renderer.uses_plate else None
 
     def step(carry, frame):
         prev, prev_label = carry
-        label, box, valid = frame
-        g_in = generator_input(label[None], prev, prev_label, renderer.use_prev_label, renderer.temporal, plate)
-        out = generate(renderer.generator, params["g"], g_in, plate, renderer.background)
+        label, box, valid, exemplar = frame
+        g_in = generator_input(label[None], prev, prev_label, renderer.use_prev_label, renderer.temporal, plate,
+                               None if exemplar is None else exemplar[None])
+        out = generate(renderer.generator, params["g"], g_in, plate, renderer.background,
+                       copy_source(None if exemplar is None else exemplar[None], renderer.exemplar))
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
         return (shown if renderer.face_refined_prev else out, label[None]), shown[0]
 
     carry, outputs = jax.lax.scan(step, carry, (labels, jnp.asarray(face_boxes, jnp.float32),
-                                                jnp.asarray(face_valid, bool)))
+                                                jnp.asarray(face_valid, bool), exemplars))
     return outputs, carry
 
 
@@ -129,17 +163,21 @@ def render_devices(slots: int, devices=None) -> list:
 
 
 @functools.partial(jax.jit, static_argnames=("renderer", "sharding", "apply_face"), donate_argnames=("carry",))
-def render_batch(renderer, params, labels, boxes, valid, carry, reset, sharding=None, apply_face: bool = True):
+def render_batch(renderer, params, labels, boxes, valid, carry, reset, sharding=None, apply_face: bool = True,
+                 exemplars=None):
     """``render_chunk`` over a leading video axis: uint8 stick figures [B, T, H, W, 3], face boxes
-    [B, T, 4] and valid [B, T], per-video carries ([B, 1, H, W, 3] twice) -> (uint8 outputs [B, T, H, W, 3],
-    carry). ``reset[b]`` starts video b from a blank previous frame; ``sharding`` (static) keeps the
-    outputs and carry split over the video axis."""
+    [B, T, 4] and valid [B, T], per-video carries ([B, 1, H, W, 3] twice), and for ``model.exemplar``
+    uint8 exemplars [B, T, H, W, 6] -> (uint8 outputs [B, T, H, W, 3], carry). ``reset[b]`` starts
+    video b from a blank previous frame; ``sharding`` (static) keeps the outputs and carry split
+    over the video axis."""
     h, w = labels.shape[2:4]
     keep = ~reset[:, None, None, None, None]
     carry = tuple(jnp.where(keep, c, blank[None]) for c, blank in zip(carry, initial_carry(h, w)))
     labels = labels.astype(jnp.float32) / 127.5 - 1.0
-    one_video = functools.partial(render_chunk, renderer, params, apply_face=apply_face)
-    outputs, carry = jax.vmap(one_video)(labels, boxes, valid, carry)
+    if exemplars is not None:
+        exemplars = exemplars.astype(jnp.float32) / 127.5 - 1.0
+    one_video = lambda *a: render_chunk(renderer, params, *a[:4], apply_face=apply_face, exemplars=a[4])  # noqa: E731
+    outputs, carry = jax.vmap(one_video)(labels, boxes, valid, carry, exemplars)
     outputs = to_uint8(outputs)
     if sharding is not None:
         outputs, carry = jax.lax.with_sharding_constraint((outputs, carry), sharding)
@@ -170,16 +208,19 @@ class BatchRenderer:
         self.carry = jax.device_put(tuple(np.broadcast_to(np.asarray(b)[None], (slots,) + b.shape) for b in blank),
                                     self.sharding)
 
-    def dispatch(self, labels: np.ndarray, boxes: np.ndarray, valid: np.ndarray, reset: np.ndarray):
-        """Starts rendering uint8 stick figures [B, T, H, W, 3] (face boxes [B, T, 4], valid [B, T]); returns
-        the uint8 outputs [B, T, H, W, 3] as a device array (asynchronous: ``np.asarray`` waits)."""
-        inputs = jax.device_put((labels, boxes, valid, np.asarray(reset, bool)), self.sharding)
+    def dispatch(self, labels: np.ndarray, boxes: np.ndarray, valid: np.ndarray, reset: np.ndarray,
+                 exemplars: np.ndarray | None = None):
+        """Starts rendering uint8 stick figures [B, T, H, W, 3] (face boxes [B, T, 4], valid [B, T],
+        uint8 exemplars [B, T, H, W, 6] for ``model.exemplar``); returns the uint8 outputs
+        [B, T, H, W, 3] as a device array (asynchronous: ``np.asarray`` waits)."""
+        check_exemplars(self.renderer, exemplars)
+        inputs = jax.device_put((labels, boxes, valid, np.asarray(reset, bool), exemplars), self.sharding)
         outputs, self.carry = render_batch(self.renderer, self.params, *inputs[:3], self.carry, inputs[3],
-                                           sharding=self.sharding, apply_face=self.apply_face)
+                                           sharding=self.sharding, apply_face=self.apply_face, exemplars=inputs[4])
         return outputs
 
-    def __call__(self, labels, boxes, valid, reset) -> np.ndarray:
-        return np.asarray(self.dispatch(labels, boxes, valid, reset))
+    def __call__(self, labels, boxes, valid, reset, exemplars=None) -> np.ndarray:
+        return np.asarray(self.dispatch(labels, boxes, valid, reset, exemplars))
 
     def slot_carry(self, slot: int) -> tuple[np.ndarray, np.ndarray]:
         """Slot ``slot``'s carry on the host: (previous output, previous stick figure), [1, H, W, 3] each."""

@@ -70,8 +70,10 @@ class _BatchBuilder:
 
     def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, height: int, width: int,
                  process_index: int, process_count: int, num_threads: int, conf_threshold: float,
-                 augment: augment_lib.Augment | None = None, background: np.ndarray | None = None):
+                 augment: augment_lib.Augment | None = None, background: np.ndarray | None = None,
+                 exemplars: np.ndarray | None = None):
         self.source, self.index, self.schedule = source, index, schedule
+        self.exemplars = exemplars
         self.height, self.width = height, width
         self.process_index, self.process_count = process_index, process_count
         self.conf_threshold = conf_threshold
@@ -100,18 +102,51 @@ class _BatchBuilder:
         # cv2 releases the GIL, so records load in parallel; each writes only its own slot.
         list(self.pool.map(lambda slot: self._load(out, slot // 2, slot % 2, int(records.flat[slot]),
                                                    moves[slot // 2]), range(2 * b)))
+        if self.exemplars is not None:
+            picks = [self._exemplar_picks(step, row, records[row]) for row in range(b)]
+            for suffix in ("_prev", ""):
+                out["exemplar" + suffix] = np.empty((b, h, w, 6), np.float32)  # frame | stick figure
+            list(self.pool.map(lambda slot: self._load_exemplar(out, slot // 2, slot % 2, picks[slot // 2][slot % 2],
+                                                                moves[slot // 2]), range(2 * b)))
         return out
+
+    def _global_row(self, row: int) -> int:
+        return self.process_index * (self.schedule.global_batch_size // self.process_count) + row
+
+    def _exemplar_picks(self, step: int, row: int, pair) -> tuple[int, int]:
+        """The exemplar records of a row's frames t-1 and t: one of each frame's candidates, at
+        random, a pure function of (seed, step, the row's place in the global batch)."""
+        rng = np.random.default_rng([self.schedule.seed, step, self._global_row(row), 2])
+        choice = rng.integers(0, self.exemplars.shape[1], size=2)
+        return int(self.exemplars[int(pair[0]), choice[0]]), int(self.exemplars[int(pair[1]), choice[1]])
+
+    def _load_exemplar(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
+        frame, _, label, _, _ = self._fitted(record_index, move)
+        target = out["exemplar_prev" if t == 0 else "exemplar"][row]
+        _to_unit_range(frame, target[..., :3])
+        _to_unit_range(label, target[..., 3:])
 
     def _move(self, step: int, row: int):
         """(affine matrix, flip) of a row's pair, or None without augmentation: a pure function of
         (seed, step, the row's place in the global batch), shared by both frames of the pair."""
         if self.augment is None:
             return None
-        global_row = self.process_index * (self.schedule.global_batch_size // self.process_count) + row
-        params = self.augment.sample(np.random.default_rng([self.schedule.seed, step, global_row, 1]))
+        params = self.augment.sample(np.random.default_rng([self.schedule.seed, step, self._global_row(row), 1]))
         return augment_lib.matrix(params, self.height, self.width), params["flip"]
 
     def _load(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
+        frame, kps, label, box, valid = self._fitted(record_index, move, check_pairing=True)
+        suffix = "_prev" if t == 0 else ""
+        _to_unit_range(frame, out["image" + suffix][row])
+        _to_unit_range(label, out["label" + suffix][row])
+        out["keypoints" + suffix][row] = kps
+        out["video_id"][row, t] = int(self.index.video_ids[record_index])
+        out["frame_index"][row, t] = int(self.index.frame_indices[record_index])
+        out["face_box" + suffix][row], out["face_valid" + suffix][row] = box, valid
+
+    def _fitted(self, record_index: int, move=None, check_pairing: bool = False):
+        """(frame uint8, keypoints, stick figure uint8, face box, face valid) of a record at the
+        output size, moved by ``move``; checked against the pair index with ``check_pairing``."""
         record = self.source[record_index]
         frame = np.asarray(record["frame"])
         kps = np.asarray(record["keypoints"], np.float32)
@@ -123,7 +158,7 @@ class _BatchBuilder:
             raise EdnError(f"record {record_index}: keypoints have shape {kps.shape}, expected "
                            f"({layout.NUM_KEYPOINTS}, 3)", _FIX_DATASET)
         expected = (int(self.index.video_ids[record_index]), int(self.index.frame_indices[record_index]))
-        if (video_id, frame_index) != expected:  # a stale index would silently pair unrelated frames
+        if check_pairing and (video_id, frame_index) != expected:  # a stale index would pair unrelated frames
             raise EdnError(f"record {record_index} is frame {frame_index} of video {video_id} but the pair index "
                            f"says frame {expected[1]} of video {expected[0]}",
                            "build the pair index from this split's own metadata")
@@ -134,12 +169,7 @@ class _BatchBuilder:
             frame, kps = augment_lib.warp_image(frame, m), augment_lib.warp_keypoints(kps, m, flip)
             label = render.render_stick_figure(kps, self.height, self.width, self.conf_threshold)
             box, valid = augment_lib.warp_box(box, valid, m, self.height, self.width)
-        suffix = "_prev" if t == 0 else ""
-        _to_unit_range(frame, out["image" + suffix][row])
-        _to_unit_range(label, out["label" + suffix][row])
-        out["keypoints" + suffix][row] = kps
-        out["video_id"][row, t], out["frame_index"][row, t] = video_id, frame_index
-        out["face_box" + suffix][row], out["face_valid" + suffix][row] = box, valid
+        return frame, kps, label, box, valid
 
 
 def fit_face_box(record, tf) -> tuple[np.ndarray, bool]:
@@ -253,7 +283,7 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
                  start_step: int = 0, pair_index: PairIndex | None = None, process_index: int | None = None,
                  process_count: int | None = None, prefetch: int = 2, num_threads: int | None = None,
                  conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                 background: np.ndarray | None = None) -> HostBatchIterator:
+                 background: np.ndarray | None = None, exemplars: np.ndarray | None = None) -> HostBatchIterator:
     """This process's numpy batches of temporal pairs, from ``start_step`` on, forever.
 
     Each batch holds, for B_local = global_batch_size / process_count pairs:
@@ -268,6 +298,9 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     ``augment`` moves each pair (frames, keypoints, redrawn stick figures, face boxes) by one random
     transform (``edn_jax.augment``); ``background``, a uint8 plate [height, width, 3], adds
     ``background`` float32 [B_local, height, width, 3]: the plate moved as each pair was.
+    ``exemplars``, int [records, M] (``exemplar.training_candidates``), adds ``exemplar_prev``/``exemplar``
+    float32 [B_local, height, width, 6]: for each frame one of its M candidate records at random, its
+    frame and stick figure, moved as the pair was.
     """
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
@@ -288,9 +321,15 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     if background is not None and np.shape(background) != (int(height), int(width), 3):
         raise EdnError(f"the background plate is {np.shape(background)}, not the output's ({height}, {width}, 3)",
                        "compute it at the training size (edn_jax.background.plate_from_split)")
+    if exemplars is not None:
+        exemplars = np.asarray(exemplars)
+        if exemplars.ndim != 2 or len(exemplars) != len(source) or exemplars.shape[1] < 1 or (
+                exemplars.size and not 0 <= exemplars.min() <= exemplars.max() < len(source)):
+            raise EdnError(f"the exemplar table is {exemplars.shape}, not [{len(source)} records, candidates] of "
+                           "this split's record indices", "build it with exemplar.training_candidates on this split")
     builder = _BatchBuilder(source, index, schedule, int(height), int(width), int(process_index),
                             int(process_count), int(num_threads), float(conf_threshold), augment,
-                            None if background is None else np.ascontiguousarray(background, np.uint8))
+                            None if background is None else np.ascontiguousarray(background, np.uint8), exemplars)
     return HostBatchIterator(builder, start_step, int(prefetch))
 
 
@@ -346,7 +385,7 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
                         start_step: int = 0, pair_index: PairIndex | None = None, data_axis: str = "data",
                         prefetch: int = 2, device_prefetch: int = 1, num_threads: int | None = None,
                         conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                        background: np.ndarray | None = None) -> TrainIterator:
+                        background: np.ndarray | None = None, exemplars: np.ndarray | None = None) -> TrainIterator:
     """Global training batches on ``mesh``: ``host_batches`` of every process, joined.
 
     Each array is sharded along its batch axis over ``data_axis`` (replicated over the
@@ -377,5 +416,6 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
     host = host_batches(source, global_batch_size=global_batch_size, height=height, width=width, seed=seed,
                         start_step=start_step, pair_index=pair_index, process_index=process_index,
                         process_count=process_count, prefetch=prefetch, num_threads=num_threads,
-                        conf_threshold=conf_threshold, augment=augment, background=background)
+                        conf_threshold=conf_threshold, augment=augment, background=background,
+                        exemplars=exemplars)
     return TrainIterator(host, sharding, global_batch_size, int(device_prefetch))

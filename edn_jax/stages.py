@@ -28,7 +28,7 @@ from configs import default
 from edn_jax import background, face_crop, losses
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
-from edn_jax.models.factory import compute_dtype
+from edn_jax.models.factory import EXEMPLAR_MODES, compute_dtype
 
 STAGE_ORDER = ("global", "local", "face")
 REMAT_MODES = ("none", "perceptual", "full")
@@ -158,6 +158,8 @@ def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
          "generator sees no previous frame)", "set model.temporal=True or model.use_prev_label=False"),
         (m.background in background.MODES, f"model.background={m.background!r} is not known",
          f"use one of {', '.join(background.MODES)}"),
+        (m.exemplar in EXEMPLAR_MODES, f"model.exemplar={m.exemplar!r} is not known",
+         f"use one of {', '.join(EXEMPLAR_MODES)}"),
     ]
     if "local" in names:
         checks += [(m.local_ngf >= 1 and 2 * m.local_ngf == m.ngf,
@@ -195,6 +197,9 @@ def _training_checks(config, stages: list[Stage]) -> list[tuple[bool, str, str]]
         (l.global_vgg_scale >= 0, f"loss.global_vgg_scale={l.global_vgg_scale} must be >= 0",
          "use 0.5 (the original) or 1.0"),
         (0 <= t.prev_noise <= 1, f"train.prev_noise={t.prev_noise} is out of range", "use e.g. 0.05, or 0 for none"),
+        (t.exemplar_candidates >= 1 and t.exemplar_exclude >= 0,
+         f"train.exemplar_candidates={t.exemplar_candidates} must be >= 1 and train.exemplar_exclude="
+         f"{t.exemplar_exclude} >= 0", "use e.g. 8 and 8"),
     ]
     Augment.from_config(t.augment)  # raises on a value out of range
     for path, epochs_field, _ in EPOCH_FIELDS:
@@ -258,7 +263,7 @@ def validate_train_config(config, check_batch: bool = True) -> None:
 
 SIGNATURE_FIELDS = {
     "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label", "temporal",
-               "background"),
+               "background", "exemplar"),
     "local": ("local_ngf", "n_blocks_local"),
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
@@ -267,10 +272,11 @@ SIGNATURE_FIELDS = {
 STAGE_SIGNATURE_FIELDS = {"global": (), "local": ("num_d_local",), "face": ("num_d_face", "face_d_norm")}
 # Fields added after models were trained without them, and what those models used: a signature
 # or record without the field is read with it (one D for every stage, an InstanceNorm face D, G's
-# own output as the previous frame, the ImageNet-normalised VGG input at full weight, no background plate).
+# own output as the previous frame, the ImageNet-normalised VGG input at full weight, no background plate
+# and no exemplar).
 LEGACY_COPIES = {"model.num_d_local": "model.num_d", "model.num_d_face": "model.num_d"}
 LEGACY_VALUES = {"model.face_d_norm": "instance", "model.face_prev": "raw", "loss.vgg_input": "imagenet",
-                 "loss.global_vgg_scale": 1.0, "model.background": "none"}
+                 "loss.global_vgg_scale": 1.0, "model.background": "none", "model.exemplar": "none"}
 RECORDED_SECTIONS = ("model", "loss", "train")
 # The model field that may change after training (the activations' dtype; params stay float32).
 FREE_AT_INFERENCE = frozenset({"model.dtype"})

@@ -24,12 +24,14 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import background, build, checkpoints, evaluate, images, input_pipeline, pair_schedule, progress, sharding, storage
+from edn_jax import (background, build, checkpoints, dataset, evaluate, exemplar, images, input_pipeline, pair_schedule,
+                     progress, sharding, storage)
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
 from edn_jax.fileio import atomic_path
 from edn_jax.generator_stage import GeneratorTrainer
+from edn_jax.models.factory import uses_exemplar
 from edn_jax.stages import (EPOCH_FIELDS, Stage, config_section, face_crop_side, model_signature, plan_stages,
                             resolve_epochs, training_record, validate_train_config)
 
@@ -101,6 +103,16 @@ def stage_plate(config, split, stage: Stage):
     return background.plate_from_split(split, stage.height, stage.width)
 
 
+def stage_exemplars(config, split, stage: Stage):
+    """Each training record's exemplar candidates (``exemplar.training_candidates`` at the stage's
+    frame size), or None without ``model.exemplar``."""
+    if not uses_exemplar(config.model.exemplar):
+        return None
+    poses = dataset.split_keypoints(split, stage.height, stage.width)
+    return exemplar.training_candidates(poses, split.video_ids, split.frame_indices, config.train.exemplar_exclude,
+                                        config.train.exemplar_candidates)
+
+
 def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, writer, step: int, plate=None) -> dict:
     """The stage's held-out scores (the evaluator's short version), logged, printed and returned flat."""
     stage = trainer.stage
@@ -157,7 +169,8 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
         with input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=stage.height,
                                                 width=stage.width, seed=t.seed + stage.number - 1, mesh=mesh,
                                                 start_step=start, pair_index=pair_index,
-                                                augment=Augment.from_config(t.augment), background=plate) as batches, \
+                                                augment=Augment.from_config(t.augment), background=plate,
+                                                exemplars=stage_exemplars(config, split, stage)) as batches, \
                 progress.Progress(stage.num_steps - start, f"{stage.title} training ({dataset_dir})",
                                   unit="steps") as bar:
             while step < stage.num_steps:

@@ -41,7 +41,7 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, progress, render_resume, stages, storage, synthetic, video
+from edn_jax import build, checkpoints, dataset, exemplar, progress, render_resume, stages, storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt, missed_text, pose_scores
 from edn_jax.fileio import atomic_path
@@ -64,6 +64,7 @@ class Target:
     stats: normalization.PoseStats
     dataset_dir: str
     poses: np.ndarray | None = None
+    exemplars: exemplar.ExemplarBank | None = None  # the training frames, for a model with model.exemplar
 
     @property
     def height(self) -> int:
@@ -92,7 +93,8 @@ def load_target(config, explicit=()) -> Target:
     poses = None
     if config.transfer.normalize and config.transfer.normalization == "paper":
         poses = dataset.split_keypoints(split, model.stage.height, model.stage.width)
-    return Target(model, stats_in_frame(split.stats, tf), directory, poses)
+    bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width) if model.renderer.uses_exemplar else None
+    return Target(model, stats_in_frame(split.stats, tf), directory, poses, bank)
 
 
 @dataclasses.dataclass
@@ -161,19 +163,18 @@ class _Job:
     def dispatched_all(self) -> bool:
         return self.position >= self.source.num_frames
 
-    def next_chunk(self):
-        """(stick figures uint8 [chunk, H, W, 3], face boxes, valid, frames used): the chunk after the last
-        one, its tail padded with its last frame so every call has the same shape."""
+    def next_chunk(self, bank: exemplar.ExemplarBank | None = None):
+        """(stick figures uint8 [chunk, H, W, 3], face boxes, valid, exemplars or None, frames used): the
+        chunk after the last one, its tail padded with its last frame so every call has the same
+        shape; with a ``bank``, each frame's exemplar (uint8 [chunk, H, W, 6])."""
         kps = self.source.keypoints[self.position:self.position + self.chunk]
         n = len(kps)
+        if n < self.chunk:
+            kps = np.concatenate([kps, kps[np.full(self.chunk - n, n - 1)]])
         labels = render.render_stick_figures(kps, self.height, self.width)
         boxes, valid = render.face_boxes(kps, self.height, self.width)
-        if n < self.chunk:
-            pad = np.full(self.chunk - n, n - 1)
-            labels = np.concatenate([labels, labels[pad]])
-            boxes, valid = np.concatenate([boxes, boxes[pad]]), np.concatenate([valid, valid[pad]])
         self.position += n
-        return labels, boxes, valid, n
+        return labels, boxes, valid, None if bank is None else bank.lookup(kps), n
 
     def _source_frame(self, t: int) -> np.ndarray | None:
         """Source frame ``t`` in the model's frame, or None for a source without frames."""
@@ -310,18 +311,21 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
         fill_slots(reset)
         labels = np.zeros((B, T, H, W, 3), np.uint8)
         boxes, valid = np.zeros((B, T, 4), np.float32), np.zeros((B, T), bool)
+        exemplars = np.zeros((B, T, H, W, exemplar.CHANNELS), np.uint8) if target.exemplars is not None else None
         work = []
         for i, job in enumerate(slots):
             if job is None:
                 continue
             try:
-                labels[i], boxes[i], valid[i], n = job.next_chunk()
+                labels[i], boxes[i], valid[i], found, n = job.next_chunk(target.exemplars)
+                if exemplars is not None:
+                    exemplars[i] = found
             except Exception as e:  # noqa: BLE001
                 fail(job, e)
                 slots[i] = None
                 continue
             work.append((i, job, n, labels[i]))
-        return (labels, boxes, valid, reset), work
+        return (labels, boxes, valid, reset, exemplars), work
 
     try:
         batch, work = inputs()

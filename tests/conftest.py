@@ -255,6 +255,8 @@ def reference_render(target, keypoints):
     h, w = target.height, target.width
     labels = render.render_stick_figures(keypoints, h, w)
     boxes, valid = render.face_boxes(keypoints, h, w)
+    exemplars = None if target.exemplars is None else jnp.asarray(to_unit(target.exemplars.lookup(keypoints)))
     out, _ = inference.render_chunk(target.model.renderer, target.model.params, jnp.asarray(to_unit(labels)),
-                                    jnp.asarray(boxes), jnp.asarray(valid), inference.initial_carry(h, w))
+                                    jnp.asarray(boxes), jnp.asarray(valid), inference.initial_carry(h, w),
+                                    exemplars=exemplars)
     return np.asarray(inference.to_uint8(out)), labels

@@ -145,6 +145,7 @@ def test_small_footage_recipe_is_on_where_measured_and_off_in_the_papers_method(
     assert (min(aug.scale, aug.rotate, aug.shift, aug.flip) > 0) == recipe
     assert (max(aug.scale, aug.rotate, aug.shift, aug.flip) == 0) == (not recipe)
     assert (config.train.prev_noise > 0) == recipe
+    assert (config.model.exemplar == "copy") == recipe
 
 
 def test_bad_small_footage_fields_are_one_error_each():

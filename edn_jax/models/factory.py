@@ -16,6 +16,14 @@ from edn_jax.models.generator import GlobalGenerator
 from edn_jax.models.local_enhancer import LocalEnhancer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+EXEMPLAR_CHANNELS = 6  # model.exemplar: the nearest training frame and its stick figure (edn_jax.exemplar)
+# model.exemplar: "none"; "input" (G sees it); "copy" (G sees it and draws a copy mask: where the mask is
+# on, the frame takes the exemplar's colours instead of G's).
+EXEMPLAR_MODES = ("none", "input", "copy")
+
+
+def uses_exemplar(mode: str) -> bool:
+    return mode in ("input", "copy")
 
 
 def compute_dtype(config) -> jnp.dtype:
@@ -27,15 +35,18 @@ def compute_dtype(config) -> jnp.dtype:
 
 def generator_channels(config) -> int:
     """Input channels of the main generator: the stick figure, its previous output (temporal
-    smoothing), optionally the previous stick figure, and the background plate (``model.background``)."""
+    smoothing), optionally the previous stick figure, the background plate (``model.background``) and
+    the exemplar frame and its stick figure (``model.exemplar``)."""
     m = config.model
-    return ((9 if m.use_prev_label else 6) if m.temporal else 3) + (3 if background.uses_plate(m.background) else 0)
+    return (((9 if m.use_prev_label else 6) if m.temporal else 3) + (3 if background.uses_plate(m.background) else 0)
+            + (EXEMPLAR_CHANNELS if uses_exemplar(m.exemplar) else 0))
 
 
 def build_generator(config, kind: str = "global"):
     """The main generator: a GlobalGenerator, or (kind="local") a LocalEnhancer around one."""
     dtype, m = compute_dtype(config), config.model
-    output_nc = background.output_channels(m.background)  # + a mask channel for model.background="composite"
+    # + a mask channel for model.background="composite", + a copy mask for model.exemplar="copy"
+    output_nc = background.output_channels(m.background) + (1 if m.exemplar == "copy" else 0)
     if kind == "local":
         return LocalEnhancer(output_nc=output_nc, ngf=m.local_ngf, global_ngf=m.ngf,
                              n_downsampling_global=m.n_downsampling, n_blocks_global=m.n_blocks,
