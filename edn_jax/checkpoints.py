@@ -244,7 +244,8 @@ def load_trained_model(config, model_workdir: str, stage_name: str = "", explici
     image = jnp.zeros((1, stage.height, stage.width, 3), jnp.float32)
     g_in = generator_input(image, image, image, cfg.model.use_prev_label, cfg.model.temporal,
                            image if background.uses_plate(cfg.model.background) else None,
-                           jnp.zeros((1, stage.height, stage.width, EXEMPLAR_CHANNELS)) if uses_exemplar(cfg.model.exemplar) else None)
+                           jnp.zeros((1, stage.height, stage.width, EXEMPLAR_CHANNELS))
+                           if uses_exemplar(cfg.model.exemplar) else None)
     abstract = {"g_params": jax.eval_shape(generator.init, jax.random.PRNGKey(0), g_in)["params"]}
     face_generator, side = None, 0
     if stage.name == "face":

@@ -116,9 +116,6 @@ class ExemplarBank:
         self._lock = threading.Lock()
         self._empty: np.ndarray | None = None
 
-    def __len__(self) -> int:
-        return int(self.poses.shape[0])
-
     def nearest(self, keypoints) -> np.ndarray:
         """The training record nearest by pose to each of ``keypoints`` [T, 137, 3]."""
         return nearest(keypoints, self.poses)
@@ -155,8 +152,3 @@ class ExemplarBank:
     def lookup(self, keypoints) -> np.ndarray:
         """The exemplars of poses ``keypoints`` [T, 137, 3]: uint8 [T, H, W, 6]."""
         return self.images(self.nearest(keypoints))
-
-
-def to_unit(exemplars) -> np.ndarray:
-    """uint8 exemplars -> float32 in [-1, 1], as the generator sees them."""
-    return np.asarray(exemplars, np.float32) / 127.5 - 1.0

@@ -122,7 +122,8 @@ def check_exemplars(renderer: Renderer, exemplars) -> None:
     """A model with ``model.exemplar`` needs each frame's exemplar; one without takes none."""
     if renderer.uses_exemplar != (exemplars is not None):
         raise ValueError("a model trained with model.exemplar renders from each frame's exemplar (pass exemplars=)"
-                         if renderer.uses_exemplar else "this model was trained without model.exemplar: pass no exemplars")
+                         if renderer.uses_exemplar else
+                         "this model was trained without model.exemplar: pass no exemplars")
 
 
 @functools.partial(jax.jit, static_argnames=("renderer", "apply_face"))

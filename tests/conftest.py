@@ -59,6 +59,17 @@ def scripted_person(seed: int, frames: int, height: int, width: int, scale: floa
     return kps
 
 
+def scripted_records(frames: int, height: int, width: int):
+    """Dataset-like records of ``scripted_person`` over random frames (one video), for input-pipeline tests."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    kps = scripted_person(0, frames, height, width)
+    return [{"frame": rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "keypoints": kps[i],
+             "frame_index": i, "video_id": 0, "face_box": np.array([10, 4, 22, 16], np.float32), "face_valid": True}
+            for i in range(frames)]
+
+
 def tiny_config(perceptual="none", **train_overrides):
     """configs/tiny.py (a 32x32 global stage), with ``loss.perceptual`` and ``train`` fields set."""
     from configs import tiny

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import scripted_person
+from conftest import scripted_person, scripted_records
 
 from edn_jax import augment, input_pipeline
 from edn_jax.errors import EdnError
@@ -84,11 +84,7 @@ def test_out_of_range_augmentation_is_refused(field, value):
 
 
 def _source(frames=6):
-    rng = np.random.default_rng(1)
-    kps = scripted_person(0, frames, H, W)
-    return [{"frame": rng.integers(0, 255, (H, W, 3), dtype=np.uint8), "keypoints": kps[i], "frame_index": i,
-             "video_id": 0, "face_box": np.array([10, 4, 22, 16], np.float32), "face_valid": True}
-            for i in range(frames)]
+    return scripted_records(frames, H, W)
 
 
 def _batches(source, start, count, **kw):

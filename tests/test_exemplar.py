@@ -2,12 +2,14 @@
 their training pair, required by and reaching the generator, and the nearest training frame at
 evaluation and transfer."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
-                      synthetic_target_config, to_unit, transfer_config)
+                      scripted_records, synthetic_target_config, to_unit, transfer_config)
 
 from edn_jax import augment, background, dataset, evaluate, exemplar, holdout, inference, input_pipeline, main, train
 from edn_jax import sources, transfer, video
@@ -43,11 +45,7 @@ def test_training_candidates_are_the_nearest_poses_outside_the_window_of_time():
 
 
 def _source(frames=6):
-    rng = np.random.default_rng(1)
-    kps = scripted_person(0, frames, H, W)
-    return [{"frame": rng.integers(0, 255, (H, W, 3), dtype=np.uint8), "keypoints": kps[i], "frame_index": i,
-             "video_id": 0, "face_box": np.array([10, 4, 22, 16], np.float32), "face_valid": True}
-            for i in range(frames)]
+    return scripted_records(frames, H, W)
 
 
 def _batches(source, count, **kw):
@@ -66,7 +64,7 @@ def test_each_training_frame_gets_one_of_its_candidates_moved_as_its_pair_was():
             np.testing.assert_array_equal(batch["exemplar" + suffix][..., 3:], batch["label" + suffix])
     # Candidates 5 - i and 0: each frame's exemplar is one of them, as stored, and both are drawn.
     table = np.stack([5 - np.arange(6), np.zeros(6, int)], axis=1)
-    fitted = holdout.records_at(source_split(source), range(6), H, W)
+    fitted = holdout.records_at(types.SimpleNamespace(source=source), range(6), H, W)
     seen = set()
     for batch in _batches(source, 8, exemplars=table):
         for row in range(2):
@@ -82,15 +80,6 @@ def test_each_training_frame_gets_one_of_its_candidates_moved_as_its_pair_was():
     np.testing.assert_array_equal(again[-1]["exemplar"], _batches(source, 8, exemplars=table)[-1]["exemplar"])
     with pytest.raises(EdnError, match="exemplar table"):
         _batches(source, 1, exemplars=np.full((6, 1), 6))
-
-
-class _Split:
-    def __init__(self, source):
-        self.source = source
-
-
-def source_split(source):
-    return _Split(source)
 
 
 class _Fixed:
