@@ -49,15 +49,17 @@ def main(argv) -> None:
         raise app.UsageError(f"--frames={n} must be a multiple of --chunk={chunk}")
     renderer, params = measure.renderer_and_params(config, "global", h, w, _FACE.value)
     labels, boxes, valid = measure.stick_figures(n, h, w)
+    exemplars = measure.exemplars_for(renderer, labels)
 
-    scan_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, chunk)
-    per_frame_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, 1)
+    scan_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, chunk, exemplars)
+    per_frame_all = functools.partial(measure.render_frames, renderer, params, labels, boxes, valid, 1, exemplars)
 
     results, seconds_per_frame = {}, {}
     for name, fn, first_len in (("scan", scan_all, chunk), ("per_frame", per_frame_all, 1)):
         t0 = time.perf_counter()
         jax.block_until_ready(inference.render_chunk(renderer, params, labels[:first_len], boxes[:first_len],
-                                                     valid[:first_len], inference.initial_carry(h, w)))
+                                                     valid[:first_len], inference.initial_carry(h, w),
+                                                     exemplars=None if exemplars is None else exemplars[:first_len]))
         compile_s = time.perf_counter() - t0
         fn()  # warm
         times = common.call_seconds(fn, _REPEATS.value)
@@ -69,7 +71,7 @@ def main(argv) -> None:
     memory = common.peak_memory()  # before the matmul peak's buffers below
     # One frame's FLOPs: a one-frame chunk (XLA's cost analysis counts a scan body once, whatever its length).
     flops = common.compiled_flops(inference.render_chunk, renderer, params, labels[:1], boxes[:1], valid[:1],
-                                  inference.initial_carry(h, w))
+                                  inference.initial_carry(h, w), exemplars=None if exemplars is None else exemplars[:1])
     peak = common.matmul_peak_flops()
     for name in results:
         results[name]["mfu"] = common.efficiency(flops, seconds_per_frame[name], peak, "frame")["mfu"]

@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from edn_jax import face_stage, generator_stage, inference, sharding, stages, synthetic
+from edn_jax import background, face_stage, generator_stage, inference, sharding, stages, synthetic
 from edn_jax.models import factory, param_count, vgg
+from edn_jax.models.factory import EXEMPLAR_CHANNELS, uses_exemplar
 from edn_jax.pose import render
 
 MIB = 2 ** 20
@@ -40,11 +41,18 @@ def stage_named(config, name: str) -> stages.Stage:
     return next(s for s in stages.plan_stages(config) if s.name == name)
 
 
+def _channels(key: str) -> int:
+    """A generator-stage batch entry's channels: an exemplar is a frame and its figure, the rest images."""
+    return EXEMPLAR_CHANNELS if key in generator_stage.EXEMPLAR_KEYS else 3
+
+
 def _batch(config, stage: stages.Stage, mesh, seed: int = 0) -> dict:
-    """Random frames (and, for the face stage, a face box per example) on the mesh."""
+    """Random frames (with the plate and exemplars the config's model reads; for the face stage, a
+    face box per example) on the mesh."""
     rng = np.random.default_rng(seed)
     b, h, w = config.train.batch_size, stage.height, stage.width
-    batch = {k: rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32) for k in generator_stage.TRAIN_KEYS}
+    batch = {k: rng.uniform(-1, 1, (b, h, w, _channels(k))).astype(np.float32)
+             for k in generator_stage.batch_keys(config)}
     if stage.name == "face":
         side = stages.face_crop_side(config, h, w)
         for suffix in ("_prev", ""):
@@ -90,8 +98,8 @@ def step_memory(config, stage_name: str) -> dict:
     stage = stage_named(config, stage_name)
     mesh = sharding.make_mesh()
     trainer = generator_stage.GeneratorTrainer.create(config, mesh, stage)
-    shape = (config.train.batch_size, stage.height, stage.width, 3)
-    batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding.batch_sharding(mesh))
+    shape = (config.train.batch_size, stage.height, stage.width)
+    batch = {k: jax.ShapeDtypeStruct(shape + (_channels(k),), jnp.float32, sharding=sharding.batch_sharding(mesh))
              for k in generator_stage.batch_keys(config)}
     t0 = time.perf_counter()
     compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
@@ -135,20 +143,24 @@ def train_step(config, stage_name: str, steps: int, exclusive: Callable[[], Any]
 
 def renderer_and_params(config, kind: str, height: int, width: int, face: bool, seed: int = 0):
     """(``inference.Renderer``, random params) of ``config``'s main generator of ``kind`` (global |
-    local), with its face generator when ``face``, at ``height`` x ``width``."""
+    local), with its face generator when ``face``, at ``height`` x ``width``; with the config's
+    ``model.background`` a random plate, with its ``model.exemplar`` an exemplar input."""
     generator = factory.build_generator(config, kind)
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2)
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
     image = jnp.zeros((1, height, width, 3), jnp.float32)
-    params = {"g": generator.init(keys[0], inference.generator_input(image, image, image,
-                                                                     config.model.use_prev_label))["params"],
-              "face": None}
+    plate = (jax.random.uniform(keys[2], (1, height, width, 3), minval=-1.0, maxval=1.0)
+             if background.uses_plate(config.model.background) else None)
+    example = jnp.zeros((1, height, width, EXEMPLAR_CHANNELS)) if uses_exemplar(config.model.exemplar) else None
+    g_in = inference.generator_input(image, image, image, config.model.use_prev_label, config.model.temporal,
+                                     plate, example)
+    params = {"g": generator.init(keys[0], g_in)["params"], "face": None, "background": plate}
     if not face:
-        return inference.Renderer(generator, config.model.use_prev_label), params
+        return inference.Renderer.from_config(config, generator), params
     side = stages.face_crop_side(config, height, width)
     face_g = factory.build_face_models(config)[0]
     crop = jnp.zeros((1, side, side, 3), jnp.float32)
     params["face"] = face_g.init(keys[1], crop, crop)["params"]
-    return inference.Renderer(generator, config.model.use_prev_label, face_g, side), params
+    return inference.Renderer.from_config(config, generator, face_g, side), params
 
 
 def stick_figures(frames: int, height: int, width: int):
@@ -159,15 +171,29 @@ def stick_figures(frames: int, height: int, width: int):
     return labels, boxes, valid
 
 
-def render_frames(renderer, params, labels, boxes, valid, chunk: int):
+def exemplars_for(renderer, labels, seed: int = 0):
+    """Exemplars [T, H, W, 6] for ``labels`` when ``renderer`` reads them (else None): random frames
+    with the figure of the frame before, as a nearby training pose would be."""
+    if not renderer.uses_exemplar:
+        return None
+    frames = jax.random.uniform(jax.random.PRNGKey(seed), labels.shape, minval=-1.0, maxval=1.0)
+    return jnp.concatenate([frames, jnp.roll(labels, 1, axis=0)], axis=-1)
+
+
+def render_frames(renderer, params, labels, boxes, valid, chunk: int, exemplars=None):
     """Renders every frame in order, ``chunk`` frames per compiled call (1: a call per frame), each
-    from the previous output; returns the last chunk once it is computed."""
+    from the previous output (and its exemplar, ``exemplars_for``); returns the last chunk once it is computed."""
     height, width = labels.shape[1:3]
     carry, last = inference.initial_carry(height, width), None
     for s in range(0, labels.shape[0], chunk):
         last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
-                                             valid[s:s + chunk], carry)
+                                             valid[s:s + chunk], carry,
+                                             exemplars=None if exemplars is None else exemplars[s:s + chunk])
     return jax.block_until_ready(last)
+
+
+def _first_frames(exemplars, count: int):
+    return None if exemplars is None else exemplars[:count]
 
 
 def render_scan(config, kind: str, height: int, width: int, face: bool, frames: int, chunk: int, repeats: int,
@@ -179,15 +205,17 @@ def render_scan(config, kind: str, height: int, width: int, face: bool, frames: 
         raise ValueError(f"frames={frames} must be a multiple of chunk={chunk}")
     renderer, params = renderer_and_params(config, kind, height, width, face)
     labels, boxes, valid = stick_figures(frames, height, width)
+    exemplars = exemplars_for(renderer, labels)
+    first = functools.partial(_first_frames, exemplars)
 
-    render_all = functools.partial(render_frames, renderer, params, labels, boxes, valid, chunk)
+    render_all = functools.partial(render_frames, renderer, params, labels, boxes, valid, chunk, exemplars)
     t0 = time.perf_counter()
     jax.block_until_ready(inference.render_chunk(renderer, params, labels[:chunk], boxes[:chunk], valid[:chunk],
-                                                 inference.initial_carry(height, width)))
+                                                 inference.initial_carry(height, width), exemplars=first(chunk)))
     compile_s = time.perf_counter() - t0
     # One frame's FLOPs: a one-frame chunk (XLA's cost analysis counts a scan body once, whatever its length).
     flops = common.compiled_flops(inference.render_chunk, renderer, params, labels[:1], boxes[:1], valid[:1],
-                                  inference.initial_carry(height, width))
+                                  inference.initial_carry(height, width), exemplars=first(1))
     with exclusive():
         render_all()
         times = common.call_seconds(render_all, repeats)

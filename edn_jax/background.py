@@ -101,6 +101,11 @@ def to_unit(plate_u8: np.ndarray) -> np.ndarray:
     return (np.asarray(plate_u8, np.float32) / 127.5 - 1.0)[None]
 
 
+def from_unit(plate_unit) -> np.ndarray:
+    """``to_unit``'s inverse: the plate as uint8 [H, W, 3] (exact for a plate ``to_unit`` made)."""
+    return np.clip(np.rint((np.asarray(plate_unit, np.float32)[0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def composite(output, background):
     """G's 4-channel output (colours, mask, all in [-1, 1] from tanh) over ``background`` [.., 3]:
     ``m * colours + (1 - m) * background`` with m = (mask + 1) / 2."""

@@ -105,16 +105,24 @@ class ExemplarBank:
     """A training split's frames as exemplars at a render size: ``lookup(keypoints)`` gives, for
     poses in that frame's pixels, their nearest training frames and stick figures as uint8
     [T, H, W, 6]; a pose no training pose is near (no person in the frame) gets the background
-    plate and an empty stick figure. Decoded records are cached (``CACHE_RECORDS``), so a long
-    video's exemplars, which repeat, are decoded once; safe to call from several threads."""
+    plate (``plate``, uint8 [H, W, 3], when the caller has it, e.g. a model with ``model.background``;
+    otherwise computed once from the split) and an empty stick figure. Decoded records are cached
+    (``CACHE_RECORDS``), so a long video's exemplars, which repeat, are decoded once; safe to call
+    from several threads."""
 
-    def __init__(self, split, height: int, width: int, cache_records: int = CACHE_RECORDS):
+    def __init__(self, split, height: int, width: int, plate: np.ndarray | None = None,
+                 cache_records: int = CACHE_RECORDS):
         self.split, self.height, self.width = split, int(height), int(width)
         self.poses = jnp.asarray(dataset.split_keypoints(split, self.height, self.width))
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._cache_records = int(cache_records)
         self._lock = threading.Lock()
         self._empty: np.ndarray | None = None
+        if plate is not None:
+            plate = np.asarray(plate, np.uint8)
+            if plate.shape != (self.height, self.width, 3):
+                raise ValueError(f"plate {plate.shape} is not the render size ({self.height}, {self.width}, 3)")
+            self._empty = exemplar_channels(plate, np.zeros_like(plate))
 
     def nearest(self, keypoints) -> np.ndarray:
         """The training record nearest by pose to each of ``keypoints`` [T, 137, 3]."""

@@ -41,7 +41,8 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, exemplar, progress, render_resume, stages, storage, synthetic, video
+from edn_jax import (background, build, checkpoints, dataset, exemplar, progress, render_resume, stages, storage,
+                     synthetic, video)
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt, missed_text, pose_scores
 from edn_jax.fileio import atomic_path
@@ -93,7 +94,11 @@ def load_target(config, explicit=()) -> Target:
     poses = None
     if config.transfer.normalize and config.transfer.normalization == "paper":
         poses = dataset.split_keypoints(split, model.stage.height, model.stage.width)
-    bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width) if model.renderer.uses_exemplar else None
+    bank = None
+    if model.renderer.uses_exemplar:
+        plate = model.params.get("background")  # with_plate's, so the bank need not decode the split again
+        bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width,
+                                     plate=None if plate is None else background.from_unit(plate))
     return Target(model, stats_in_frame(split.stats, tf), directory, poses, bank)
 
 

@@ -73,6 +73,11 @@ def test_a_composite_generator_renders_the_plate_where_its_mask_is_off():
     assert factory.build_generator(config).output_nc == 3 and factory.generator_channels(config) == 9
 
 
+def test_the_plate_as_the_generator_sees_it_converts_back_exactly():
+    every_value = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=-1)
+    np.testing.assert_array_equal(background.from_unit(background.to_unit(every_value)), every_value)
+
+
 def test_training_with_a_plate_and_augmentation_renders_as_the_reloaded_model(tmp_path):
     """A model trained with the plate (and moved pairs) reloads with the same plate and renders alike."""
     config = staged_config("global")
@@ -86,6 +91,7 @@ def test_training_with_a_plate_and_augmentation_renders_as_the_reloaded_model(tm
     plate = background.plate_from_split(split, 32, 32)
     model = checkpoints.with_plate(checkpoints.load_trained_model(config, workdir), summary["dataset"])
     np.testing.assert_allclose(model.params["background"], background.to_unit(plate))
+    np.testing.assert_array_equal(background.from_unit(model.params["background"]), plate)
     assert model.renderer.background == "composite"
     renderer, params = trainer.renderer(state, background.to_unit(plate))
     labels = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
