@@ -113,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
     # stick figure. "none" | "input" (G also sees it) | "copy" (G sees it and draws a copy mask: the
     # frame takes the exemplar's colours where the mask is on, G's where it is off).
     config.model.exemplar = "none"
+    # How the exemplar reaches G (edn_jax.limb_warp): "none" (as it is) | "limbs" (moved bone by bone
+    # from its pose into the pose asked for, so copied pixels land where the stick figure has the limbs).
+    config.model.exemplar_warp = "none"
     # LocalEnhancer (the "local" stage): a full-resolution branch around the global generator,
     # whose ngf must be 2 * local_ngf (pix2pixHD: --ngf 32 with a 64-channel global generator).
     config.model.local_ngf = 32

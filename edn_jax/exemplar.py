@@ -20,6 +20,9 @@ image of the target in a nearby pose:
   ``train.exemplar_exclude`` frames away from it in its own video (any frame of another video),
   and each step picks one of them at random (``training_candidates``).
 
+With ``model.exemplar_warp="limbs"`` each exemplar is first moved bone by bone from its own pose
+into the pose asked for (``limb_warp.warped``), in training and at inference alike.
+
 Distances are ``pose_distances``: the mean distance over the body points present in both poses;
 a pose that lacks more than a fifth of the query's body points is not a candidate.
 """
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import background, dataset
+from edn_jax import background, dataset, limb_warp
 from edn_jax.input_pipeline import fit_record
 from edn_jax.models.factory import EXEMPLAR_CHANNELS
 from edn_jax.pose import layout
@@ -108,12 +111,14 @@ class ExemplarBank:
     plate (``plate``, uint8 [H, W, 3], when the caller has it, e.g. a model with ``model.background``;
     otherwise computed once from the split) and an empty stick figure. Decoded records are cached
     (``CACHE_RECORDS``), so a long video's exemplars, which repeat, are decoded once; safe to call
-    from several threads."""
+    from several threads. With ``warp="limbs"`` (``model.exemplar_warp``) each exemplar is moved into
+    the pose it is looked up for (``limb_warp.warped``)."""
 
     def __init__(self, split, height: int, width: int, plate: np.ndarray | None = None,
-                 cache_records: int = CACHE_RECORDS):
-        self.split, self.height, self.width = split, int(height), int(width)
-        self.poses = jnp.asarray(dataset.split_keypoints(split, self.height, self.width))
+                 cache_records: int = CACHE_RECORDS, warp: str = "none"):
+        self.split, self.height, self.width, self.warp = split, int(height), int(width), warp
+        self._poses = np.asarray(dataset.split_keypoints(split, self.height, self.width), np.float32)
+        self.poses = jnp.asarray(self._poses)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._cache_records = int(cache_records)
         self._lock = threading.Lock()
@@ -158,5 +163,12 @@ class ExemplarBank:
         return np.stack([self.empty() if int(i) < 0 else self.record(i) for i in np.asarray(indices).reshape(-1)])
 
     def lookup(self, keypoints) -> np.ndarray:
-        """The exemplars of poses ``keypoints`` [T, 137, 3]: uint8 [T, H, W, 6]."""
-        return self.images(self.nearest(keypoints))
+        """The exemplars of poses ``keypoints`` [T, 137, 3]: uint8 [T, H, W, 6] (warped into them
+        with ``warp="limbs"``)."""
+        indices = self.nearest(keypoints)
+        images = self.images(indices)
+        if self.warp == "none":
+            return images
+        keypoints = np.asarray(keypoints, np.float32)
+        return np.stack([image if i < 0 else limb_warp.warped(image, self._poses[i], keypoints[t], self.warp)
+                         for t, (i, image) in enumerate(zip(indices, images))])

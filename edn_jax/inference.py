@@ -76,6 +76,7 @@ class Renderer:
     face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
     background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
     exemplar: str = "none"  # model.exemplar: none | input | copy (each frame's exemplar comes with its figure)
+    exemplar_warp: str = "none"  # model.exemplar_warp: how callers prepare the exemplars (edn_jax.exemplar.prepare)
 
     @property
     def has_face(self) -> bool:
@@ -85,7 +86,8 @@ class Renderer:
     def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
         """A renderer of ``generator`` (and the face generator) with the config's input flags."""
         return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal,
-                   config.model.face_prev == "refined", config.model.background, config.model.exemplar)
+                   config.model.face_prev == "refined", config.model.background, config.model.exemplar,
+                   config.model.exemplar_warp)
 
     @property
     def uses_plate(self) -> bool:

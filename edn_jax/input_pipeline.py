@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from edn_jax import augment as augment_lib
+from edn_jax import limb_warp
 from edn_jax.errors import EdnError
 from edn_jax.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
 from edn_jax.pose import layout
@@ -71,9 +72,9 @@ class _BatchBuilder:
     def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, height: int, width: int,
                  process_index: int, process_count: int, num_threads: int, conf_threshold: float,
                  augment: augment_lib.Augment | None = None, background: np.ndarray | None = None,
-                 exemplars: np.ndarray | None = None):
+                 exemplars: np.ndarray | None = None, exemplar_warp: str = "none"):
         self.source, self.index, self.schedule = source, index, schedule
-        self.exemplars = exemplars
+        self.exemplars, self.exemplar_warp = exemplars, exemplar_warp
         self.height, self.width = height, width
         self.process_index, self.process_count = process_index, process_count
         self.conf_threshold = conf_threshold
@@ -121,10 +122,13 @@ class _BatchBuilder:
         return int(self.exemplars[int(pair[0]), choice[0]]), int(self.exemplars[int(pair[1]), choice[1]])
 
     def _load_exemplar(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
-        frame, _, label, _, _ = self._fitted(record_index, move)
-        target = out["exemplar_prev" if t == 0 else "exemplar"][row]
-        _to_unit_range(frame, target[..., :3])
-        _to_unit_range(label, target[..., 3:])
+        frame, kps, label, _, _ = self._fitted(record_index, move)
+        suffix = "_prev" if t == 0 else ""
+        channels = limb_warp.warped(np.concatenate([frame, label], axis=-1), kps, out["keypoints" + suffix][row],
+                                       self.exemplar_warp)
+        target = out["exemplar" + suffix][row]
+        _to_unit_range(channels[..., :3], target[..., :3])
+        _to_unit_range(channels[..., 3:], target[..., 3:])
 
     def _move(self, step: int, row: int):
         """(affine matrix, flip) of a row's pair, or None without augmentation: a pure function of
@@ -283,7 +287,8 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
                  start_step: int = 0, pair_index: PairIndex | None = None, process_index: int | None = None,
                  process_count: int | None = None, prefetch: int = 2, num_threads: int | None = None,
                  conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                 background: np.ndarray | None = None, exemplars: np.ndarray | None = None) -> HostBatchIterator:
+                 background: np.ndarray | None = None, exemplars: np.ndarray | None = None,
+                 exemplar_warp: str = "none") -> HostBatchIterator:
     """This process's numpy batches of temporal pairs, from ``start_step`` on, forever.
 
     Each batch holds, for B_local = global_batch_size / process_count pairs:
@@ -300,7 +305,8 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     ``background`` float32 [B_local, height, width, 3]: the plate moved as each pair was.
     ``exemplars``, int [records, M] (``exemplar.training_candidates``), adds ``exemplar_prev``/``exemplar``
     float32 [B_local, height, width, 6]: for each frame one of its M candidate records at random, its
-    frame and stick figure, moved as the pair was.
+    frame and stick figure, moved as the pair was; with ``exemplar_warp="limbs"`` then moved limb by
+    limb into its frame's pose (``limb_warp.warped``).
     """
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
@@ -329,7 +335,8 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
                            "this split's record indices", "build it with exemplar.training_candidates on this split")
     builder = _BatchBuilder(source, index, schedule, int(height), int(width), int(process_index),
                             int(process_count), int(num_threads), float(conf_threshold), augment,
-                            None if background is None else np.ascontiguousarray(background, np.uint8), exemplars)
+                            None if background is None else np.ascontiguousarray(background, np.uint8), exemplars,
+                            exemplar_warp)
     return HostBatchIterator(builder, start_step, int(prefetch))
 
 
@@ -385,7 +392,8 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
                         start_step: int = 0, pair_index: PairIndex | None = None, data_axis: str = "data",
                         prefetch: int = 2, device_prefetch: int = 1, num_threads: int | None = None,
                         conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                        background: np.ndarray | None = None, exemplars: np.ndarray | None = None) -> TrainIterator:
+                        background: np.ndarray | None = None, exemplars: np.ndarray | None = None,
+                        exemplar_warp: str = "none") -> TrainIterator:
     """Global training batches on ``mesh``: ``host_batches`` of every process, joined.
 
     Each array is sharded along its batch axis over ``data_axis`` (replicated over the
@@ -417,5 +425,5 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
                         start_step=start_step, pair_index=pair_index, process_index=process_index,
                         process_count=process_count, prefetch=prefetch, num_threads=num_threads,
                         conf_threshold=conf_threshold, augment=augment, background=background,
-                        exemplars=exemplars)
+                        exemplars=exemplars, exemplar_warp=exemplar_warp)
     return TrainIterator(host, sharding, global_batch_size, int(device_prefetch))

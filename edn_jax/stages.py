@@ -28,7 +28,7 @@ from configs import default
 from edn_jax import background, face_crop, losses
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
-from edn_jax.models.factory import EXEMPLAR_MODES, compute_dtype
+from edn_jax.models.factory import EXEMPLAR_MODES, EXEMPLAR_WARPS, compute_dtype
 
 STAGE_ORDER = ("global", "local", "face")
 REMAT_MODES = ("none", "perceptual", "full")
@@ -160,6 +160,11 @@ def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
          f"use one of {', '.join(background.MODES)}"),
         (m.exemplar in EXEMPLAR_MODES, f"model.exemplar={m.exemplar!r} is not known",
          f"use one of {', '.join(EXEMPLAR_MODES)}"),
+        (m.exemplar_warp in EXEMPLAR_WARPS, f"model.exemplar_warp={m.exemplar_warp!r} is not known",
+         f"use one of {', '.join(EXEMPLAR_WARPS)}"),
+        (m.exemplar_warp == "none" or m.exemplar != "none",
+         f"model.exemplar_warp={m.exemplar_warp!r} needs an exemplar (model.exemplar is 'none')",
+         "set model.exemplar=copy or model.exemplar_warp=none"),
     ]
     if "local" in names:
         checks += [(m.local_ngf >= 1 and 2 * m.local_ngf == m.ngf,
@@ -263,7 +268,7 @@ def validate_train_config(config, check_batch: bool = True) -> None:
 
 SIGNATURE_FIELDS = {
     "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label", "temporal",
-               "background", "exemplar"),
+               "background", "exemplar", "exemplar_warp"),
     "local": ("local_ngf", "n_blocks_local"),
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
@@ -273,10 +278,11 @@ STAGE_SIGNATURE_FIELDS = {"global": (), "local": ("num_d_local",), "face": ("num
 # Fields added after models were trained without them, and what those models used: a signature
 # or record without the field is read with it (one D for every stage, an InstanceNorm face D, G's
 # own output as the previous frame, the ImageNet-normalised VGG input at full weight, no background plate
-# and no exemplar).
+# and no exemplar, unwarped).
 LEGACY_COPIES = {"model.num_d_local": "model.num_d", "model.num_d_face": "model.num_d"}
 LEGACY_VALUES = {"model.face_d_norm": "instance", "model.face_prev": "raw", "loss.vgg_input": "imagenet",
-                 "loss.global_vgg_scale": 1.0, "model.background": "none", "model.exemplar": "none"}
+                 "loss.global_vgg_scale": 1.0, "model.background": "none", "model.exemplar": "none",
+                 "model.exemplar_warp": "none"}
 RECORDED_SECTIONS = ("model", "loss", "train")
 # The model field that may change after training (the activations' dtype; params stay float32).
 FREE_AT_INFERENCE = frozenset({"model.dtype"})

@@ -170,7 +170,8 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
                                                 width=stage.width, seed=t.seed + stage.number - 1, mesh=mesh,
                                                 start_step=start, pair_index=pair_index,
                                                 augment=Augment.from_config(t.augment), background=plate,
-                                                exemplars=stage_exemplars(config, split, stage)) as batches, \
+                                                exemplars=stage_exemplars(config, split, stage),
+                                                exemplar_warp=config.model.exemplar_warp) as batches, \
                 progress.Progress(stage.num_steps - start, f"{stage.title} training ({dataset_dir})",
                                   unit="steps") as bar:
             while step < stage.num_steps:

@@ -98,7 +98,8 @@ def load_target(config, explicit=()) -> Target:
     if model.renderer.uses_exemplar:
         plate = model.params.get("background")  # with_plate's, so the bank need not decode the split again
         bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width,
-                                     plate=None if plate is None else background.from_unit(plate))
+                                     plate=None if plate is None else background.from_unit(plate),
+                                     warp=model.renderer.exemplar_warp)
     return Target(model, stats_in_frame(split.stats, tf), directory, poses, bank)
 
 

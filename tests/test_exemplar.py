@@ -2,6 +2,7 @@
 their training pair, required by and reaching the generator, and the nearest training frame at
 evaluation and transfer."""
 
+import dataclasses
 import types
 
 import jax
@@ -11,7 +12,8 @@ import pytest
 from conftest import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
                       scripted_records, synthetic_target_config, to_unit, transfer_config)
 
-from edn_jax import augment, background, dataset, evaluate, exemplar, holdout, inference, input_pipeline, main, train
+from edn_jax import (augment, background, dataset, evaluate, exemplar, holdout, inference, input_pipeline, limb_warp,
+                     main, train)
 from edn_jax import sources, transfer, video
 from edn_jax.errors import EdnError
 from edn_jax.models import factory
@@ -80,6 +82,22 @@ def test_each_training_frame_gets_one_of_its_candidates_moved_as_its_pair_was():
     np.testing.assert_array_equal(again[-1]["exemplar"], _batches(source, 8, exemplars=table)[-1]["exemplar"])
     with pytest.raises(EdnError, match="exemplar table"):
         _batches(source, 1, exemplars=np.full((6, 1), 6))
+
+
+def test_with_the_limb_warp_each_exemplar_is_moved_into_its_frames_pose():
+    source = _source()
+    table = (5 - np.arange(6))[:, None]
+    fitted = holdout.records_at(types.SimpleNamespace(source=source), range(6), H, W)
+    u8 = {k: np.asarray(inference.to_uint8(fitted[k])) for k in ("frame", "label")}
+    plain = _batches(source, 3, exemplars=table)
+    for batch, unwarped in zip(_batches(source, 3, exemplars=table, exemplar_warp="limbs"), plain):
+        for row in range(2):
+            for t, suffix in enumerate(("_prev", "")):
+                j = int(table[int(batch["frame_index"][row, t]), 0])
+                expected = limb_warp.warped(np.concatenate([u8["frame"][j], u8["label"][j]], -1), fitted["keypoints"][j],
+                                            batch["keypoints" + suffix][row], "limbs")
+                np.testing.assert_allclose(batch["exemplar" + suffix][row], to_unit(expected), atol=1e-6)
+                assert np.abs(batch["exemplar" + suffix][row] - unwarped["exemplar" + suffix][row]).mean() > 0.01
 
 
 class _Fixed:
@@ -171,6 +189,15 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
     retrieved = holdout.records_at(train_split, nearest, SIZE, SIZE)
     np.testing.assert_array_equal(seen[0][:len(rows)], np.concatenate([retrieved["frame"], retrieved["label"]], -1))
     assert len(rows) == len(split.source) and result["generated"]["ssim"] is not None
+    # With model.exemplar_warp="limbs", each retrieved frame moved into its held-out frame's pose.
+    seen.clear()
+    evaluate.evaluate_held_out(dataclasses.replace(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
+                               SIZE, lpips=None, face_side=16, chunk_frames=64)
+    held = holdout.records_at(split, holdout.held_out_order(split, 0), SIZE, SIZE)
+    for t in range(len(rows)):
+        plain = np.asarray(inference.to_uint8(np.concatenate([retrieved["frame"][t], retrieved["label"][t]], -1)))
+        expected = limb_warp.warped(plain, retrieved["keypoints"][t], held["keypoints"][t], "limbs")
+        np.testing.assert_allclose(seen[0][t], to_unit(expected), atol=1e-6)
 
 
 def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_poses(exemplar_target, tmp_path,
@@ -205,3 +232,9 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
     np.testing.assert_array_equal(alone.lookup(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32))[0], empty)
     with pytest.raises(ValueError, match="render size"):
         exemplar.ExemplarBank(train_split, SIZE, SIZE, plate=empty[:-1, :, :3])
+    # With the limb warp, each frame's exemplar is moved into the pose it was looked up for.
+    moving = exemplar.ExemplarBank(train_split, SIZE, SIZE, warp="limbs")
+    nearest = moving.nearest(source.keypoints[:4])
+    for t, image in enumerate(moving.lookup(source.keypoints[:4])):
+        np.testing.assert_array_equal(image, limb_warp.warped(found[t], poses[nearest[t]], source.keypoints[t],
+                                                              "limbs"))

@@ -61,6 +61,8 @@ def test_bad_stage_values(tmp_path, field, value, fragment):
     ("train.decay_steps", 10, "decay_steps"), ("loss.perceptual", "vgg11", "perceptual"), ("model.dtype", "fp8", "dtype"),
     ("model.temporal", False, "use_prev_label=True needs model.temporal=True"),
     ("train.remat", "some", "train.remat='some' is not known"),
+    ("model.exemplar_warp", "mesh", "model.exemplar_warp='mesh' is not known.*none, limbs"),
+    ("model.exemplar_warp", "limbs", "model.exemplar_warp='limbs' needs an exemplar"),
     ("loss.perceptual", "vgg19", "loss.perceptual=vgg19 has no weights: no vgg19 weights file given.*perceptual=none"),
 ])
 def test_bad_training_values(tmp_path, field, value, fragment):

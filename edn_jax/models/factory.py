@@ -20,6 +20,8 @@ EXEMPLAR_CHANNELS = 6  # model.exemplar: the nearest training frame and its stic
 # model.exemplar: "none"; "input" (G sees it); "copy" (G sees it and draws a copy mask: where the mask is
 # on, the frame takes the exemplar's colours instead of G's).
 EXEMPLAR_MODES = ("none", "input", "copy")
+# model.exemplar_warp: "none" (the exemplar as it is) or "limbs" (moved into the asked pose, edn_jax.limb_warp).
+EXEMPLAR_WARPS = ("none", "limbs")
 
 
 def uses_exemplar(mode: str) -> bool:
