@@ -41,7 +41,8 @@ def get_config():
     config.train.augment.shift = 0.05
     config.train.augment.flip = 0.5
     config.train.prev_noise = 0.05          # noise on the previous frame G renders from, so it does not drift
-    config.model.exemplar = "copy"          # G sees the nearest training frame by pose and may copy its pixels
+    config.model.exemplar = "copy"          # G sees the nearest training frame by pose and may copy its pixels,
+    config.model.exemplar_warp = "limbs"    # moved limb by limb into the pose asked for
     config.train.stages = "global,face"     # the local stage (2x size) is out of a CPU budget
     config.model.face_ngf = 16
     config.model.face_n_blocks = 3

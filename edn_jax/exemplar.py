@@ -104,6 +104,12 @@ def exemplar_channels(frame: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.concatenate([frame, label], axis=-1)
 
 
+def empty_exemplar(plate: np.ndarray) -> np.ndarray:
+    """The exemplar of no person: the background plate (uint8 [H, W, 3]) and no stick figure."""
+    plate = np.asarray(plate, np.uint8)
+    return exemplar_channels(plate, np.zeros_like(plate))
+
+
 class ExemplarBank:
     """A training split's frames as exemplars at a render size: ``lookup(keypoints)`` gives, for
     poses in that frame's pixels, their nearest training frames and stick figures as uint8
@@ -112,7 +118,7 @@ class ExemplarBank:
     otherwise computed once from the split) and an empty stick figure. Decoded records are cached
     (``CACHE_RECORDS``), so a long video's exemplars, which repeat, are decoded once; safe to call
     from several threads. With ``warp="limbs"`` (``model.exemplar_warp``) each exemplar is moved into
-    the pose it is looked up for (``limb_warp.warped``)."""
+    the pose it is looked up for (``limb_warp.warped``), fading to the ``plate`` when one is given."""
 
     def __init__(self, split, height: int, width: int, plate: np.ndarray | None = None,
                  cache_records: int = CACHE_RECORDS, warp: str = "none"):
@@ -123,11 +129,12 @@ class ExemplarBank:
         self._cache_records = int(cache_records)
         self._lock = threading.Lock()
         self._empty: np.ndarray | None = None
+        self._fill = plate is not None  # a model with a plate: warped exemplars fade to it, as in training
         if plate is not None:
             plate = np.asarray(plate, np.uint8)
             if plate.shape != (self.height, self.width, 3):
                 raise ValueError(f"plate {plate.shape} is not the render size ({self.height}, {self.width}, 3)")
-            self._empty = exemplar_channels(plate, np.zeros_like(plate))
+            self._empty = empty_exemplar(plate)
 
     def nearest(self, keypoints) -> np.ndarray:
         """The training record nearest by pose to each of ``keypoints`` [T, 137, 3]."""
@@ -154,8 +161,7 @@ class ExemplarBank:
         """The exemplar of a frame without a person: the background plate, no stick figure."""
         with self._lock:
             if self._empty is None:
-                plate = background.plate_from_split(self.split, self.height, self.width)
-                self._empty = exemplar_channels(plate, np.zeros_like(plate))
+                self._empty = empty_exemplar(background.plate_from_split(self.split, self.height, self.width))
             return self._empty
 
     def images(self, indices) -> np.ndarray:
@@ -170,5 +176,6 @@ class ExemplarBank:
         if self.warp == "none":
             return images
         keypoints = np.asarray(keypoints, np.float32)
-        return np.stack([image if i < 0 else limb_warp.warped(image, self._poses[i], keypoints[t], self.warp)
+        fill = self.empty() if self._fill else None
+        return np.stack([image if i < 0 else limb_warp.warped(image, self._poses[i], keypoints[t], self.warp, fill)
                          for t, (i, image) in enumerate(zip(indices, images))])

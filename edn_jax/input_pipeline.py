@@ -124,8 +124,12 @@ class _BatchBuilder:
     def _load_exemplar(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
         frame, kps, label, _, _ = self._fitted(record_index, move)
         suffix = "_prev" if t == 0 else ""
+        fill = None  # with the plate, the warped exemplar fades to it (and no figure) away from the pose
+        if self.exemplar_warp != "none" and self.background is not None:
+            plate = self.background if move is None else augment_lib.warp_image(self.background, move[0])
+            fill = np.concatenate([plate, np.zeros_like(plate)], axis=-1)
         channels = limb_warp.warped(np.concatenate([frame, label], axis=-1), kps, out["keypoints" + suffix][row],
-                                       self.exemplar_warp)
+                                    self.exemplar_warp, fill)
         target = out["exemplar" + suffix][row]
         _to_unit_range(channels[..., :3], target[..., :3])
         _to_unit_range(channels[..., 3:], target[..., 3:])
@@ -306,7 +310,8 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     ``exemplars``, int [records, M] (``exemplar.training_candidates``), adds ``exemplar_prev``/``exemplar``
     float32 [B_local, height, width, 6]: for each frame one of its M candidate records at random, its
     frame and stick figure, moved as the pair was; with ``exemplar_warp="limbs"`` then moved limb by
-    limb into its frame's pose (``limb_warp.warped``).
+    limb into its frame's pose (``limb_warp.warped``), fading to the moved plate (and no figure) away
+    from that pose when there is a ``background``.
     """
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")

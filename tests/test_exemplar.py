@@ -90,14 +90,19 @@ def test_with_the_limb_warp_each_exemplar_is_moved_into_its_frames_pose():
     fitted = holdout.records_at(types.SimpleNamespace(source=source), range(6), H, W)
     u8 = {k: np.asarray(inference.to_uint8(fitted[k])) for k in ("frame", "label")}
     plain = _batches(source, 3, exemplars=table)
-    for batch, unwarped in zip(_batches(source, 3, exemplars=table, exemplar_warp="limbs"), plain):
-        for row in range(2):
-            for t, suffix in enumerate(("_prev", "")):
-                j = int(table[int(batch["frame_index"][row, t]), 0])
-                expected = limb_warp.warped(np.concatenate([u8["frame"][j], u8["label"][j]], -1), fitted["keypoints"][j],
-                                            batch["keypoints" + suffix][row], "limbs")
-                np.testing.assert_allclose(batch["exemplar" + suffix][row], to_unit(expected), atol=1e-6)
-                assert np.abs(batch["exemplar" + suffix][row] - unwarped["exemplar" + suffix][row]).mean() > 0.01
+    plate = np.random.default_rng(5).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    # With a plate, the exemplar fades to it (and to no figure) away from the frame's pose.
+    for fill in (None, np.concatenate([plate, np.zeros_like(plate)], -1)):
+        warped = _batches(source, 3, exemplars=table, exemplar_warp="limbs", background=None if fill is None else plate)
+        for batch, unwarped in zip(warped, plain):
+            for row in range(2):
+                for t, suffix in enumerate(("_prev", "")):
+                    j = int(table[int(batch["frame_index"][row, t]), 0])
+                    channels = np.concatenate([u8["frame"][j], u8["label"][j]], -1)
+                    expected = limb_warp.warped(channels, fitted["keypoints"][j], batch["keypoints" + suffix][row],
+                                                "limbs", fill)
+                    np.testing.assert_allclose(batch["exemplar" + suffix][row], to_unit(expected), atol=1e-6)
+                    assert np.abs(batch["exemplar" + suffix][row] - unwarped["exemplar" + suffix][row]).mean() > 0.01
 
 
 class _Fixed:
@@ -194,9 +199,10 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
     evaluate.evaluate_held_out(dataclasses.replace(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
                                SIZE, lpips=None, face_side=16, chunk_frames=64)
     held = holdout.records_at(split, holdout.held_out_order(split, 0), SIZE, SIZE)
+    fill = exemplar.empty_exemplar(background.from_unit(params["background"]))  # the model's plate, as in training
     for t in range(len(rows)):
         plain = np.asarray(inference.to_uint8(np.concatenate([retrieved["frame"][t], retrieved["label"][t]], -1)))
-        expected = limb_warp.warped(plain, retrieved["keypoints"][t], held["keypoints"][t], "limbs")
+        expected = limb_warp.warped(plain, retrieved["keypoints"][t], held["keypoints"][t], "limbs", fill)
         np.testing.assert_allclose(seen[0][t], to_unit(expected), atol=1e-6)
 
 
@@ -233,8 +239,11 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
     with pytest.raises(ValueError, match="render size"):
         exemplar.ExemplarBank(train_split, SIZE, SIZE, plate=empty[:-1, :, :3])
     # With the limb warp, each frame's exemplar is moved into the pose it was looked up for.
+    # With the plate given (a model with one, as the target's bank is made), they fade to it.
     moving = exemplar.ExemplarBank(train_split, SIZE, SIZE, warp="limbs")
+    filling = exemplar.ExemplarBank(train_split, SIZE, SIZE, warp="limbs", plate=empty[..., :3])
     nearest = moving.nearest(source.keypoints[:4])
-    for t, image in enumerate(moving.lookup(source.keypoints[:4])):
-        np.testing.assert_array_equal(image, limb_warp.warped(found[t], poses[nearest[t]], source.keypoints[t],
-                                                              "limbs"))
+    for t, (image, filled) in enumerate(zip(moving.lookup(source.keypoints[:4]), filling.lookup(source.keypoints[:4]))):
+        pose = (poses[nearest[t]], source.keypoints[t], "limbs")
+        np.testing.assert_array_equal(image, limb_warp.warped(found[t], *pose))
+        np.testing.assert_array_equal(filled, limb_warp.warped(found[t], *pose, empty))

@@ -148,6 +148,7 @@ def test_small_footage_recipe_is_on_where_measured_and_off_in_the_papers_method(
     assert (max(aug.scale, aug.rotate, aug.shift, aug.flip) == 0) == (not recipe)
     assert (config.train.prev_noise > 0) == recipe
     assert (config.model.exemplar == "copy") == recipe
+    assert (config.model.exemplar_warp == "limbs") == recipe
 
 
 def test_bad_small_footage_fields_are_one_error_each():
