@@ -40,8 +40,8 @@ import numpy as np
 from clu import metric_writers
 from flax import traverse_util
 
-from edn_jax import (background, build, checkpoints, dataset, exemplar, face_crop, holdout, images, inference,
-                     limb_warp, metrics, plots, progress, stages, storage, video)
+from edn_jax import (build, checkpoints, dataset, exemplar, face_crop, holdout, images, inference, metrics, plots,
+                     progress, stages, storage, video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
@@ -189,9 +189,9 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                 baselines = {"mean_train_frame": jnp.broadcast_to(mean, padded["frame"].shape),
                              "nearest_train_frame": jnp.asarray(retrieved["frame"])}
                 # A model with model.exemplar renders each frame from the retrieval baseline's frame.
-                exemplars = (jnp.asarray(_exemplars(retrieved, padded["keypoints"], renderer.exemplar_warp,
-                                                    params.get("background") if renderer.uses_plate else None))
-                             if renderer.uses_exemplar else None)
+                exemplars = (jnp.asarray(exemplar.for_poses(
+                    retrieved, padded["keypoints"], renderer.exemplar_warp,
+                    params.get("background") if renderer.uses_plate else None)) if renderer.uses_exemplar else None)
                 frames, scores, carries = _render_and_score(renderer, params, padded, carries, baselines, score,
                                                             exemplars)
                 held = {k: v[:n] for k, v in padded.items()}
@@ -231,20 +231,6 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
     result.update({"dataset": storage.absolute(dataset_dir), "frame_size_hw": [height, width],
                    "face_crop_px": face_side, "body_crop_hw": list(body_size)})
     return result, rows, np.concatenate(grid, axis=0)
-
-
-def _exemplars(retrieved: dict, keypoints, warp: str, plate=None) -> np.ndarray:
-    """The retrieved training records (``holdout.records_at``, in [-1, 1]) as the exemplars of poses
-    ``keypoints``, in [-1, 1] [T, H, W, 6] (``limb_warp.warped``; fading to the model's ``plate``, [1, H,
-    W, 3] in [-1, 1], as in training)."""
-    channels = exemplar.exemplar_channels(retrieved["frame"], retrieved["label"])
-    if warp == "none":
-        return channels
-    u8 = np.asarray(inference.to_uint8(jnp.asarray(channels)))
-    fill = None if plate is None else exemplar.empty_exemplar(background.from_unit(plate))
-    moved = np.stack([limb_warp.warped(u8[t], retrieved["keypoints"][t], keypoints[t], warp, fill)
-                      for t in range(len(u8))])
-    return moved.astype(np.float32) / 127.5 - 1.0
 
 
 def _render_and_score(renderer, params, held: dict, carries: dict, baselines: dict, score, exemplars=None):

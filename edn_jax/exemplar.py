@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import background, dataset, limb_warp
+from edn_jax import background, dataset, inference, limb_warp
 from edn_jax.input_pipeline import fit_record
 from edn_jax.models.factory import EXEMPLAR_CHANNELS
 from edn_jax.pose import layout
@@ -108,6 +108,21 @@ def empty_exemplar(plate: np.ndarray) -> np.ndarray:
     """The exemplar of no person: the background plate (uint8 [H, W, 3]) and no stick figure."""
     plate = np.asarray(plate, np.uint8)
     return exemplar_channels(plate, np.zeros_like(plate))
+
+
+def for_poses(records: dict, keypoints, warp: str, plate=None) -> np.ndarray:
+    """Training records (``holdout.records_at``: ``frame``/``label`` in [-1, 1], ``keypoints``) as the
+    exemplars of poses ``keypoints`` [T, 137, 3]: float32 [T, H, W, 6] in [-1, 1], moved into them with
+    ``warp="limbs"`` and faded to the model's ``plate`` ([1, H, W, 3] in [-1, 1]) when it has one, as in
+    training."""
+    channels = exemplar_channels(records["frame"], records["label"])
+    if warp == "none":
+        return channels
+    u8 = np.asarray(inference.to_uint8(channels))
+    fill = None if plate is None else empty_exemplar(background.from_unit(plate))
+    moved = np.stack([limb_warp.warped(u8[t], records["keypoints"][t], keypoints[t], warp, fill)
+                      for t in range(len(u8))])
+    return moved.astype(np.float32) / 127.5 - 1.0
 
 
 class ExemplarBank:
