@@ -1,8 +1,9 @@
 """The demo: train the full model on the built-in synthetic subject, on 2 CPU cores in about 10 minutes.
 
-(10:31 measured with ``./launch.sh demo`` on an idle 2-core machine: 4:53 global stage, 4:00 face
-stage, the rest building, held-out scores and transfer. Held-out: whole-frame SSIM 0.890 against the
-mean training frame's 0.773 and the nearest training frame's 0.820.)
+(10:45 measured with ``./launch.sh demo`` on an idle 2-core machine: 5:05 global stage, 3:37 face
+stage, the rest building, held-out scores and transfer. Held-out: body-crop LPIPS 0.074 against the
+nearest training frame's 0.138, whole-frame SSIM 0.923 against the mean training frame's 0.773 and
+the nearest training frame's 0.820; docs/results.md, "The demo with the recipe".)
 
   ./launch.sh demo
   # same as training, then transferring another synthetic dancer's motion onto the trained target:
