@@ -59,7 +59,7 @@ def main(argv) -> None:
         t0 = time.perf_counter()
         jax.block_until_ready(inference.render_chunk(renderer, params, labels[:first_len], boxes[:first_len],
                                                      valid[:first_len], inference.initial_carry(h, w),
-                                                     exemplars=None if exemplars is None else exemplars[:first_len]))
+                                                     exemplars=measure.exemplar_frames(exemplars, 0, first_len)))
         compile_s = time.perf_counter() - t0
         fn()  # warm
         times = common.call_seconds(fn, _REPEATS.value)
@@ -71,7 +71,7 @@ def main(argv) -> None:
     memory = common.peak_memory()  # before the matmul peak's buffers below
     # One frame's FLOPs: a one-frame chunk (XLA's cost analysis counts a scan body once, whatever its length).
     flops = common.compiled_flops(inference.render_chunk, renderer, params, labels[:1], boxes[:1], valid[:1],
-                                  inference.initial_carry(h, w), exemplars=None if exemplars is None else exemplars[:1])
+                                  inference.initial_carry(h, w), exemplars=measure.exemplar_frames(exemplars, 0, 1))
     peak = common.matmul_peak_flops()
     for name in results:
         results[name]["mfu"] = common.efficiency(flops, seconds_per_frame[name], peak, "frame")["mfu"]

@@ -180,6 +180,11 @@ def exemplars_for(renderer, labels, seed: int = 0):
     return jnp.concatenate([frames, jnp.roll(labels, 1, axis=0)], axis=-1)
 
 
+def exemplar_frames(exemplars, start: int, stop: int):
+    """Frames [start, stop) of ``exemplars_for``'s exemplars (None for a model without them)."""
+    return None if exemplars is None else exemplars[start:stop]
+
+
 def render_frames(renderer, params, labels, boxes, valid, chunk: int, exemplars=None):
     """Renders every frame in order, ``chunk`` frames per compiled call (1: a call per frame), each
     from the previous output (and its exemplar, ``exemplars_for``); returns the last chunk once it is computed."""
@@ -188,12 +193,8 @@ def render_frames(renderer, params, labels, boxes, valid, chunk: int, exemplars=
     for s in range(0, labels.shape[0], chunk):
         last, carry = inference.render_chunk(renderer, params, labels[s:s + chunk], boxes[s:s + chunk],
                                              valid[s:s + chunk], carry,
-                                             exemplars=None if exemplars is None else exemplars[s:s + chunk])
+                                             exemplars=exemplar_frames(exemplars, s, s + chunk))
     return jax.block_until_ready(last)
-
-
-def _first_frames(exemplars, count: int):
-    return None if exemplars is None else exemplars[:count]
 
 
 def render_scan(config, kind: str, height: int, width: int, face: bool, frames: int, chunk: int, repeats: int,
@@ -206,16 +207,16 @@ def render_scan(config, kind: str, height: int, width: int, face: bool, frames: 
     renderer, params = renderer_and_params(config, kind, height, width, face)
     labels, boxes, valid = stick_figures(frames, height, width)
     exemplars = exemplars_for(renderer, labels)
-    first = functools.partial(_first_frames, exemplars)
 
     render_all = functools.partial(render_frames, renderer, params, labels, boxes, valid, chunk, exemplars)
     t0 = time.perf_counter()
     jax.block_until_ready(inference.render_chunk(renderer, params, labels[:chunk], boxes[:chunk], valid[:chunk],
-                                                 inference.initial_carry(height, width), exemplars=first(chunk)))
+                                                 inference.initial_carry(height, width),
+                                                 exemplars=exemplar_frames(exemplars, 0, chunk)))
     compile_s = time.perf_counter() - t0
     # One frame's FLOPs: a one-frame chunk (XLA's cost analysis counts a scan body once, whatever its length).
     flops = common.compiled_flops(inference.render_chunk, renderer, params, labels[:1], boxes[:1], valid[:1],
-                                  inference.initial_carry(height, width), exemplars=first(1))
+                                  inference.initial_carry(height, width), exemplars=exemplar_frames(exemplars, 0, 1))
     with exclusive():
         render_all()
         times = common.call_seconds(render_all, repeats)

@@ -76,7 +76,7 @@ class Renderer:
     face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
     background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
     exemplar: str = "none"  # model.exemplar: none | input | copy (each frame's exemplar comes with its figure)
-    exemplar_warp: str = "none"  # model.exemplar_warp: how callers prepare the exemplars (edn_jax.exemplar.prepare)
+    exemplar_warp: str = "none"  # model.exemplar_warp: how callers prepare exemplars (exemplar.for_poses, ExemplarBank)
 
     @property
     def has_face(self) -> bool:

@@ -95,10 +95,12 @@ class _BatchBuilder:
             out["keypoints" + suffix] = np.empty((b, layout.NUM_KEYPOINTS, 3), np.float32)
         records = self.index.pairs[pair_ids]
         moves = [self._move(step, row) for row in range(b)]
+        plates = None  # each row's plate, moved as its pair was (uint8; the warped exemplars fade to it)
         if self.background is not None:
+            plates = [self.background if move is None else augment_lib.warp_image(self.background, move[0])
+                      for move in moves]
             out["background"] = np.empty((b, h, w, 3), np.float32)
-            for row, move in enumerate(moves):
-                plate = self.background if move is None else augment_lib.warp_image(self.background, move[0])
+            for row, plate in enumerate(plates):
                 _to_unit_range(plate, out["background"][row])
         # cv2 releases the GIL, so records load in parallel; each writes only its own slot.
         list(self.pool.map(lambda slot: self._load(out, slot // 2, slot % 2, int(records.flat[slot]),
@@ -107,8 +109,9 @@ class _BatchBuilder:
             picks = [self._exemplar_picks(step, row, records[row]) for row in range(b)]
             for suffix in ("_prev", ""):
                 out["exemplar" + suffix] = np.empty((b, h, w, 6), np.float32)  # frame | stick figure
-            list(self.pool.map(lambda slot: self._load_exemplar(out, slot // 2, slot % 2, picks[slot // 2][slot % 2],
-                                                                moves[slot // 2]), range(2 * b)))
+            list(self.pool.map(lambda slot: self._load_exemplar(
+                out, slot // 2, slot % 2, picks[slot // 2][slot % 2], moves[slot // 2],
+                None if plates is None else plates[slot // 2]), range(2 * b)))
         return out
 
     def _global_row(self, row: int) -> int:
@@ -121,13 +124,13 @@ class _BatchBuilder:
         choice = rng.integers(0, self.exemplars.shape[1], size=2)
         return int(self.exemplars[int(pair[0]), choice[0]]), int(self.exemplars[int(pair[1]), choice[1]])
 
-    def _load_exemplar(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None) -> None:
+    def _load_exemplar(self, out: dict[str, np.ndarray], row: int, t: int, record_index: int, move=None,
+                       plate: np.ndarray | None = None) -> None:
         frame, kps, label, _, _ = self._fitted(record_index, move)
         suffix = "_prev" if t == 0 else ""
-        fill = None  # with the plate, the warped exemplar fades to it (and no figure) away from the pose
-        if self.exemplar_warp != "none" and self.background is not None:
-            plate = self.background if move is None else augment_lib.warp_image(self.background, move[0])
-            fill = np.concatenate([plate, np.zeros_like(plate)], axis=-1)
+        # With the row's (moved) plate, the warped exemplar fades to it (and no figure) away from the pose.
+        fill = (None if plate is None or self.exemplar_warp == "none"
+                else np.concatenate([plate, np.zeros_like(plate)], axis=-1))
         channels = limb_warp.warped(np.concatenate([frame, label], axis=-1), kps, out["keypoints" + suffix][row],
                                     self.exemplar_warp, fill)
         target = out["exemplar" + suffix][row]
