@@ -11,8 +11,16 @@ centre, is a property of that camera: the answer is centred all the same). Detec
 (the answer stays clean): outlier frames, missing ankles, a jump of a block of frames.
 
 Each cell is the mean distance (px, 512x512 frames) over the body points of every source frame
-between the normalized source and the answer. Prints a markdown table and one JSON object. Run
-from the repository root:
+between the normalized source and the answer.
+
+A second table takes a source who walks across a wide frame, as an outdoor clip does, far past
+where the target was ever seen: the normalization with the source's full travel against the one
+that fits the travel into the target's (``transfer.travel``). Its answer is the pose and depth the
+target's camera would film, with the horizontal place left open: per frame, the share of figures
+inside the frame, the share whose ankles stand inside the target's ankle range (its 2nd-98th
+percentiles, +-1% of the frame), and the body error with each frame's horizontal offset removed
+(so fitting the travel must not bend or resize the pose). Prints markdown tables and one JSON
+object. Run from the repository root:
 
   .venv/bin/python -m benchmarks.normalization_accuracy
 """
@@ -109,11 +117,57 @@ def inject(kps: np.ndarray, fault: str, seed: int = 0) -> np.ndarray:
 
 
 def normalized(method: str, src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
-    """The source normalized to the target as transfer mode does it."""
+    """The source normalized to the target as transfer mode does it ("robust": with the source's full
+    travel; "robust, travel fit": the travel fit into the target's and every figure kept in frame)."""
     if method == "paper":
         return np.asarray(paper_normalization.normalize_sequence_paper(src, tgt, SIZE))
     stats_src, stats_tgt = normalization.pose_statistics(src), normalization.pose_statistics(tgt)
-    return np.asarray(normalization.normalize_sequence(src, stats_src, stats_tgt))
+    fit = method == "robust, travel fit"
+    out = normalization.normalize_sequence(src, stats_src, stats_tgt, fit_travel=fit, travel_window=15 if fit else 1)
+    return np.asarray(normalization.keep_in_frame(out, SIZE, SIZE, MARGIN)[0] if fit else out)
+
+
+MARGIN = 8.0  # px the kept-in-frame figure stays from the edge (two stick widths at 512x512)
+WIDE = Camera(focal=300.0, horizon=180.0, height=1.2, body=1.5)
+
+
+def wide_walk(source_frames: int, target_frames: int):
+    """(source keypoints, answer, target training keypoints): a source walking 8 m across its
+    camera's view (x from -4 m to +4 m and back) at the middle depths, the target as in ``scenarios``."""
+    z_t, x_t = depth_path(target_frames, periods=4.0, phase=0.0)
+    target = film(unit_poses(0, target_frames), z_t, x_t, TARGET)
+    unit = unit_poses(5, source_frames)
+    t = np.linspace(0.0, 1.0, source_frames)
+    z = 4.5 + 0.5 * np.sin(2 * np.pi * t)
+    x = 4.0 * np.sin(2 * np.pi * t - np.pi / 2)
+    source = film(unit, z, x, WIDE)
+    return source, film(unit, z, np.zeros_like(x), TARGET), target
+
+
+def placement(out: np.ndarray, truth: np.ndarray, target: np.ndarray) -> dict:
+    """The wide walk's measures (module docstring) of a normalized sequence."""
+    present = out[..., 2] > 0
+    xs = np.where(present, out[..., 0], np.nan)
+    ys = np.where(present, out[..., 1], np.nan)
+    inside = ((np.nanmin(xs, 1) >= 0) & (np.nanmax(xs, 1) <= SIZE - 1)
+              & (np.nanmin(ys, 1) >= 0) & (np.nanmax(ys, 1) <= SIZE - 1))
+    stats = normalization.pose_statistics(target)
+    ankle_x = np.nanmean(np.where(present[:, list(layout.ANKLES)], out[:, list(layout.ANKLES), 0], np.nan), 1)
+    tol = 0.01 * SIZE
+    in_range = (ankle_x >= float(stats.ankle_left) - tol) & (ankle_x <= float(stats.ankle_right) + tol)
+    aligned = out.copy()  # each frame's body moved sideways onto the answer's
+    offset = np.nanmean(np.where(present[:, BODY], out[:, BODY, 0], np.nan), 1) - np.nanmean(
+        np.where(truth[:, BODY, 2] > 0, truth[:, BODY, 0], np.nan), 1)
+    aligned[..., 0] = np.where(present, out[..., 0] - offset[:, None], 0.0)
+    return {"figures_inside_frame": float(inside.mean()), "ankles_in_target_range": float(in_range.mean()),
+            "pose_error_px": body_error(aligned, truth),
+            "travel_px": float(np.nanmax(ankle_x) - np.nanmin(ankle_x)),
+            "target_range_px": float(stats.ankle_right - stats.ankle_left)}
+
+
+def run_wide_walk(source_frames: int, target_frames: int) -> dict[str, dict]:
+    src, truth, tgt = wide_walk(source_frames, target_frames)
+    return {m: placement(normalized(m, src, tgt), truth, tgt) for m in ("robust", "robust, travel fit")}
 
 
 def body_error(out: np.ndarray, truth: np.ndarray) -> float:
@@ -162,7 +216,13 @@ def main(argv):
     for r in rows:
         print(f"| {r['source']} | {r['fault']} | {r['paper']:.1f} | {r['robust']:.1f} | {r['unnormalized']:.1f} |")
     means = {m: float(np.mean([r[m] for r in rows])) for m in ("paper", "robust", "unnormalized")}
-    print(json.dumps({"px_at": f"{SIZE}x{SIZE}", "mean_body_error_px": means, "rows": rows}))
+    wide = run_wide_walk(_SOURCE_FRAMES.value, _TARGET_FRAMES.value)
+    print("\n| a walk across a wide frame | figures inside the frame | ankles in the target's range | "
+          "pose error (px, horizontal offset removed) | ankle travel (px) | target's range (px) |\n|---|---|---|---|---|---|")
+    for m, r in wide.items():
+        print(f"| {m} | {100 * r['figures_inside_frame']:.0f}% | {100 * r['ankles_in_target_range']:.0f}% | "
+              f"{r['pose_error_px']:.1f} | {r['travel_px']:.0f} | {r['target_range_px']:.0f} |")
+    print(json.dumps({"px_at": f"{SIZE}x{SIZE}", "mean_body_error_px": means, "rows": rows, "wide_walk": wide}))
 
 
 if __name__ == "__main__":

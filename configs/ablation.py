@@ -19,7 +19,7 @@ def get_config():
     config.mode = "ablation"
     config.train.evaluate_holdout = False  # the ablation's own evaluation replaces the end-of-stage one
     # The paper's components only (docs/ablation.md): none of the demo's small-footage additions.
-    config.model.background = "none"
+    config.model.background, config.model.composite_region = "none", 0.0
     config.model.exemplar, config.model.exemplar_warp = "none", "none"
     for field in ("scale", "rotate", "shift", "flip"):
         config.train.augment[field] = 0.0

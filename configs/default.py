@@ -109,6 +109,14 @@ def get_config() -> ml_collections.ConfigDict:
     # "none" | "input" (G also sees the plate) | "composite" (G sees it and draws a mask: the frame is
     # mask * G's colours + (1 - mask) * plate, so the background of an unseen pose is the real one).
     config.model.background = "none"
+    # What the plate gets where no training frame shows the background free of the person (a target
+    # dancing in place covers the same pixels all the time): "inpaint" (filled from the background
+    # around it) | "median" (the median of all frames, i.e. a blurred body; models trained before).
+    config.model.plate_fill = "inpaint"
+    # With background="composite": G's mask is confined to the pose asked for, multiplied by a soft
+    # region within this fraction of the stick figure's height of the figure (fading to 0 at 1.5 times
+    # it), in training and at inference, so nothing is drawn away from the pose. 0 = not confined.
+    config.model.composite_region = 0.0
     # The exemplar (edn_jax.exemplar; not in the paper): the training frame nearest by pose and its
     # stick figure. "none" | "input" (G also sees it) | "copy" (G sees it and draws a copy mask: the
     # frame takes the exemplar's colours where the mask is on, G's where it is off).
@@ -240,6 +248,13 @@ def get_config() -> ml_collections.ConfigDict:
     # "robust" (edn_jax.pose.normalization: percentile far/close, band-mean heights, scaled about the toe)
     # or "paper" (edn_jax.pose.paper_normalization: the original release's algorithm and 7-frame median)
     config.transfer.normalization = "robust"
+    # Where the figure goes horizontally: "fit" (the source's travel fit into the range where the target
+    # was seen, as depth is mapped vertically, and every figure kept inside the frame) or "full" (the
+    # source's whole travel at the target's scale, even past the frame's edges).
+    config.transfer.travel = "fit"
+    # Frames where the source's person is lost beyond the gap filler's reach: "hold" (the nearest pose,
+    # placed as the normalization places it) or "plate" (no figure: the frame shows the background only).
+    config.transfer.no_person = "hold"
     config.transfer.side_by_side = False      # also write <name>_side_by_side.mp4
     config.transfer.keep_audio = True         # copy the source video's audio track
     config.transfer.chunk_frames = 32         # frames per compiled render call

@@ -37,6 +37,7 @@ def get_config():
     config.loss.lambda_l1 = 100.0           # not in the paper: pins the static background within the CPU budget
     # Not in the paper: what generalises from little footage (docs/results.md, measured on held-out frames).
     config.model.background = "composite"   # the background plate from the training frames; G draws the person
+    config.model.composite_region = 0.15    # ...only near the pose asked for (0.15 of the figure's height)
     config.train.augment.scale = 0.1        # one random similarity transform (and flip) per training pair
     config.train.augment.rotate = 5.0
     config.train.augment.shift = 0.05

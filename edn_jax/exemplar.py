@@ -130,14 +130,15 @@ class ExemplarBank:
     poses in that frame's pixels, their nearest training frames and stick figures as uint8
     [T, H, W, 6]; a pose no training pose is near (no person in the frame) gets the background
     plate (``plate``, uint8 [H, W, 3], when the caller has it, e.g. a model with ``model.background``;
-    otherwise computed once from the split) and an empty stick figure. Decoded records are cached
+    otherwise computed once from the split, filled as ``plate_fill``) and an empty stick figure. Decoded records are cached
     (``CACHE_RECORDS``), so a long video's exemplars, which repeat, are decoded once; safe to call
     from several threads. With ``warp="limbs"`` (``model.exemplar_warp``) each exemplar is moved into
     the pose it is looked up for (``limb_warp.warped``), fading to the ``plate`` when one is given."""
 
     def __init__(self, split, height: int, width: int, plate: np.ndarray | None = None,
-                 cache_records: int = CACHE_RECORDS, warp: str = "none"):
+                 cache_records: int = CACHE_RECORDS, warp: str = "none", plate_fill: str = "median"):
         self.split, self.height, self.width, self.warp = split, int(height), int(width), warp
+        self.plate_fill = plate_fill  # the model's model.plate_fill, for a plate computed here
         self._poses = np.asarray(dataset.split_keypoints(split, self.height, self.width), np.float32)
         self.poses = jnp.asarray(self._poses)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
@@ -176,7 +177,8 @@ class ExemplarBank:
         """The exemplar of a frame without a person: the background plate, no stick figure."""
         with self._lock:
             if self._empty is None:
-                self._empty = empty_exemplar(background.plate_from_split(self.split, self.height, self.width))
+                self._empty = empty_exemplar(background.plate_from_split(self.split, self.height, self.width,
+                                                                         self.plate_fill).image)
             return self._empty
 
     def images(self, indices) -> np.ndarray:

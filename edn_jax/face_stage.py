@@ -100,7 +100,8 @@ def refine(face_g, face_g_params, frames, labels, corners, valid, side: int):
 
 
 def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners, side: int, *, use_prev_label: bool,
-                     temporal: bool, refined_prev: bool, background_mode: str = "none", exemplar_mode: str = "none"):
+                     temporal: bool, refined_prev: bool, background_mode: str = "none", exemplar_mode: str = "none",
+                     region: float = 0.0):
     """The pair as the face stage renders it: (refined crops [2B] as [t-1 rows; t rows], refined
     frame t-1, refined frame t). Frame t-1 comes from a blank previous frame; frame t from the
     refined frame t-1 (``refined_prev``) or G's own. ``corners`` [2B] place the crops."""
@@ -108,7 +109,7 @@ def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners,
     label_prev, label = batch["label_prev"], batch["label"]
     blank = jnp.zeros_like(label_prev)
     plate = batch.get(BACKGROUND_KEY) if background_lib.uses_plate(background_mode) else None
-    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
+    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode, region=region)
     exemplar_prev, exemplar = batch_exemplars(batch)
     raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate, exemplar_prev),
                  copy_from=copy_source(exemplar_prev, exemplar_mode))
@@ -138,7 +139,8 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
     render = functools.partial(render_face_pair, generator, jax.lax.stop_gradient(state.g_params), face_g,
                                batch=batch, corners=corners, side=side, use_prev_label=config.model.use_prev_label,
                                temporal=temporal, refined_prev=config.model.face_prev == "refined",
-                               background_mode=config.model.background, exemplar_mode=config.model.exemplar)
+                               background_mode=config.model.background, exemplar_mode=config.model.exemplar,
+                               region=float(config.model.composite_region))
 
     def face_g_loss_fn(face_g_params):
         refined_c, frame_prev, frame = render(face_g_params=face_g_params)
@@ -236,7 +238,8 @@ class FaceTrainer:
         self.sample_fn = jax.jit(functools.partial(
             render_face_pair, generator, face_g=face_g, side=side, use_prev_label=config.model.use_prev_label,
             temporal=config.model.temporal, refined_prev=config.model.face_prev == "refined",
-            background_mode=config.model.background, exemplar_mode=config.model.exemplar))
+            background_mode=config.model.background, exemplar_mode=config.model.exemplar,
+            region=float(config.model.composite_region)))
         return self
 
     def init(self, seed: int) -> FaceState:

@@ -54,17 +54,17 @@ class TrainState:
 
 def render_pair(generator, g_params, label_prev, label, use_prev_label: bool, temporal: bool = True,
                 background=None, background_mode: str = "none", prev_noise=None, exemplars=(None, None),
-                exemplar_mode: str = "none"):
+                exemplar_mode: str = "none", region: float = 0.0):
     """G's outputs for frames t-1 and t as the paper trains them: t-1 from a blank (mid-grey)
     previous frame, t from G's own output for t-1, so gradients flow through G(x_{t-1}).
     With ``temporal=False`` each frame comes from its own stick figure alone. ``background``: the
     plate(s) [B or 1, H, W, 3] for ``background_mode`` "input"/"composite"; ``prev_noise``: added to
     G(x_{t-1}) where frame t is rendered from it (``train.prev_noise``), not to the frame t-1 returned;
     ``exemplars``: frame t-1's and frame t's exemplars [B, H, W, 6] for ``exemplar_mode`` "input"/"copy"
-    (``model.exemplar``), or Nones."""
+    (``model.exemplar``), or Nones; ``region``: ``model.composite_region``."""
     blank = jnp.zeros_like(label_prev)
     plate = background if background_lib.uses_plate(background_mode) else None
-    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode)
+    g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode, region=region)
     fake_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate, exemplars[0]),
                   copy_from=copy_source(exemplars[0], exemplar_mode))
     shown_prev = fake_prev if prev_noise is None else fake_prev + prev_noise
@@ -199,7 +199,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     render = functools.partial(render_pair, generator, label_prev=label_prev, label=label, use_prev_label=use_prev,
                                temporal=temporal, background=batch.get(BACKGROUND_KEY),
                                background_mode=config.model.background, prev_noise=prev_noise,
-                               exemplars=batch_exemplars(batch), exemplar_mode=config.model.exemplar)
+                               exemplars=batch_exemplars(batch), exemplar_mode=config.model.exemplar,
+                               region=float(config.model.composite_region))
 
     def g_loss_fn(g_params):
         fake_prev, fake = render(g_params)
@@ -294,7 +295,8 @@ class GeneratorTrainer:
                                                    use_prev_label=config.model.use_prev_label,
                                                    temporal=config.model.temporal,
                                                    background_mode=config.model.background,
-                                                   exemplar_mode=config.model.exemplar))
+                                                   exemplar_mode=config.model.exemplar,
+                                                   region=float(config.model.composite_region)))
         return self
 
     def init(self, seed: int) -> TrainState:

@@ -41,17 +41,20 @@ def generator_input(label, prev_output, prev_label, use_prev_label: bool, tempor
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
 
-def generate(generator, g_params, g_in, background=None, mode: str = "none", copy_from=None):
-    """The main generator's frame for input ``g_in`` (float32): its output; with ``copy_from`` (the
-    exemplar frames [B, H, W, 3], ``model.exemplar="copy"``) its last channel is a copy mask c and the
-    colours are ``c * copy_from + (1 - c) * G's``; with ``mode="composite"`` those colours go over
-    ``background`` through its mask channel."""
+def generate(generator, g_params, g_in, background=None, mode: str = "none", copy_from=None, region: float = 0.0):
+    """The main generator's frame for input ``g_in`` (float32; ``generator_input``'s, so its first 3
+    channels are the stick figure): its output; with ``copy_from`` (the exemplar frames [B, H, W, 3],
+    ``model.exemplar="copy"``) its last channel is a copy mask c and the colours are
+    ``c * copy_from + (1 - c) * G's``; with ``mode="composite"`` those colours go over ``background``
+    through its mask channel, confined to ``region`` (``model.composite_region``) around the figure."""
     out = generator.apply({"params": g_params}, g_in).astype(jnp.float32)
     if copy_from is not None:
         copy = (out[..., -1:] + 1.0) * 0.5
         colours = copy * jnp.asarray(copy_from, out.dtype) + (1.0 - copy) * out[..., :3]
         out = jnp.concatenate([colours, out[..., 3:-1]], axis=-1)
-    return background_lib.composite(out, background) if mode == "composite" else out
+    if mode != "composite":
+        return out
+    return background_lib.composite(out, background, g_in[..., :3] if region > 0 else None, region)
 
 
 def copy_source(exemplar, mode: str):
@@ -77,6 +80,8 @@ class Renderer:
     background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
     exemplar: str = "none"  # model.exemplar: none | input | copy (each frame's exemplar comes with its figure)
     exemplar_warp: str = "none"  # model.exemplar_warp: how callers prepare exemplars (exemplar.for_poses, ExemplarBank)
+    plate_fill: str = "median"  # model.plate_fill: how callers compute the plate (background.plate_from_split)
+    composite_region: float = 0.0  # model.composite_region: the composite's mask confined near the figure (0: not)
 
     @property
     def has_face(self) -> bool:
@@ -85,9 +90,9 @@ class Renderer:
     @classmethod
     def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
         """A renderer of ``generator`` (and the face generator) with the config's input flags."""
-        return cls(generator, config.model.use_prev_label, face_generator, face_side, config.model.temporal,
-                   config.model.face_prev == "refined", config.model.background, config.model.exemplar,
-                   config.model.exemplar_warp)
+        m = config.model
+        return cls(generator, m.use_prev_label, face_generator, face_side, m.temporal, m.face_prev == "refined",
+                   m.background, m.exemplar, m.exemplar_warp, m.plate_fill, float(m.composite_region))
 
     @property
     def uses_plate(self) -> bool:
@@ -149,7 +154,8 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
         g_in = generator_input(label[None], prev, prev_label, renderer.use_prev_label, renderer.temporal, plate,
                                None if exemplar is None else exemplar[None])
         out = generate(renderer.generator, params["g"], g_in, plate, renderer.background,
-                       copy_source(None if exemplar is None else exemplar[None], renderer.exemplar))
+                       copy_source(None if exemplar is None else exemplar[None], renderer.exemplar),
+                       renderer.composite_region)
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
         return (shown if renderer.face_refined_prev else out, label[None]), shown[0]
 

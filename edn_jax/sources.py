@@ -5,9 +5,12 @@ OpenPose JSON directory, or a synthetic dancer. ``prepare_source`` is the first 
 transfer's two passes: the source is decoded frame by frame through the pose stage's
 detector, tracker and cleanup (as pose mode), keeping only keypoints. Frames where the
 detector found nobody get the cleanup's interpolated pose, else the nearest valid pose
-is held. The poses are fit into the model's frame and globally normalized (the paper's
+is held, or (``transfer.no_person = "plate"``) left empty, so the frame shows the plate
+and nobody. The poses are fit into the model's frame and globally normalized (the paper's
 Sec. 3.2) to the target's statistics; the source's own statistics come from its
-detected poses.
+detected poses. With ``transfer.travel = "fit"`` the source's horizontal travel is fit
+into the range where the target was seen and every figure is kept inside the frame;
+``"full"`` keeps the source's whole travel, scaled, even where it leaves the frame.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, paper_normalization, pipeline, render
 
 NORMALIZATIONS = ("robust", "paper")  # transfer.normalization: edn_jax.pose.normalization, paper_normalization
+TRAVELS = ("fit", "full")  # transfer.travel: fit into the target's range and the frame | the source's whole travel
+NO_PERSON_RULES = ("hold", "plate")  # transfer.no_person: the nearest pose held | an empty figure (the plate)
+TRAVEL_SECONDS = 0.5  # the travel is the ankles' position averaged over this long (not each step)
 SIDE_BY_SIDE_SUFFIX = "_side_by_side"
 _GLOB_CHARS = "*?["
 
@@ -123,7 +129,8 @@ def stats_in_frame(stats: normalization.PoseStats, tf: render.FrameTransform) ->
     return normalization.PoseStats(
         ankle_far=f(stats.ankle_far) * s + cy, ankle_close=f(stats.ankle_close) * s + cy,
         height_far=f(stats.height_far) * s, height_close=f(stats.height_close) * s,
-        center_x=f(stats.center_x) * s + cx, num_valid=f(stats.num_valid))
+        center_x=f(stats.center_x) * s + cx, num_valid=f(stats.num_valid),
+        ankle_left=f(stats.ankle_left) * s + cx, ankle_right=f(stats.ankle_right) * s + cx)
 
 
 
@@ -141,6 +148,8 @@ class PreparedSource:
     frames: Callable[[], Iterator[np.ndarray]] | None  # the source's RGB frames again (None: poses only)
     media: str | None              # the video file frames and audio come from
     normalized: bool
+    travel_kept: float = 1.0       # the fraction of the source's horizontal travel kept (transfer.travel="fit")
+    moved_in_frame: np.ndarray | None = None  # [T] bool: the figure was shifted to stay inside the frame
 
     @property
     def num_frames(self) -> int:
@@ -221,18 +230,32 @@ def source_poses(config, spec: SourceSpec):
 
 
 def normalize_to_target(keypoints: np.ndarray, target_stats: normalization.PoseStats,
-                        source_stats: normalization.PoseStats | None = None) -> np.ndarray:
-    """Global pose normalization ("robust") of model-frame keypoints to the target's statistics."""
+                        source_stats: normalization.PoseStats | None = None, fit_travel: bool = False,
+                        travel_window: int = 1) -> np.ndarray:
+    """Global pose normalization ("robust") of model-frame keypoints to the target's statistics
+    (``fit_travel``: the horizontal travel fit into the target's, ``normalization.frame_transform``)."""
     if source_stats is None:
         source_stats = normalization.pose_statistics(keypoints)
-    return np.asarray(normalization.normalize_sequence(keypoints, source_stats, target_stats), np.float32)
+    return np.asarray(normalization.normalize_sequence(keypoints, source_stats, target_stats, fit_travel=fit_travel,
+                                                       travel_window=travel_window), np.float32)
+
+
+def travel_window(fps: float) -> int:
+    """Frames (odd) the travel is averaged over at ``fps``: about ``TRAVEL_SECONDS``."""
+    return max(1, int(round(TRAVEL_SECONDS * fps)) // 2 * 2 + 1)
+
+
+def frame_margin(height: int, width: int) -> float:
+    """How close (px) a kept-in-frame figure comes to the edge: two stick widths, so no limb is cut."""
+    return 2.0 * render.stick_thickness(height, width)
 
 
 def prepare_source(config, spec: SourceSpec, height: int, width: int, target_stats: normalization.PoseStats,
                    target_poses: np.ndarray | None = None) -> PreparedSource:
     """Pass 1: the source's poses, gaps filled, fit into the model's ``height`` x ``width`` frame and
     normalized to the target (``transfer.normalization``: "robust" from the target's statistics,
-    "paper" from its training poses ``target_poses``, both in that frame)."""
+    "paper" from its training poses ``target_poses``, both in that frame), placed as
+    ``transfer.travel`` says, and frames without a person treated as ``transfer.no_person`` says."""
     seq, frames, media = source_poses(config, spec)
     no_person = ~seq.detected
     try:
@@ -242,6 +265,8 @@ def prepare_source(config, spec: SourceSpec, height: int, width: int, target_sta
     tf = render.fit_transform((seq.height, seq.width), (height, width), "pad")
     in_frame = render.transform_keypoints(filled, tf)
     normalize = bool(config.transfer.normalize) and float(target_stats.num_valid) > 0
+    fit = config.transfer.travel == "fit"
+    kept = 1.0
     # The source's statistics from its own poses, not from copies held over frames without a person.
     if normalize and config.transfer.normalization == "paper":
         if target_poses is None:
@@ -250,10 +275,19 @@ def prepare_source(config, spec: SourceSpec, height: int, width: int, target_sta
             in_frame, target_poses, width, stats_frames=~held), np.float32)
     elif normalize:
         src_stats = normalization.pose_statistics(in_frame[~held])
-        keypoints = normalize_to_target(in_frame, target_stats, src_stats)
+        keypoints = normalize_to_target(in_frame, target_stats, src_stats, fit, travel_window(seq.fps))
+        kept = float(normalization.travel_kept(src_stats, target_stats)) if fit else 1.0
     else:
         keypoints = in_frame
-    return PreparedSource(spec, keypoints, in_frame, float(seq.fps), tf, no_person, held, frames, media, normalize)
+    moved = np.zeros(len(keypoints), bool)
+    if fit:
+        keypoints, moved = (np.asarray(v) for v in normalization.keep_in_frame(
+            keypoints, height, width, frame_margin(height, width)))
+        keypoints = keypoints.astype(np.float32)
+    if config.transfer.no_person == "plate":
+        keypoints = np.where(held[:, None, None], np.float32(0), keypoints)
+    return PreparedSource(spec, keypoints, in_frame, float(seq.fps), tf, no_person, held, frames, media, normalize,
+                          kept, moved & ~held if config.transfer.no_person == "plate" else moved)
 
 
 def frame_count_estimate(config, spec: SourceSpec) -> int:

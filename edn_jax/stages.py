@@ -158,6 +158,13 @@ def _model_checks(m, names: list[str]) -> list[tuple[bool, str, str]]:
          "generator sees no previous frame)", "set model.temporal=True or model.use_prev_label=False"),
         (m.background in background.MODES, f"model.background={m.background!r} is not known",
          f"use one of {', '.join(background.MODES)}"),
+        (m.plate_fill in background.FILLS, f"model.plate_fill={m.plate_fill!r} is not known",
+         f"use one of {', '.join(background.FILLS)}"),
+        (m.composite_region >= 0, f"model.composite_region={m.composite_region} must be >= 0",
+         "use e.g. 0.1 (a tenth of the figure's height), or 0 for an unconfined mask"),
+        (m.composite_region == 0 or m.background == "composite",
+         f"model.composite_region={m.composite_region} confines the composite's mask, but model.background is "
+         f"{m.background!r}", "set model.background=composite or model.composite_region=0"),
         (m.exemplar in EXEMPLAR_MODES, f"model.exemplar={m.exemplar!r} is not known",
          f"use one of {', '.join(EXEMPLAR_MODES)}"),
         (m.exemplar_warp in EXEMPLAR_WARPS, f"model.exemplar_warp={m.exemplar_warp!r} is not known",
@@ -268,7 +275,7 @@ def validate_train_config(config, check_batch: bool = True) -> None:
 
 SIGNATURE_FIELDS = {
     "global": ("ngf", "n_downsampling", "n_blocks", "ndf", "n_layers_d", "num_d", "use_prev_label", "temporal",
-               "background", "exemplar", "exemplar_warp"),
+               "background", "plate_fill", "composite_region", "exemplar", "exemplar_warp"),
     "local": ("local_ngf", "n_blocks_local"),
     "face": ("face_ngf", "face_n_downsampling", "face_n_blocks", "face_ndf", "face_n_layers_d"),
 }
@@ -278,11 +285,12 @@ STAGE_SIGNATURE_FIELDS = {"global": (), "local": ("num_d_local",), "face": ("num
 # Fields added after models were trained without them, and what those models used: a signature
 # or record without the field is read with it (one D for every stage, an InstanceNorm face D, G's
 # own output as the previous frame, the ImageNet-normalised VGG input at full weight, no background plate
-# and no exemplar, unwarped).
+# and no exemplar, unwarped; a plate holding the median of all frames where the person always stands,
+# and an unconfined composite mask).
 LEGACY_COPIES = {"model.num_d_local": "model.num_d", "model.num_d_face": "model.num_d"}
 LEGACY_VALUES = {"model.face_d_norm": "instance", "model.face_prev": "raw", "loss.vgg_input": "imagenet",
                  "loss.global_vgg_scale": 1.0, "model.background": "none", "model.exemplar": "none",
-                 "model.exemplar_warp": "none"}
+                 "model.exemplar_warp": "none", "model.plate_fill": "median", "model.composite_region": 0.0}
 RECORDED_SECTIONS = ("model", "loss", "train")
 # The model field that may change after training (the activations' dtype; params stay float32).
 FREE_AT_INFERENCE = frozenset({"model.dtype"})

@@ -96,11 +96,11 @@ def _write_samples(writer, trainer, state, batch, step: int, samples_dir: str) -
         images.write_png(os.path.join(samples_dir, f"step_{step:08d}.png"), grid)
 
 
-def stage_plate(config, split, stage: Stage):
-    """The background plate (uint8 [H, W, 3]) of a stage's frame size, or None without ``model.background``."""
+def stage_plate(config, split, stage: Stage) -> background.Plate | None:
+    """The background plate of a stage's frame size, or None without ``model.background``."""
     if not background.uses_plate(config.model.background):
         return None
-    return background.plate_from_split(split, stage.height, stage.width)
+    return background.plate_from_split(split, stage.height, stage.width, config.model.plate_fill)
 
 
 def stage_exemplars(config, split, stage: Stage):
@@ -162,8 +162,13 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
         pair_index = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
         samples_dir = os.path.join(workdir, "samples", stage.name)
         plate = stage_plate(config, split, stage)
-        if plate is not None and jax.process_index() == 0:
-            images.write_png(os.path.join(workdir, f"background_{stage.name}.png"), plate)
+        if plate is not None:
+            print(plate.report())
+            if jax.process_index() == 0:  # the plate, and white where it was filled (never seen free)
+                images.write_png(os.path.join(workdir, f"background_{stage.name}.png"), plate.image)
+                images.write_png(os.path.join(workdir, f"background_{stage.name}_filled.png"),
+                                 np.repeat(plate.filled[..., None], 3, axis=-1).astype(np.uint8) * 255)
+            plate = plate.image
         last_metrics: dict = {}
         step, preempted = start, False
         with input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=stage.height,

@@ -33,10 +33,116 @@ def test_the_plate_is_the_scene_behind_a_moving_person():
     plate = background.plate(frames, poses)
     assert plate.dtype == np.uint8 and plate.shape == (H, W, 3)
     np.testing.assert_array_equal(plate, scene)  # every pixel is free of the person in enough frames
-    # The plain per-pixel median would keep a smear of the person where it lingers; a person who
-    # never moves stays in the plate (nothing shows what is behind it).
-    still = np.repeat(frames[:1], 12, axis=0)
-    np.testing.assert_array_equal(background.plate(still, np.repeat(poses[:1], 12, axis=0)), frames[0])
+    # The plain per-pixel median would keep a smear of the person where it lingers. A person who
+    # never moves: nothing shows what is behind it. The legacy "median" fill keeps the person there;
+    # "inpaint" fills those pixels from the scene around them, and says which they are.
+    still, still_poses = np.repeat(frames[:1], 12, axis=0), np.repeat(poses[:1], 12, axis=0)
+    np.testing.assert_array_equal(background.plate(still, still_poses, "median"), frames[0])
+    filled = background.plate_with_mask(still, still_poses)
+    box = np.zeros((H, W), bool)
+    x0, y0, x1, y1 = background.person_boxes(poses[:1], H, W)[0]
+    box[y0:y1, x0:x1] = True
+    np.testing.assert_array_equal(filled.filled, box)
+    np.testing.assert_array_equal(filled.image[~box], scene[~box])
+    red = (filled.image[..., 0] > 200) & (filled.image[..., 1] < 60)
+    assert not red[8:32, 4:12].any()  # no pixel of the person is left
+
+
+def _plate_body_points(frames, poses, fill):
+    from edn_jax.pose import detector
+
+    with detector.MediaPipeHolisticDetector() as det:
+        found = detector.detect_upscaled(det, background.plate(frames, poses, fill), 512)
+    return int((found[layout.BODY, 2] > 0.05).sum())
+
+
+def test_a_target_dancing_in_place_leaves_no_body_in_the_plate():
+    """The real detector on the plate of targets who never leave their place: the synthetic subject
+    and the man in single_person_cam01 (80 training frames). The median plate shows a body; the
+    inpainted plate shows none."""
+    from conftest import real_video
+
+    from edn_jax import synthetic, video
+    from edn_jax.pose import detector, render
+
+    size = (96, 96)
+    kps = synthetic.synthetic_keypoints(0, 240, 256, 256, 30.0)
+    tf = render.fit_transform((256, 256), size)
+    frames = np.stack([render.transform_image(synthetic.render_synthetic_frame(k, 256, 256), tf) for k in kps])
+    poses = render.transform_keypoints(kps, tf)
+    assert _plate_body_points(frames, poses, "median") >= 10
+    assert _plate_body_points(frames, poses, "inpaint") == 0
+
+    path = real_video("single_person_cam01.mp4")
+    info = video.probe_video(path)
+    tf = render.fit_transform((info.height, info.width), (192, 112))
+    frames = np.stack([render.transform_image(f, tf) for f in video.iter_frames(path, 80)])
+    with detector.MediaPipeHolisticDetector() as det:
+        poses = np.stack([detector.detect_upscaled(det, f, 256) for f in frames])
+    assert (poses[:, layout.BODY, 2] > 0.05).any(axis=1).mean() > 0.9
+    assert _plate_body_points(frames, poses, "median") >= 10
+    assert _plate_body_points(frames, poses, "inpaint") == 0
+
+
+def test_the_plate_reports_how_much_of_it_was_filled():
+    scene, frames, poses = _walker()
+    assert "0% of the frame" in background.plate_with_mask(frames, poses).report()
+    still = background.plate_with_mask(np.repeat(frames[:1], 12, axis=0), np.repeat(poses[:1], 12, axis=0))
+    assert 0 < still.filled_fraction < 0.5 and not still.report().startswith("warning")
+    big = layout.empty_pose()
+    big[:4] = [(2, 2, 1), (W - 3, 2, 1), (2, H - 3, 1), (W - 3, H - 3, 1)]
+    covered = background.plate_with_mask(frames, np.repeat(big[None], 12, axis=0))
+    assert covered.filled_fraction > 0.5 and covered.report().startswith("warning")
+
+
+def _figure(height, width, top, bottom, x):
+    """A stick figure in [-1, 1]: one vertical line from row ``top`` to ``bottom`` at column ``x``."""
+    label = -np.ones((1, height, width, 3), np.float32)
+    label[0, top:bottom + 1, x] = 1.0
+    return jnp.asarray(label)
+
+
+def test_the_pose_region_is_the_figure_grown_by_a_fraction_of_its_height():
+    label = _figure(80, 64, 20, 59, 20)  # 40 rows high
+    region = np.asarray(background.pose_region(label, 0.25))[0, ..., 0]  # on within 10 px, 0 beyond 15
+    assert region[40, 20] == 1 and region[40, 30] == 1 and region[40, 10] == 1 and region[10, 20] == 1
+    assert 0 < region[40, 33] < 1
+    assert region[40, 36] == 0 and region[40, 60] == 0 and region[2, 20] == 0 and region[76, 20] == 0
+    empty = -jnp.ones((1, 64, 64, 3))
+    assert not np.asarray(background.pose_region(empty, 0.25)).any()  # no figure: nowhere
+    # Frames larger than the grid measure on coarser cells: the same region to within a cell.
+    big = np.asarray(background.pose_region(_figure(512, 512, 80, 399, 160), 0.25))[0, ..., 0]
+    assert big[240, 160 + 78] == 1 and big[240, 160 + 122] == 0
+
+
+def test_the_gated_composite_is_the_plate_away_from_the_pose():
+    """model.composite_region: with G's mask fully on everywhere, the frame is G's colours near the
+    figure and exactly the plate away from it (and everywhere for an empty figure)."""
+    config = staged_config("global")
+    config.model.background, config.model.composite_region = "composite", 0.1
+    generator = factory.build_generator(config)
+    label = _figure(32, 32, 4, 27, 8)
+    plate = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)), jnp.float32)
+    g_in = inference.generator_input(label, label, label, False, True, plate)
+    params = generator.init(jax.random.PRNGKey(0), g_in)["params"]
+    head = {"kernel": params["head"]["kernel"].at[..., 3].set(0), "bias": params["head"]["bias"].at[3].set(30.0)}
+    params = dict(params, head=head)
+    gated = inference.generate(generator, params, g_in, plate, "composite", region=0.1)
+    ungated = inference.generate(generator, params, g_in, plate, "composite")
+    colours = generator.apply({"params": params}, g_in)[..., :3]
+    region = np.asarray(background.pose_region(label, 0.1))[0, ..., 0]
+    far, near = region == 0, region == 1
+    assert far.mean() > 0.5 and near[10:20, 8].all()
+    np.testing.assert_array_equal(np.asarray(gated)[0][far], np.asarray(plate)[0][far])
+    np.testing.assert_allclose(np.asarray(gated)[0][near], np.asarray(colours)[0][near], atol=1e-5)
+    np.testing.assert_allclose(ungated, colours, atol=1e-5)  # ungated: G's colours everywhere
+    # The renderer gates the same way; an empty figure renders as the plate.
+    renderer = inference.Renderer(generator, background="composite", composite_region=0.1)
+    labels = jnp.concatenate([label, -jnp.ones_like(label)])
+    out, _ = inference.render_chunk(renderer, {"g": params, "face": None, "background": plate}, labels,
+                                    jnp.zeros((2, 4)), jnp.zeros(2, bool), inference.initial_carry(32, 32))
+    np.testing.assert_array_equal(np.asarray(out)[0][far], np.asarray(plate)[0][far])
+    np.testing.assert_array_equal(out[1], plate[0])
 
 
 def test_composite_takes_the_plate_where_the_mask_is_off_and_the_colours_where_it_is_on():
@@ -88,7 +194,7 @@ def test_training_with_a_plate_and_augmentation_renders_as_the_reloaded_model(tm
     summary = train.train_and_evaluate(config, workdir, one_device_mesh())
     trainer, state = summary["trainer"], summary["state"]
     split = dataset.open_split(summary["dataset"], "train")
-    plate = background.plate_from_split(split, 32, 32)
+    plate = background.plate_from_split(split, 32, 32).image
     model = checkpoints.with_plate(checkpoints.load_trained_model(config, workdir), summary["dataset"])
     np.testing.assert_allclose(model.params["background"], background.to_unit(plate))
     np.testing.assert_array_equal(background.from_unit(model.params["background"]), plate)

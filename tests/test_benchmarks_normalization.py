@@ -25,3 +25,13 @@ def test_robust_recovers_a_clean_source_and_faults_cost_accuracy():
     assert clean["paper"] > 5.0
     jump = rows[("near/far walk, smaller and higher in frame", "a jump")]
     assert jump["robust"] > clean["robust"] + 1.0
+
+
+def test_a_walk_across_a_wide_frame_stays_inside_the_targets_range_and_the_frame():
+    """transfer.travel: with the source's full travel the walker leaves the frame and the target's
+    range; fit into the target's travel, every figure stays inside both, the pose unchanged."""
+    full, fit = (na.run_wide_walk(300, 240)[m] for m in ("robust", "robust, travel fit"))  # 8 m in 5 s
+    assert full["figures_inside_frame"] < 0.6 and full["ankles_in_target_range"] < 0.3
+    assert fit["figures_inside_frame"] == 1.0 and fit["ankles_in_target_range"] >= 0.95
+    assert fit["travel_px"] < 1.2 * fit["target_range_px"] < 0.3 * full["travel_px"]
+    assert abs(fit["pose_error_px"] - full["pose_error_px"]) < 0.5

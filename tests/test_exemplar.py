@@ -229,7 +229,8 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
         np.testing.assert_array_equal(to_unit(found[i]), np.concatenate([record["frame"], record["label"]], -1)[0])
     # A frame without a person: the background plate and no figure.
     empty = target.exemplars.lookup(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32))[0]
-    np.testing.assert_array_equal(empty[..., :3], background.plate_from_split(train_split, SIZE, SIZE))
+    np.testing.assert_array_equal(empty[..., :3], background.plate_from_split(
+        train_split, SIZE, SIZE, target.model.renderer.plate_fill).image)
     assert not empty[..., 3:].any()
     np.testing.assert_array_equal(render.render_stick_figure(np.zeros((layout.NUM_KEYPOINTS, 3)), SIZE, SIZE),
                                   empty[..., 3:])

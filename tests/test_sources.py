@@ -59,3 +59,29 @@ def test_sources_from_globs_lists_and_names(tmp_path):
         sources.resolve_sources(config)
     config.transfer.source = ""
     assert [(s.name, s.kind) for s in sources.resolve_sources(config)] == [("synthetic_seed1", "synthetic")]
+
+
+@pytest.mark.parametrize("rule", ["hold", "plate"])
+def test_frames_without_a_person_follow_the_chosen_rule(tmp_path, rule):
+    """transfer.no_person: frames the gap filler could not reach hold the nearest pose, placed as the
+    normalization places its frame ("hold"), or have no figure at all ("plate")."""
+    from edn_jax.pose import pipeline
+
+    kps = synthetic.synthetic_keypoints(2, 60, 128, 128)
+    kps[25:45] = 0.0  # the person lost for 20 frames, and not filled
+    path = str(tmp_path / "lost.npz")
+    pipeline.save_keypoints(path, pipeline.PoseSequence(kps, kps, 30.0, 128, 128, "synthetic:2"))
+    config = default.get_config()
+    config.transfer.source, config.transfer.no_person = path, rule
+    target = normalization.pose_statistics(synthetic.synthetic_keypoints(0, 120, 128, 128))
+    prepared = sources.prepare_source(config, sources.resolve_sources(config)[0], 128, 128, target)
+    assert prepared.held.tolist() == [25 <= t < 45 for t in range(60)]
+    present = prepared.keypoints[:, layout.BODY, 2].max(axis=1) > 0
+    if rule == "plate":
+        assert not present[25:45].any() and present[:25].all() and present[45:].all()
+        assert not render.render_stick_figures(prepared.keypoints[25:45], 128, 128).any()  # nothing asked
+    else:
+        assert present.all()
+        # Frames 25-34 hold frame 24's pose, 35-44 frame 45's, each where the normalization put it.
+        np.testing.assert_array_equal(prepared.keypoints[30], prepared.keypoints[24])
+        np.testing.assert_array_equal(prepared.keypoints[40], prepared.keypoints[45])

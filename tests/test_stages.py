@@ -149,10 +149,13 @@ def test_small_footage_recipe_is_on_where_measured_and_off_in_the_papers_method(
     assert (config.train.prev_noise > 0) == recipe
     assert (config.model.exemplar == "copy") == recipe
     assert (config.model.exemplar_warp == "limbs") == recipe
+    assert (config.model.composite_region > 0) == recipe
 
 
 def test_bad_small_footage_fields_are_one_error_each():
     for field, value, fragment in (("model.background", "plate", "model.background"),
+                                   ("model.plate_fill", "mean", "model.plate_fill"),
+                                   ("model.composite_region", 0.1, "model.composite_region"),
                                    ("train.augment.flip", 2.0, "train.augment.flip"),
                                    ("train.prev_noise", -0.1, "train.prev_noise")):
         config = staged_config("global")

@@ -6,7 +6,10 @@ video. Per video, ``pose_statistics`` finds the far and close ankle heights in
 the image (small y = far from the camera, large y = close) and the body height
 at each. Per frame, ``frame_transform`` locates the source ankle between its own
 far and close positions (``alpha`` in [0, 1]) and linearly interpolates scale
-and placement between the target's far and close values.
+and placement between the target's far and close values. Horizontally, the
+source's travel (its ankles' left-right range) is fit into the range where the
+target was seen, as depth is mapped vertically (``travel_kept``), and
+``keep_in_frame`` moves a figure that would leave the frame back inside it.
 
 Everything is pure ``jax.numpy`` without Python branching on data, so it can be
 jitted and vmapped. A point whose confidence is <= ``conf_threshold`` counts as
@@ -38,7 +41,8 @@ class PoseStats(NamedTuple):
     the subject's height (ankle to top of head, pixels) there, ``center_x`` the
     median horizontal ankle position and ``num_valid`` the number of frames with
     a visible ankle (a float so that the tuple is uniform; 0 means the other
-    fields are placeholders).
+    fields are placeholders). ``ankle_left``/``ankle_right`` bound the horizontal
+    ankle positions (the same percentiles as far/close): where the person travels.
     """
 
     ankle_far: jnp.ndarray
@@ -47,6 +51,8 @@ class PoseStats(NamedTuple):
     height_close: jnp.ndarray
     center_x: jnp.ndarray
     num_valid: jnp.ndarray
+    ankle_left: jnp.ndarray
+    ankle_right: jnp.ndarray
 
 
 def _present(kps, conf_threshold):
@@ -126,7 +132,8 @@ def pose_statistics(keypoints, conf_threshold=0.05, percentile=2.0,
     and guarantees a result for a stationary person, where both bands hold all
     frames and both heights equal the overall mean. An empty band falls back to
     the overall mean height (0 when no frame has a height). ``center_x`` is the
-    median x of the ankle midpoint.
+    median x of the ankle midpoint, ``ankle_left``/``ankle_right`` its
+    ``percentile`` and ``100 - percentile`` percentiles.
     """
     ankle_y, ankle_ok = frame_ankle_y(keypoints, conf_threshold)
     height, height_ok = frame_height(keypoints, conf_threshold)
@@ -136,9 +143,12 @@ def pose_statistics(keypoints, conf_threshold=0.05, percentile=2.0,
     mean_height = _masked_mean(height, height_ok, 0.0)
     height_far = _masked_mean(height, height_ok & (jnp.abs(ankle_y - far) <= width), mean_height)
     height_close = _masked_mean(height, height_ok & (jnp.abs(ankle_y - close) <= width), mean_height)
-    center_x = masked_percentile(_frame_ankle_x(keypoints, conf_threshold), ankle_ok, 50.0)
+    ankle_x = _frame_ankle_x(keypoints, conf_threshold)
+    center_x = masked_percentile(ankle_x, ankle_ok, 50.0)
+    left = masked_percentile(ankle_x, ankle_ok, percentile)
+    right = masked_percentile(ankle_x, ankle_ok, 100.0 - percentile)
     return PoseStats(*(jnp.asarray(v, jnp.float32) for v in (
-        far, close, height_far, height_close, center_x, ankle_ok.sum())))
+        far, close, height_far, height_close, center_x, ankle_ok.sum(), left, right)))
 
 
 def _nearest_valid(values, valid):
@@ -164,8 +174,33 @@ def height_ratio(target, source):
     return jnp.where(ok, target / jnp.where(ok, source, 1.0), 1.0)
 
 
+def _mean_ratio(src_stats, tgt_stats):
+    """The scale halfway between far and close: the source's typical size in the target's frame."""
+    return 0.5 * (height_ratio(tgt_stats.height_far, src_stats.height_far)
+                  + height_ratio(tgt_stats.height_close, src_stats.height_close))
+
+
+def travel_kept(src_stats, tgt_stats):
+    """The fraction of the source's horizontal travel kept when it is fit into the target's: 1 when
+    the source's ankle range, scaled to the target's size, fits in the target's ankle range
+    (``ankle_left``..``ankle_right``), else target range / scaled source range (0 for a target that
+    never moved sideways)."""
+    scaled = _mean_ratio(src_stats, tgt_stats) * (src_stats.ankle_right - src_stats.ankle_left)
+    target = jnp.maximum(tgt_stats.ankle_right - tgt_stats.ankle_left, 0.0)
+    return jnp.where(scaled > target, target / jnp.where(scaled > 0, scaled, 1.0), 1.0)
+
+
+def _moving_average(values, window: int):
+    """Centred moving average over ``window`` frames (odd; edges repeat the end values)."""
+    if window <= 1:
+        return values
+    half = window // 2
+    padded = jnp.concatenate([jnp.repeat(values[:1], half), values, jnp.repeat(values[-1:], half)])
+    return jnp.convolve(padded, jnp.full((window,), 1.0 / window, values.dtype), mode="valid")
+
+
 def frame_transform(src_kps, src_stats, tgt_stats, conf_threshold=0.05,
-                    clip=True, min_range=0.03):
+                    clip=True, min_range=0.03, fit_travel=False, travel_window=1):
     """Per-frame ``(scale [T], translation [T, 2])`` of ``src_kps [T, 137, 3]``: ``xy' = scale * xy + translation``.
 
     ``alpha = (a - src.ankle_far) / (src.ankle_close - src.ankle_far)`` for the
@@ -177,6 +212,13 @@ def frame_transform(src_kps, src_stats, tgt_stats, conf_threshold=0.05,
     ``src.center_x`` and moved to ``tgt.center_x``. Beyond the clipped range the
     source's motion thus continues at the end scale instead of freezing, and a
     source equal to its target maps exactly onto itself.
+
+    With ``fit_travel`` the horizontal travel is fit into the target's too: the
+    frame's ankle x, averaged over ``travel_window`` frames (the travel, not the
+    steps), moves from ``src.center_x`` by ``travel_kept`` times its scaled
+    distance, and the whole range is then shifted, if need be, to lie inside the
+    target's ``ankle_left``..``ankle_right``. The body keeps its shape and size; a
+    source whose travel fits the target's range moves exactly as without it.
 
     Frames without an ankle take ``a`` from the nearest frame that has one
     (earlier frame on ties). ``alpha = 0.5`` (mid-range, mid-scale) when no
@@ -198,9 +240,39 @@ def frame_transform(src_kps, src_stats, tgt_stats, conf_threshold=0.05,
     scale = ratio_far + alpha * (ratio_close - ratio_far)
     src_ref = src_stats.ankle_far + alpha * src_range
     tgt_ref = tgt_stats.ankle_far + alpha * (tgt_stats.ankle_close - tgt_stats.ankle_far)
-    tx = tgt_stats.center_x - scale * src_stats.center_x
+    tx = jnp.broadcast_to(tgt_stats.center_x - scale * src_stats.center_x, ankle_y.shape)
+    if fit_travel:
+        travel = _moving_average(_nearest_valid(_frame_ankle_x(src_kps, conf_threshold), ankle_ok), travel_window)
+        kept = travel_kept(src_stats, tgt_stats)
+        mean_scale = _mean_ratio(src_stats, tgt_stats)
+        lo = tgt_stats.center_x + kept * mean_scale * (src_stats.ankle_left - src_stats.center_x)
+        hi = tgt_stats.center_x + kept * mean_scale * (src_stats.ankle_right - src_stats.center_x)
+        shift = jnp.maximum(tgt_stats.ankle_left - lo, 0.0) - jnp.maximum(hi - tgt_stats.ankle_right, 0.0)
+        placed = tgt_stats.center_x + kept * scale * (travel - src_stats.center_x) + shift
+        tx = jnp.where(ankle_ok.any(), placed - scale * travel, tx)
     ty = tgt_ref - scale * src_ref
-    return scale, jnp.stack([jnp.broadcast_to(tx, ty.shape), ty], axis=-1)
+    return scale, jnp.stack([tx, ty], axis=-1)
+
+
+def keep_in_frame(kps, height, width, margin=0.0, conf_threshold=0.05):
+    """``(kps moved, moved [T] bool)``: each pose ``[T, 137, 3]`` whose present points come closer than
+    ``margin`` px to an edge of the ``height`` x ``width`` frame is shifted back inside (centred where
+    it is larger than the frame); missing points stay (0, 0, 0). The shift is continuous in the pose,
+    so a figure slides along an edge instead of jumping."""
+    present = _present(kps, conf_threshold)
+    any_point = present.any(axis=-1)
+
+    def shift(coord, size):
+        lo = jnp.min(jnp.where(present, coord, jnp.inf), axis=-1)
+        hi = jnp.max(jnp.where(present, coord, -jnp.inf), axis=-1)
+        first, last = margin, size - 1.0 - margin
+        clamp = jnp.maximum(first - lo, 0.0) - jnp.maximum(hi - last, 0.0)
+        centred = 0.5 * (first + last) - 0.5 * (lo + hi)
+        return jnp.where(any_point, jnp.where(hi - lo > last - first, centred, clamp), 0.0)
+
+    offset = jnp.stack([shift(kps[..., 0], width), shift(kps[..., 1], height)], axis=-1)
+    moved = jnp.concatenate([kps[..., :2] + offset[..., None, :], kps[..., 2:]], axis=-1)
+    return jnp.where(present[..., None], moved, 0.0), jnp.any(offset != 0, axis=-1)
 
 
 def apply_transform(kps, scale, translation, conf_threshold=0.05):
@@ -216,13 +288,13 @@ def apply_transform(kps, scale, translation, conf_threshold=0.05):
 
 
 def normalize_sequence(src_kps, src_stats, tgt_stats, conf_threshold=0.05,
-                       clip=True, min_range=0.03):
+                       clip=True, min_range=0.03, fit_travel=False, travel_window=1):
     """Map a source sequence ``[T, 137, 3]`` into the target's scale and placement.
 
     ``frame_transform`` applied to all 137 points by ``apply_transform``.
     """
     scale, translation = frame_transform(src_kps, src_stats, tgt_stats,
-                                         conf_threshold, clip, min_range)
+                                         conf_threshold, clip, min_range, fit_travel, travel_window)
     return apply_transform(src_kps, scale, translation, conf_threshold)
 
 
@@ -231,8 +303,18 @@ def stats_to_dict(stats: PoseStats) -> dict[str, float]:
     return {name: float(value) for name, value in stats._asdict().items()}
 
 
+# Fields added after datasets were built without them: read as NaN (``has_travel_range`` is then
+# False and the reader recomputes the statistics from the dataset's poses).
+TRAVEL_FIELDS = ("ankle_left", "ankle_right")
+
+
+def has_travel_range(stats: PoseStats) -> bool:
+    return bool(np.isfinite(float(stats.ankle_left)) and np.isfinite(float(stats.ankle_right)))
+
+
 def stats_from_dict(d) -> PoseStats:
-    """Inverse of ``stats_to_dict``; every field must be present."""
+    """Inverse of ``stats_to_dict``; every field must be present but ``TRAVEL_FIELDS`` (NaN when absent)."""
+    d = {name: float("nan") for name in TRAVEL_FIELDS} | dict(d)
     missing = [name for name in PoseStats._fields if name not in d]
     if missing:
         raise EdnError(f"pose statistics lack {', '.join(missing)}",
