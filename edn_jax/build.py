@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 
 from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-from edn_jax import dataset, storage, video
+from edn_jax import dataset, storage, video, workdir_lock
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
 from edn_jax.stages import plan_stages
@@ -71,16 +71,17 @@ def run_build_mode(config, workdir: str) -> str:
     """Builds the configured dataset and returns its directory."""
     builder = make_builder(config, workdir)
     target = str(builder.data_dir)
-    if storage.exists(storage.join(target, "dataset_info.json")):
-        if not config.overwrite:
-            raise EdnError(f"a dataset is already built at {target}",
-                           "choose another --config.build.name, or pass --config.overwrite=True to move it aside")
-        aside = f"{target}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        storage.move(target, aside)
-        print(f"moved the existing dataset to {aside}")
-        builder = make_builder(config, workdir)
-    storage.makedirs(workdir)
-    builder.download_and_prepare()
+    with workdir_lock.build_lock(target):  # another run building the same directory finishes first
+        if storage.exists(storage.join(target, "dataset_info.json")):
+            if not config.overwrite:
+                raise EdnError(f"a dataset is already built at {target}",
+                               "choose another --config.build.name, or pass --config.overwrite=True to move it aside")
+            aside = f"{target}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+            storage.move(target, aside)
+            print(f"moved the existing dataset to {aside}")
+            builder = make_builder(config, workdir)
+        storage.makedirs(workdir)
+        builder.download_and_prepare()
     return target
 
 
@@ -99,8 +100,10 @@ def open_training_data(config, workdir: str):
         builder = training_builder(config, workdir)
         directory = str(builder.data_dir)
         if jax.process_index() == 0 and not storage.exists(storage.join(directory, "dataset_info.json")):
-            print(f"building the training dataset at {directory}")
-            builder.download_and_prepare()
+            with workdir_lock.build_lock(directory):  # a run with another workdir may be building it now
+                if not storage.exists(storage.join(directory, "dataset_info.json")):
+                    print(f"building the training dataset at {directory}")
+                    builder.download_and_prepare()
         if jax.process_count() > 1:  # the others wait for process 0's build (the workdir must be shared)
             multihost_utils.sync_global_devices("edn_jax: training dataset built")
             if not storage.exists(storage.join(directory, "dataset_info.json")):

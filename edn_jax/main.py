@@ -3,7 +3,8 @@
   python -m edn_jax.main --config configs/<x>.py --workdir DIR [--config.field=value ...]
 
 The job is chosen by ``config.mode``. A problem with the user's input is printed
-as one ``error: ...`` line and exits with status 2. Each mode's module is imported only
+as one ``error: ...`` line and exits with status 2. A run holds its workdir for its whole
+length (``edn_jax.workdir_lock``): a second run into the same workdir is refused. Each mode's module is imported only
 when it runs (TensorFlow, TFDS and MediaPipe take seconds to import; pose mode needs
 none of TensorFlow).
 """
@@ -20,7 +21,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from edn_jax import command_line, storage  # noqa: E402
+from edn_jax import command_line, storage, workdir_lock  # noqa: E402
 from edn_jax.errors import EdnError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
@@ -90,7 +91,14 @@ def run(config, workdir: str, overrides=()) -> None:
         raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
     command_line.check_workdir(workdir)
     command_line.check_remote_paths(config)
-    mode(config, workdir, tuple(overrides))
+    with workdir_lock.workdir_lock(workdir, config.mode, _process_index()):  # one writer per workdir
+        mode(config, workdir, tuple(overrides))
+
+
+def _process_index() -> int:
+    """This process's index in a multi-host job (0 alone); JAX is not imported for it."""
+    jax = sys.modules.get("jax")
+    return jax.process_index() if jax is not None and jax.distributed.is_initialized() else 0
 
 
 def main(argv) -> None:

@@ -145,6 +145,18 @@ def tensorboard_tags(directory) -> set[str]:
     return tags
 
 
+def assert_one_line_error(proc, *fragments):
+    """A finished command line (``subprocess.run`` result, text) stopped with one ``error:`` line naming
+    ``fragments``, exit status 2 and no traceback; returns the line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
 def real_video(name: str) -> str:
     path = DATA / name
     assert path.exists(), f"real test video missing: {path} (tests expect ../shared/data beside the checkout)"

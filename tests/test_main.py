@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 from edn_jax import main, video
 from edn_jax.errors import EdnError
 from configs import default
@@ -20,14 +20,6 @@ def run_cli(tmp_path, *flags, config="configs/default.py"):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.mark.slow

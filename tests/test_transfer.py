@@ -15,10 +15,10 @@ import pytest
 
 from conftest import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference_render, synthetic_target_config,
                       transfer_config)
-from edn_jax import dataset, main, render_resume, sources, synthetic, transfer, video
+from edn_jax import dataset, main, render_resume, self_score, sources, synthetic, transfer, video
 from edn_jax.errors import EdnError
-from edn_jax.self_score import SelfScore
-from edn_jax.pose import normalization, paper_normalization, pipeline
+from edn_jax.self_score import SelfScore, asked_region, people_counts
+from edn_jax.pose import layout, normalization, paper_normalization, pipeline
 
 
 def decode(path):
@@ -320,16 +320,57 @@ def test_a_resumed_self_score_equals_an_uninterrupted_one():
 
     rng = np.random.default_rng(0)
     outputs, sources = (rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8) for _ in range(2))
-    straight = SelfScore(Detector(), 0, 16)
-    straight.add(outputs, sources)
-    first = SelfScore(Detector(), 0, 16)
-    first.add(outputs[:5], sources[:5])
-    resumed = SelfScore(Detector(), 0, 16)
+    labels = np.zeros((12, 16, 16, 3), np.uint8)
+    labels[::2, 2:6, 2:6] = 255  # a figure on every other frame
+    straight = SelfScore(Detector(), 0, 16, Detector())
+    straight.add(outputs, sources, labels)
+    first = SelfScore(Detector(), 0, 16, Detector())
+    first.add(outputs[:5], sources[:5], labels[:5])
+    resumed = SelfScore(Detector(), 0, 16, Detector())
     resumed.restore({k: np.array(v) for k, v in first.state().items()})
-    resumed.add(outputs[5:], sources[5:])
+    resumed.add(outputs[5:], sources[5:], labels[5:])
     drawn = np.full((12, 137, 3), 100.0, np.float32)
     assert resumed.summary(drawn) == straight.summary(drawn)
+    assert straight.summary(drawn)["people"]["frames_with_figure"] == 6
     np.testing.assert_array_equal(np.stack(resumed.detected), np.stack(straight.detected))
+
+
+class _Blobs:
+    """A detector that sees white squares as people: the largest one, as 25 body points on it."""
+
+    def detect(self, frame):
+        white = (frame == 255).all(axis=-1)
+        count, ids, stats, centres = cv2.connectedComponentsWithStats(white.astype(np.uint8))
+        if count < 2:
+            return None
+        biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        ys, xs = np.nonzero(ids == biggest)
+        pose = np.zeros((layout.NUM_KEYPOINTS, 3), np.float32)
+        pick = np.linspace(0, len(xs) - 1, layout.NUM_BODY).astype(int)
+        pose[layout.BODY, 0], pose[layout.BODY, 1], pose[layout.BODY, 2] = xs[pick], ys[pick], 1.0
+        return pose
+
+    def close(self):
+        pass
+
+
+def test_the_people_check_finds_the_asked_body_at_its_figure_and_anybody_else_elsewhere():
+    """The second-person check: the asked figure's region (dilated by 6% of the frame height) is
+    painted grey and the detector looks again; anybody it finds is a second person."""
+    frames = np.zeros((4, 64, 64, 3), np.uint8)
+    labels = np.zeros((4, 64, 64, 3), np.uint8)
+    labels[:2, 10:51, 15] = 200                  # frames 0-1 ask for a figure: a line at x = 15
+    frames[:2, 20:31, 13:18] = 255               # the asked body, on its figure
+    frames[1:3, 20:31, 40:51] = 255              # frames 1-2: a larger second body elsewhere
+    score = SelfScore(_Blobs(), 0, 64, _Blobs())  # frame 3: nobody and no figure
+    score.add(frames, None, labels)
+    assert score.people == {"found": [True, False, False, False], "second": [False, True, True, False],
+                            "has_figure": [True, True, False, False]}
+    counts = people_counts(*score.people_arrays())
+    assert counts["asked_body_found_rate"] == 0.5 and counts["second_person_rate"] == 0.5
+    assert counts["frames_with_figure"] == 2 and counts["second_person_frames"] == 2
+    region = asked_region(labels[0])
+    assert region[30, 15] and region[30, 19] and not region[30, 21] and not region[30, 40]
 
 
 # ----------------------------------------------------------------------------- real footage
@@ -381,7 +422,10 @@ class _Drawn:
         self.answers, self.closed = list(poses), False
 
     def detect(self, frame):
-        kps = self.answers.pop(0).copy()
+        kps = self.answers.pop(0)
+        if kps is None:  # nobody
+            return None
+        kps = kps.copy()
         kps[:, :2] += np.float32([3, 4]) * (kps[:, 2:] > 0)
         return kps
 
@@ -393,13 +437,21 @@ def test_transfer_scores_itself_against_the_poses_it_drew(synthetic_target, tmp_
     config = transfer_config(synthetic_target, synthetic_frames=6, chunk_frames=4, detect_min_side=0, self_score=True)
     target = transfer.load_target(config)
     drawn = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats).keypoints
-    made = []
-    monkeypatch.setattr(transfer.pose_detector, "from_config", lambda pose: made.append(_Drawn(drawn)) or made[-1])
+    made = []  # the scorer's detectors: the first sees the output, the second the output with the figure greyed
+
+    def make(pose):
+        made.append(_Drawn(drawn) if not made else _Drawn([None] * len(drawn)))
+        return made[-1]
+
+    monkeypatch.setattr(self_score.pose_detector, "from_config", make)
     written = spy_on_writes(monkeypatch)
     main.run(config, str(tmp_path / "out"))
     summary = json.load(open(tmp_path / "out" / "transfer_summary.json"))
     score = summary["sources"][0]["self_score"]
-    assert len(made) == 1 and made[0].closed and not made[0].answers  # one detector, one call per frame
+    assert len(made) == 2 and all(d.closed and not d.answers for d in made)  # one call per frame each
+    people = score["people"]
+    assert people["frames"] == 6 and people["second_person_frames"] == 0 and people["second_person_rate"] == 0.0
+    assert summary["self_score"]["people"]["second_person_rate"] == 0.0
     for part in ("body", "face", "hands", "overall"):
         assert score["pose"][f"{part}_distance"] == pytest.approx(5.0, abs=1e-4)
         assert score["pose"][f"{part}_missed_rate"] == 0.0
@@ -411,6 +463,7 @@ def test_transfer_scores_itself_against_the_poses_it_drew(synthetic_target, tmp_
     assert summary["self_score"]["pose"]["overall_distance"] == pytest.approx(5.0, abs=1e-4)
     out = capsys.readouterr().out
     assert "self score: pose distance 5.00 px (0% missed)" in out and "self score of the batch (1 video(s))" in out
+    assert "a second person in 0% of frames" in out
 
 
 def test_self_score_with_the_real_detector_and_a_source_without_frames(synthetic_target, tmp_path):
