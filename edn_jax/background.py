@@ -11,14 +11,18 @@ plate, it has only the person to draw (``model.background``):
   wherever the person is not, the background of any pose is the real one.
 
 The plate is a pure function of the training split and the frame size: per pixel, the median of
-the training frames in which the person's box (from its keypoints, grown by ``PERSON_MARGIN``) does
-not cover it. A pixel the person covers in almost every frame (a target who dances in place covers
-the same pixels all the time) has no such median; ``model.plate_fill`` says what it gets:
+the training frames in which the person does not cover it. A pixel the person covers in almost
+every frame (a target who dances in place covers the same pixels all the time) has no such median.
+``model.plate_fill`` says what counts as covered and what such a pixel gets:
 
-* ``"inpaint"``: it is filled from the background around it (OpenCV's Telea inpainting, which
-  measured closest to known background among cv2's and cv2.xphoto's methods, docs/results.md);
-* ``"median"`` (models trained before the field): the median of all frames, which is the person, so
-  the plate keeps a blurred body where the target usually stands.
+* ``"inpaint"``: covered is within ``PLATE_COVER`` of the figure's height of its stick figure (the
+  solid part of ``pose_region``), so the pixels between the legs and beside the body are free in
+  the frames where they are; a pixel never free is filled from the background around it (OpenCV's
+  Telea inpainting, which measured closest to known background among cv2's and cv2.xphoto's
+  methods, docs/results.md);
+* ``"median"`` (models trained before the field): covered is inside the person's box (from its
+  keypoints, grown by ``PERSON_MARGIN``), and a pixel never free takes the median of all frames,
+  which is the person, so the plate keeps a blurred body where the target usually stands.
 
 With ``model.composite_region`` > 0 the mask is also confined to the pose asked for: it is
 multiplied by ``pose_region`` of the stick figure (on within that fraction of the figure's height of
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edn_jax.input_pipeline import fit_record
-from edn_jax.pose import layout
+from edn_jax.pose import layout, render
 
 MODES = ("none", "input", "composite")
 FILLS = ("inpaint", "median")  # model.plate_fill: what a pixel never free of the person gets
@@ -47,6 +51,7 @@ PERSON_MARGIN = 0.15  # the person's box grows by this fraction of its height on
 MIN_UNCOVERED = 0.1   # a pixel needs this share of the sampled frames free of the person
 STRIP_ROWS = 64       # rows per median pass: memory stays ~PLATE_SAMPLES x 64 rows x width
 INPAINT_RADIUS = 5    # px around a filled pixel that Telea's inpainting draws from
+PLATE_COVER = 0.2     # "inpaint": the person covers pixels within this fraction of its figure's height
 MOSTLY_FILLED = 0.5   # a plate with more of its frame filled than this is reported as a warning
 REGION_FADE = 0.5     # pose_region falls from 1 to 0 over this fraction of its radius beyond it
 REGION_GRID = 128     # pose_region measures distances on a grid of at most this many cells a side
@@ -108,6 +113,7 @@ def plate_with_mask(frames: np.ndarray, keypoints: np.ndarray, fill: str = "inpa
         raise ValueError(f"plate fill {fill!r} is not one of {FILLS}")
     frames = np.asarray(frames)
     n, h, w = frames.shape[:3]
+    cover = figure_cover(keypoints, h, w) if fill == "inpaint" else None
     boxes = person_boxes(keypoints, h, w)
     out = np.empty((h, w, 3), np.uint8)
     filled = np.zeros((h, w), bool)
@@ -115,11 +121,14 @@ def plate_with_mask(frames: np.ndarray, keypoints: np.ndarray, fill: str = "inpa
     for r0 in range(0, h, STRIP_ROWS):
         r1 = min(h, r0 + STRIP_ROWS)
         strip = frames[:, r0:r1].astype(np.float32)
-        covered = np.zeros(strip.shape[:3], bool)
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            a, b = max(y0, r0) - r0, min(y1, r1) - r0
-            if b > a and x1 > x0:
-                covered[i, a:b, x0:x1] = True
+        if cover is not None:
+            covered = cover[:, r0:r1]
+        else:
+            covered = np.zeros(strip.shape[:3], bool)
+            for i, (x0, y0, x1, y1) in enumerate(boxes):
+                a, b = max(y0, r0) - r0, min(y1, r1) - r0
+                if b > a and x1 > x0:
+                    covered[i, a:b, x0:x1] = True
         free = np.where(covered[..., None], np.nan, strip)
         enough = (~covered).sum(axis=0) >= need
         with warnings.catch_warnings():  # a pixel covered in every frame: its nanmedian is NaN, not used
@@ -130,6 +139,17 @@ def plate_with_mask(frames: np.ndarray, keypoints: np.ndarray, fill: str = "inpa
     if fill == "inpaint" and filled.any() and not filled.all():
         out = cv2.inpaint(out, filled.astype(np.uint8) * 255, INPAINT_RADIUS, cv2.INPAINT_TELEA)
     return Plate(out, filled, fill)
+
+
+def figure_cover(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Where each pose's person may be: within ``PLATE_COVER`` of its figure's height of its stick
+    figure, bool [N, H, W] (``pose_region``'s solid part)."""
+    out = np.zeros((len(keypoints), height, width), bool)
+    for i in range(0, len(keypoints), STRIP_ROWS):  # a few figures at a time keep memory small
+        labels = render.render_stick_figures(np.asarray(keypoints[i:i + STRIP_ROWS], np.float32), height, width)
+        region = pose_region(jnp.asarray(labels, jnp.float32) / 127.5 - 1.0, PLATE_COVER)
+        out[i:i + STRIP_ROWS] = np.asarray(region[..., 0]) >= 1.0
+    return out
 
 
 def plate(frames: np.ndarray, keypoints: np.ndarray, fill: str = "inpaint") -> np.ndarray:

@@ -39,11 +39,10 @@ def test_the_plate_is_the_scene_behind_a_moving_person():
     still, still_poses = np.repeat(frames[:1], 12, axis=0), np.repeat(poses[:1], 12, axis=0)
     np.testing.assert_array_equal(background.plate(still, still_poses, "median"), frames[0])
     filled = background.plate_with_mask(still, still_poses)
-    box = np.zeros((H, W), bool)
-    x0, y0, x1, y1 = background.person_boxes(poses[:1], H, W)[0]
-    box[y0:y1, x0:x1] = True
-    np.testing.assert_array_equal(filled.filled, box)
-    np.testing.assert_array_equal(filled.image[~box], scene[~box])
+    cover = background.figure_cover(poses[:1], H, W)[0]  # the figure grown by PLATE_COVER of its height
+    assert cover[8:32, 4:12].all() and cover.mean() < 0.2
+    np.testing.assert_array_equal(filled.filled, cover)
+    np.testing.assert_array_equal(filled.image[~cover], scene[~cover])
     red = (filled.image[..., 0] > 200) & (filled.image[..., 1] < 60)
     assert not red[8:32, 4:12].any()  # no pixel of the person is left
 
