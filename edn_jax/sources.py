@@ -148,8 +148,8 @@ class PreparedSource:
     frames: Callable[[], Iterator[np.ndarray]] | None  # the source's RGB frames again (None: poses only)
     media: str | None              # the video file frames and audio come from
     normalized: bool
-    travel_kept: float = 1.0       # the fraction of the source's horizontal travel kept (transfer.travel="fit")
-    moved_in_frame: np.ndarray | None = None  # [T] bool: the figure was shifted to stay inside the frame
+    travel_kept: float             # the fraction of the source's horizontal travel kept (transfer.travel="fit")
+    moved_in_frame: np.ndarray     # [T] bool: the figure was shifted to stay inside the frame
 
     @property
     def num_frames(self) -> int:
@@ -279,15 +279,14 @@ def prepare_source(config, spec: SourceSpec, height: int, width: int, target_sta
         kept = float(normalization.travel_kept(src_stats, target_stats)) if fit else 1.0
     else:
         keypoints = in_frame
+    if config.transfer.no_person == "plate":
+        keypoints = np.where(held[:, None, None], np.float32(0), keypoints)
     moved = np.zeros(len(keypoints), bool)
     if fit:
         keypoints, moved = (np.asarray(v) for v in normalization.keep_in_frame(
             keypoints, height, width, frame_margin(height, width)))
-        keypoints = keypoints.astype(np.float32)
-    if config.transfer.no_person == "plate":
-        keypoints = np.where(held[:, None, None], np.float32(0), keypoints)
-    return PreparedSource(spec, keypoints, in_frame, float(seq.fps), tf, no_person, held, frames, media, normalize,
-                          kept, moved & ~held if config.transfer.no_person == "plate" else moved)
+    return PreparedSource(spec, keypoints.astype(np.float32), in_frame, float(seq.fps), tf, no_person, held, frames,
+                          media, normalize, kept, moved)
 
 
 def frame_count_estimate(config, spec: SourceSpec) -> int:

@@ -294,7 +294,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
                     result.frames_without_person = int(source.no_person.sum())
                     result.interpolated, result.held = int(source.interpolated.sum()), int(source.held.sum())
                     result.travel_kept, result.no_person = source.travel_kept, t.no_person
-                    result.moved_in_frame = int(source.moved_in_frame.sum()) if source.moved_in_frame is not None else 0
+                    result.moved_in_frame = int(source.moved_in_frame.sum())
                     scorer = SelfScore.from_config(config, H) if t.self_score else None
                     key = render_resume.fingerprint(config, spec.label, spec.path, target.model.stage.name,
                                                     target.model.stage.num_steps, B, T)
