@@ -9,7 +9,8 @@ from 3+ frames away), in about 22 minutes on 2 CPU cores for the global stage. H
 
   python -m edn_jax.main --config configs/real_cpu.py --workdir runs/real \
       --config.input.video=../shared/data/single_person_cam01.mp4 --config.train.stages=global
-  python -m edn_jax.main --config configs/real_cpu.py --workdir runs/real --config.mode=evaluate
+  python -m edn_jax.main --config configs/real_cpu.py --workdir runs/real --config.mode=evaluate \
+      --config.train.stages=global
 
 (single_person_cam01's face is masked by a sphere, so its face stage has nothing to learn; footage
 with a visible face keeps the default ``global,face``.) The frame size is portrait (192 rows x 112

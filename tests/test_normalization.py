@@ -219,3 +219,15 @@ def test_stationary_person_is_degenerate_but_finite():
     assert np.isfinite(out).all()
     mid_target = 0.5 * float(tgt_stats.ankle_far + tgt_stats.ankle_close)
     np.testing.assert_allclose(np.median(out[:, B["RAnkle"], 1]), mid_target, atol=1.0)
+
+
+def test_statistics_stored_before_the_travel_range_read_as_unknown():
+    """A dataset built before ankle_left/ankle_right existed: its statistics load, with the travel range
+    unknown (transfer then recomputes the statistics from the dataset's poses)."""
+    stats = stats_fn(target_seq())
+    assert norm.has_travel_range(stats)
+    assert float(stats.ankle_left) < float(stats.center_x) < float(stats.ankle_right)
+    old = {k: v for k, v in norm.stats_to_dict(stats).items() if k not in norm.TRAVEL_FIELDS}
+    back = norm.stats_from_dict(old)
+    assert not norm.has_travel_range(back)
+    assert float(back.center_x) == pytest.approx(float(stats.center_x))
