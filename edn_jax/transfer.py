@@ -44,10 +44,10 @@ import numpy as np
 from edn_jax import (background, build, checkpoints, dataset, exemplar, progress, render_resume, stages, storage,
                      synthetic, video)
 from edn_jax.errors import EdnError
-from edn_jax.evaluate import fmt, missed_text, pose_scores
+from edn_jax.evaluate import pose_scores
 from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
-from edn_jax.self_score import SelfScore, people_counts
+from edn_jax.self_score import SelfScore, people_counts, score_text
 from edn_jax.pose import normalization, render
 from edn_jax.sources import (NO_PERSON_RULES, NORMALIZATIONS, TRAVELS, PreparedSource, SourceSpec,
                              frame_count_estimate, output_paths, prepare_source, resolve_sources, stats_in_frame)
@@ -417,25 +417,8 @@ def _describe(r: SourceResult) -> str:
         gaps += f"; {r.moved_in_frame} frames moved inside the frame"
     extras = ("; audio copied" if r.audio else "") + ("" if r.normalized else "; poses not normalized")
     files = ", ".join(storage.absolute(p) for p in r.outputs.values())
-    scored = f"; self score: {_score_text(r.self_score)}" if r.self_score else ""
+    scored = f"; self score: {score_text(r.self_score)}" if r.self_score else ""
     return f"rendered {r.spec.name}: {r.frames} frames at {r.fps:.2f} fps{gaps}{extras}{scored} -> {files}"
-
-
-def _percent(rate) -> str:
-    return "-" if rate is None else f"{100 * rate:.0f}%"
-
-
-def _score_text(score: dict) -> str:
-    """'pose distance 3.10 px (8% missed), asked body found in 97% of figured frames, a second person
-    in 0% of frames, frame jitter 1.20 (source 1.40)' (jitter only per video)."""
-    pose, jitter, people = score["pose"], score.get("frame_jitter"), score.get("people")
-    text = f"pose distance {fmt(pose['overall_distance'], 2)} px ({missed_text(pose['overall_missed_rate'])})"
-    if people:
-        text += (f", asked body found in {_percent(people['asked_body_found_rate'])} of frames with a figure, "
-                 f"a second person in {_percent(people['second_person_rate'])} of frames")
-    if jitter:
-        text += f", frame jitter {fmt(jitter['output'], 2)} (source {fmt(jitter['source'], 2)})"
-    return text
 
 
 def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
@@ -492,7 +475,7 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
     for r in ordered:
         print("  " + _describe(r))
     if batch_score:
-        print(f"  self score of the batch ({batch_score['videos']} video(s)): {_score_text(batch_score)}")
+        print(f"  self score of the batch ({batch_score['videos']} video(s)): {score_text(batch_score)}")
     failed = [r for r in ordered if r.status == "failed"]
     if len(ordered) == 1 and failed:
         raise EdnError(failed[0].error)

@@ -5,9 +5,9 @@ launched twice, a scheduled job overlapping a manual one) would interleave check
 and videos. ``workdir_lock`` is held for a whole run:
 
 * a local workdir: ``fcntl.flock`` on ``<workdir>/.edn_jax.lock``, which the kernel releases when
-  the process dies, so kill -9 leaves no stale lock. The holder writes who it is (pid, host, mode,
-  start time) into the file; a second run reads that and stops with one ``EdnError`` line, having
-  written nothing;
+  the process dies, so kill -9 leaves no stale lock (only the file, which the next run takes). The
+  holder writes who it is (pid, host, mode, start time) into the file and removes it when done; a
+  second run reads it and stops with one ``EdnError`` line, having written nothing;
 * a ``gs://`` workdir (no file locks in an object store): the object ``<workdir>/.edn_jax.lock``
   holds the owner and a heartbeat the owner rewrites every ``HEARTBEAT_S``. A second run stops while
   the heartbeat is fresh, and takes the lock over (saying so) once it is older than ``STALE_AFTER_S``;
@@ -123,10 +123,11 @@ def _local_lock(workdir: str, mode: str):
         os.pwrite(fd, text, 0)
         yield
     finally:
-        # A workdir this run created and left empty (it stopped at a check) goes again, as before.
-        if created and os.listdir(path) == [LOCK_NAME]:
-            with contextlib.suppress(OSError):
-                os.remove(lock_path)
+        # The lock file goes while still locked (a run that opened it meanwhile sees it replaced and
+        # locks the new one), and a workdir this run created and left empty goes too, as before.
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)
+            if created and not os.listdir(path):
                 os.rmdir(path)
         os.close(fd)  # releases the flock
 

@@ -68,8 +68,8 @@ def test_tiny_check_runs_every_kind_of_measurement_without_the_data_stack(tmp_pa
     assert summary["failed"] == [] and summary["skipped"] == (
         [] if torch_python else ["torch_train_global_b2_float32", "torch_render_local_noface_float32"])
     peak = results["matmul_float32"]["flops_per_s"]
-    assert summary["mfu"]["train_global_b2_float32"] == pytest.approx(
-        train["flops_per_step"] / train["step_s_median"] / peak, rel=1e-3)
+    assert summary["mfu"]["train_global_b2_float32"] == pytest.approx(  # the summary rounds to 4 decimals
+        train["flops_per_step"] / train["step_s_median"] / peak, abs=5e-5)
     assert summary["bf16_over_f32"]["train_global_b2"] == pytest.approx(
         results["train_global_b2_bfloat16"]["images_per_s"] / train["images_per_s"], rel=1e-2)
     if torch_python:  # the same networks on both sides, and the ratio of their speeds

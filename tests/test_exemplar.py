@@ -234,8 +234,9 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
     assert not empty[..., 3:].any()
     np.testing.assert_array_equal(render.render_stick_figure(np.zeros((layout.NUM_KEYPOINTS, 3)), SIZE, SIZE),
                                   empty[..., 3:])
-    # The target's bank takes the model's plate; one without it computes the same plate from the split.
-    alone = exemplar.ExemplarBank(train_split, SIZE, SIZE)
+    # The target's bank takes the model's plate; one without it computes the same plate from the split
+    # (filled as the model's is).
+    alone = exemplar.ExemplarBank(train_split, SIZE, SIZE, plate_fill=target.model.renderer.plate_fill)
     np.testing.assert_array_equal(alone.lookup(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32))[0], empty)
     with pytest.raises(ValueError, match="render size"):
         exemplar.ExemplarBank(train_split, SIZE, SIZE, plate=empty[:-1, :, :3])

@@ -74,7 +74,12 @@ def test_synthetic_transfer_end_to_end(synthetic_target, tmp_path, monkeypatch, 
     summary = json.load(open(os.path.join(synthetic_target[1], "train_summary.json")))
     split = dataset.open_split(summary["dataset"], "train")
     raw = synthetic.synthetic_keypoints(3, 20, SIZE, SIZE, 24.0)
-    expected_kps = np.asarray(normalization.normalize_sequence(raw, normalization.pose_statistics(raw), split.stats))
+    # transfer.travel="fit": the travel fit into the target's (averaged over half a second) and kept in frame.
+    normalized = normalization.normalize_sequence(raw, normalization.pose_statistics(raw), split.stats,
+                                                  fit_travel=True, travel_window=sources.travel_window(24.0))
+    expected_kps = np.asarray(normalization.keep_in_frame(normalized, SIZE, SIZE, sources.frame_margin(SIZE, SIZE))[0])
+    assert np.abs(expected_kps - np.asarray(normalization.normalize_sequence(
+        raw, normalization.pose_statistics(raw), split.stats))).max() < 2.0  # a small shift: the travel nearly fits
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], target.height, target.width,
                                     target.stats)
     np.testing.assert_allclose(source.keypoints, expected_kps, atol=1e-3)
@@ -172,7 +177,7 @@ def test_missing_model_is_refused(tmp_path):
     (tmp_path / "empty" / "checkpoints").mkdir()
     with pytest.raises(EdnError, match="holds no checkpoint"):
         main.run(config, str(tmp_path / "out"))
-    assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".mp4")]
+    assert not list((tmp_path / "out").glob("*.mp4"))  # (a workdir the refused runs created is gone again)
 
 
 @pytest.mark.slow
@@ -208,7 +213,7 @@ def _keypoint_file(path, seed, frames):
     return kps
 
 
-def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target, tmp_path):
+def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target, tmp_path, monkeypatch):
     folder = tmp_path / "sources"
     folder.mkdir()
     _keypoint_file(folder / "alpha.npz", 5, 10)
@@ -221,6 +226,7 @@ def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target,
     (workdir / "done.mp4").write_bytes(b"rendered yesterday")
     config = transfer_config(synthetic_target, source=f"@{folder / 'list.txt'}", batch_videos=2, chunk_frames=4)
 
+    written = spy_on_writes(monkeypatch)
     with pytest.raises(EdnError, match=r"1 of 4 sources failed: .*broken\.mp4 \(cannot read"):
         main.run(config, str(workdir))
     assert sorted(os.listdir(workdir)) == ["alpha.mp4", "beta.mp4", "done.mp4", "transfer_summary.json"]
@@ -230,7 +236,8 @@ def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target,
     target = transfer.load_target(config)
     spec = sources.SourceSpec("alpha", "keypoints", str(folder / "alpha.npz"))
     expected, _ = reference_render(target, sources.prepare_source(config, spec, SIZE, SIZE, target.stats).keypoints)
-    assert len(alpha) == 10 and mean_abs(alpha, through_codec(expected, 30.0, tmp_path)) < 4.0
+    assert len(alpha) == 10 and mean_abs(alpha, through_codec(expected, 30.0, tmp_path)) < 5.0  # codec noise
+    assert np.abs(np.stack(written["alpha.mp4"]).astype(int) - expected.astype(int)).max() <= 1  # before the codec
     status = {s["name"]: s["status"] for s in json.load(open(workdir / "transfer_summary.json"))["sources"]}
     assert status == {"alpha": "rendered", "broken": "failed", "beta": "rendered", "done": "skipped"}
 
