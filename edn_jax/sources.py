@@ -246,8 +246,9 @@ def travel_window(fps: float) -> int:
 
 
 def frame_margin(height: int, width: int) -> float:
-    """How close (px) a kept-in-frame figure comes to the edge: two stick widths, so no limb is cut."""
-    return 2.0 * render.stick_thickness(height, width)
+    """How close (px) a kept-in-frame figure's points come to the edge: two stick widths and the 2 px a
+    joint's dot and its anti-aliasing reach past its point, so no drawn pixel touches the edge."""
+    return 2.0 * render.stick_thickness(height, width) + 2.0
 
 
 def prepare_source(config, spec: SourceSpec, height: int, width: int, target_stats: normalization.PoseStats,

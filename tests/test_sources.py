@@ -85,3 +85,24 @@ def test_frames_without_a_person_follow_the_chosen_rule(tmp_path, rule):
         # Frames 25-34 hold frame 24's pose, 35-44 frame 45's, each where the normalization put it.
         np.testing.assert_array_equal(prepared.keypoints[30], prepared.keypoints[24])
         np.testing.assert_array_equal(prepared.keypoints[40], prepared.keypoints[45])
+
+
+@pytest.mark.parametrize("travel", ["fit", "full"])
+def test_a_source_walking_out_of_the_frame_is_kept_inside_it_unless_its_full_travel_is_asked(tmp_path, travel):
+    from edn_jax.pose import pipeline
+
+    kps = synthetic.synthetic_keypoints(2, 60, 128, 256)
+    present = kps[..., 2] > 0
+    kps[..., 0] = np.where(present, kps[..., 0] + np.linspace(-140, 140, 60)[:, None], 0)  # across and out
+    path = str(tmp_path / "walk.npz")
+    pipeline.save_keypoints(path, pipeline.PoseSequence(kps, kps, 30.0, 128, 256, "synthetic:2"))
+    config = default.get_config()
+    config.transfer.source, config.transfer.travel = path, travel
+    target = normalization.pose_statistics(synthetic.synthetic_keypoints(0, 120, 96, 64))
+    prepared = sources.prepare_source(config, sources.resolve_sources(config)[0], 96, 64, target)
+    drawn = render.render_stick_figures(prepared.keypoints, 96, 64).max(axis=-1) > 0
+    edges = drawn[:, 0].any(1) | drawn[:, -1].any(1) | drawn[:, :, 0].any(1) | drawn[:, :, -1].any(1)
+    if travel == "fit":
+        assert drawn.any(axis=(1, 2)).all() and not edges.any() and prepared.travel_kept < 0.5
+    else:
+        assert edges.sum() + (~drawn.any(axis=(1, 2))).sum() >= 10 and prepared.travel_kept == 1.0
