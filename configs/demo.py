@@ -1,9 +1,10 @@
 """The demo: train the full model on the built-in synthetic subject, on 2 CPU cores in about 10 minutes.
 
-(10:45 measured with ``./launch.sh demo`` on an idle 2-core machine: 5:05 global stage, 3:37 face
-stage, the rest building, held-out scores and transfer. Held-out: body-crop LPIPS 0.074 against the
-nearest training frame's 0.138, whole-frame SSIM 0.923 against the mean training frame's 0.773 and
-the nearest training frame's 0.820; docs/results.md, "The demo with the recipe".)
+(10:45 measured with ``./launch.sh demo`` on an idle 2-core machine before the plate was inpainted
+and the mask confined to the pose: 5:05 global stage, 3:37 face stage, the rest building, held-out
+scores and transfer. Held-out now: body-crop LPIPS 0.066 against the nearest training frame's 0.138,
+whole-frame SSIM 0.931 against the mean training frame's 0.773 and the nearest training frame's
+0.820; docs/results.md, "Transfer from real sources".)
 
   ./launch.sh demo
   # same as training, then transferring another synthetic dancer's motion onto the trained target:
