@@ -61,20 +61,28 @@ def test_sources_from_globs_lists_and_names(tmp_path):
     assert [(s.name, s.kind) for s in sources.resolve_sources(config)] == [("synthetic_seed1", "synthetic")]
 
 
+def _prepared(tmp_path, kps, source_hw, model_hw, **transfer):
+    """``kps`` [T, 137, 3] of a source_hw video saved as pose mode would, prepared for a model_hw
+    model of the synthetic subject with ``transfer`` fields set."""
+    from edn_jax.pose import pipeline
+
+    path = str(tmp_path / "source.npz")
+    pipeline.save_keypoints(path, pipeline.PoseSequence(kps, kps, 30.0, *source_hw, "synthetic:2"))
+    config = default.get_config()
+    config.transfer.source = path
+    for key, value in transfer.items():
+        config.transfer[key] = value
+    target = normalization.pose_statistics(synthetic.synthetic_keypoints(0, 120, *model_hw))
+    return sources.prepare_source(config, sources.resolve_sources(config)[0], *model_hw, target)
+
+
 @pytest.mark.parametrize("rule", ["hold", "plate"])
 def test_frames_without_a_person_follow_the_chosen_rule(tmp_path, rule):
     """transfer.no_person: frames the gap filler could not reach hold the nearest pose, placed as the
     normalization places its frame ("hold"), or have no figure at all ("plate")."""
-    from edn_jax.pose import pipeline
-
     kps = synthetic.synthetic_keypoints(2, 60, 128, 128)
     kps[25:45] = 0.0  # the person lost for 20 frames, and not filled
-    path = str(tmp_path / "lost.npz")
-    pipeline.save_keypoints(path, pipeline.PoseSequence(kps, kps, 30.0, 128, 128, "synthetic:2"))
-    config = default.get_config()
-    config.transfer.source, config.transfer.no_person = path, rule
-    target = normalization.pose_statistics(synthetic.synthetic_keypoints(0, 120, 128, 128))
-    prepared = sources.prepare_source(config, sources.resolve_sources(config)[0], 128, 128, target)
+    prepared = _prepared(tmp_path, kps, (128, 128), (128, 128), no_person=rule)
     assert prepared.held.tolist() == [25 <= t < 45 for t in range(60)]
     present = prepared.keypoints[:, layout.BODY, 2].max(axis=1) > 0
     if rule == "plate":
@@ -89,17 +97,10 @@ def test_frames_without_a_person_follow_the_chosen_rule(tmp_path, rule):
 
 @pytest.mark.parametrize("travel", ["fit", "full"])
 def test_a_source_walking_out_of_the_frame_is_kept_inside_it_unless_its_full_travel_is_asked(tmp_path, travel):
-    from edn_jax.pose import pipeline
-
     kps = synthetic.synthetic_keypoints(2, 60, 128, 256)
     present = kps[..., 2] > 0
     kps[..., 0] = np.where(present, kps[..., 0] + np.linspace(-140, 140, 60)[:, None], 0)  # across and out
-    path = str(tmp_path / "walk.npz")
-    pipeline.save_keypoints(path, pipeline.PoseSequence(kps, kps, 30.0, 128, 256, "synthetic:2"))
-    config = default.get_config()
-    config.transfer.source, config.transfer.travel = path, travel
-    target = normalization.pose_statistics(synthetic.synthetic_keypoints(0, 120, 96, 64))
-    prepared = sources.prepare_source(config, sources.resolve_sources(config)[0], 96, 64, target)
+    prepared = _prepared(tmp_path, kps, (128, 256), (96, 64), travel=travel)
     drawn = render.render_stick_figures(prepared.keypoints, 96, 64).max(axis=-1) > 0
     edges = drawn[:, 0].any(1) | drawn[:, -1].any(1) | drawn[:, :, 0].any(1) | drawn[:, :, -1].any(1)
     if travel == "fit":
