@@ -1,6 +1,7 @@
 """One writer per workdir: a second run into a workdir in use is refused in one line and writes
 nothing; a killed holder leaves no stale lock; runs sharing a dataset directory build it once."""
 
+import json
 import os
 import signal
 import subprocess
@@ -93,28 +94,44 @@ def test_build_mode_refuses_a_second_run_and_finishes_as_alone(tmp_path, monkeyp
     assert sorted(listing(tmp_path / "alone")) == sorted(listing(workdir))
 
 
-def test_train_mode_refuses_a_second_run(tmp_path, monkeypatch):
+def _metrics(workdir: str) -> dict:
+    with open(os.path.join(workdir, "train_summary.json")) as f:
+        return json.load(f)["stages"][0]["metrics"]
+
+
+def test_train_mode_refuses_a_second_run_and_finishes_as_alone(tmp_path, monkeypatch):
     config = tiny.get_config()
     config.train.num_steps, config.train.decay_steps, config.train.evaluate_holdout = 1, 0, False
+    main.run(config, str(tmp_path / "alone"))
     workdir = str(tmp_path / "work")
     refused(run_with_a_contender(monkeypatch, config, workdir), workdir, "train")
-    assert os.path.isfile(os.path.join(workdir, "train_summary.json"))
-    assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME + ".tmp"))
+    alone, held = _metrics(str(tmp_path / "alone")), _metrics(workdir)
+    assert {k: v for k, v in held.items() if k != "steps_per_sec"} == pytest.approx(
+        {k: v for k, v in alone.items() if k != "steps_per_sec"}, rel=1e-6)
+    assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_NAME))  # gone when the run ends
 
 
-def test_evaluate_and_transfer_modes_refuse_a_second_run(synthetic_target, tmp_path, monkeypatch):
+def test_evaluate_and_transfer_modes_refuse_a_second_run_and_finish_as_alone(synthetic_target, tmp_path,
+                                                                             monkeypatch):
     config = transfer_config(synthetic_target, synthetic_frames=4, chunk_frames=4)
+    main.run(config, str(tmp_path / "transfer_alone"))
     workdir = str(tmp_path / "transfer")
     refused(run_with_a_contender(monkeypatch, config, workdir), workdir, "transfer")
-    assert os.path.isfile(os.path.join(workdir, "synthetic_seed1.mp4"))
+    for name in ("synthetic_seed1.mp4",):
+        assert open(os.path.join(workdir, name), "rb").read() == open(tmp_path / "transfer_alone" / name, "rb").read()
     monkeypatch.undo()
     config = transfer_config(synthetic_target)
     config.mode = "evaluate"
     config.evaluate.model_workdir, config.evaluate.pose_distance, config.evaluate.max_frames = \
         synthetic_target[1], False, 4
+    main.run(config, str(tmp_path / "evaluate_alone"))
     workdir = str(tmp_path / "evaluate")
     refused(run_with_a_contender(monkeypatch, config, workdir), workdir, "evaluate")
-    assert os.path.isdir(os.path.join(workdir, "evaluation"))
+    stage = os.listdir(os.path.join(workdir, "evaluation"))[0]
+    first, alone = (json.load(open(os.path.join(d, "evaluation", stage, "metrics.json")))
+                    for d in (workdir, tmp_path / "evaluate_alone"))
+    first.pop("outputs"), alone.pop("outputs")  # their paths name the workdir
+    assert first == alone
 
 
 HOLDER = """
