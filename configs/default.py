@@ -261,7 +261,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.transfer.batch_videos = 0          # videos rendered at once over the devices; 0 = one per local device
     # Self score: the detector on every rendered frame against the normalized pose it was asked to draw
     # (pose distance, missed detections) and the output's frame jitter next to the source's, per video and
-    # for the batch, in transfer_summary.json. Costs one detection per output frame.
+    # for the batch, in transfer_summary.json; and the people check: the asked body found at its figure, and
+    # anybody found with the figure's region boxed out (a second person). Costs two detections per output frame.
     config.transfer.self_score = True
     config.transfer.detect_min_side = 256     # frames are upscaled to this shorter side for detection only
     return config
