@@ -50,6 +50,7 @@ PLATE_SAMPLES = 120   # training frames, spread over the split, the plate is the
 PERSON_MARGIN = 0.15  # the person's box grows by this fraction of its height on each side
 MIN_UNCOVERED = 0.1   # a pixel needs this share of the sampled frames free of the person
 STRIP_ROWS = 64       # rows per median pass: memory stays ~PLATE_SAMPLES x 64 rows x width
+FIGURE_BATCH = 16     # stick figures drawn and measured at once by figure_cover
 INPAINT_RADIUS = 5    # px around a filled pixel that Telea's inpainting draws from
 PLATE_COVER = 0.2     # "inpaint": the person covers pixels within this fraction of its figure's height
 MOSTLY_FILLED = 0.5   # a plate with more of its frame filled than this is reported as a warning
@@ -114,7 +115,7 @@ def plate_with_mask(frames: np.ndarray, keypoints: np.ndarray, fill: str = "inpa
     frames = np.asarray(frames)
     n, h, w = frames.shape[:3]
     cover = figure_cover(keypoints, h, w) if fill == "inpaint" else None
-    boxes = person_boxes(keypoints, h, w)
+    boxes = person_boxes(keypoints, h, w) if cover is None else None
     out = np.empty((h, w, 3), np.uint8)
     filled = np.zeros((h, w), bool)
     need = max(1, int(np.ceil(MIN_UNCOVERED * n)))
@@ -145,10 +146,10 @@ def figure_cover(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
     """Where each pose's person may be: within ``PLATE_COVER`` of its figure's height of its stick
     figure, bool [N, H, W] (``pose_region``'s solid part)."""
     out = np.zeros((len(keypoints), height, width), bool)
-    for i in range(0, len(keypoints), STRIP_ROWS):  # a few figures at a time keep memory small
-        labels = render.render_stick_figures(np.asarray(keypoints[i:i + STRIP_ROWS], np.float32), height, width)
+    for i in range(0, len(keypoints), FIGURE_BATCH):  # a few figures at a time keep memory small
+        labels = render.render_stick_figures(np.asarray(keypoints[i:i + FIGURE_BATCH], np.float32), height, width)
         region = pose_region(jnp.asarray(labels, jnp.float32) / 127.5 - 1.0, PLATE_COVER)
-        out[i:i + STRIP_ROWS] = np.asarray(region[..., 0]) >= 1.0
+        out[i:i + FIGURE_BATCH] = np.asarray(region[..., 0]) >= 1.0
     return out
 
 
