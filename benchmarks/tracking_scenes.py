@@ -3,8 +3,9 @@ people turned upside down or sideways.
 
 ``scenes``: each scene of ``edn_jax.synthetic.scenes`` (a subject displaced far in one frame, one
 who leaves while someone else crosses and comes back elsewhere, two people crossing, a second
-person standing behind the subject) is tracked with MediaPipe and the default tracker, once with
-the identity rules (clothes colours by region) and once with them off
+person standing behind the subject, a subject flipping into the shade while someone walks by) is
+tracked with MediaPipe and the default tracker, once with the identity rules (clothes colours by
+region) and once with them off
 (``pose.max_appearance_distance=1.0``: position only, as the tracker was before them). For each:
 frames with the subject over frames it is visible on, swaps (a skeleton or face that is not the
 subject's), frames with a hand on another person, the per-frame statuses and frames/s.
@@ -31,7 +32,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-_SCENES = flags.DEFINE_list("scenes", ["jump", "leave_and_return", "crossing", "behind"], "Scenes to track.")
+_SCENES = flags.DEFINE_list("scenes", ["jump", "leave_and_return", "crossing", "behind", "flip_in_shade"],
+                            "Scenes to track.")
 _ANGLES = flags.DEFINE_list("angles", [str(a) for a in range(0, 360, 30)], "Rotations (degrees) to detect at.")
 _FRAMES = flags.DEFINE_integer("rotation_frames", 8, "Synthetic frames per angle.")
 

@@ -132,7 +132,16 @@ def test_pose_mode_says_per_frame_why_the_subject_is_missing(tmp_path):
         {"first": 10, "last": 12, "status": "filled", "reason": "not_detected"},
         {"first": 13, "last": 16, "status": "filled", "reason": "other_person"},
         {"first": 20, "last": 33, "status": "other_person", "reason": "other_person"}]
+    # Every frame that is not tracked has the tracker's reason: nobody found, or who was found and why not.
+    reasons = {r["frame"]: r for r in summary["frame_reasons"]}
+    assert sorted(reasons) == [t for t, s in enumerate(expected) if s != "tracked"]
+    for t in range(10, 13):
+        assert reasons[t]["status"] == "filled" and reasons[t]["reason"].startswith("nobody found"), reasons[t]
+    for t in list(range(13, 17)) + list(range(20, 34)):
+        assert reasons[t]["reason"].startswith("1 found, none the subject"), reasons[t]
+        assert "far" in reasons[t]["reason"] or "size" in reasons[t]["reason"], reasons[t]
     seq = pipeline.load_keypoints(str(tmp_path / "work" / "keypoints.npz"))
     assert seq.status.tolist() == expected
     assert seq.missing_reason.tolist() == ([""] * 10 + ["not_detected"] * 3 + ["other_person"] * 4 + [""] * 3
                                            + ["other_person"] * 14 + [""] * 2)
+    assert [seq.tracker_reasons[t] for t in sorted(reasons)] == [reasons[t]["reason"] for t in sorted(reasons)]

@@ -129,6 +129,32 @@ def test_clothes_by_region_tell_people_apart_and_find_a_skeleton_with_another_pe
     assert appearance.regions_of_other(look_a, look_b, look_a) == []
 
 
+def test_tones_match_a_person_in_the_shade_where_the_clothes_histograms_do_not():
+    """The same clothes in the shade (darker, bluer and duller: scenes.SHADE): the hue-saturation
+    histograms move bins, the tones relative to the person's own mean stay close; another person's
+    differ. A light that only scales the channels cancels out."""
+    from edn_jax.synthetic.painter import render_synthetic_scene
+    from edn_jax.synthetic.scenes import SHADE
+
+    frame, a, b = _two_people_frame()
+    sun_a, look_b = appearance.describe(frame, a, 0.3), appearance.describe(frame, b, 0.3)
+    scaled = render_synthetic_scene([(a, 0), (b, 2)], H, W, [np.array([SHADE[0], (0, 0, 0)]), None])
+    shade = render_synthetic_scene([(a, 0), (b, 2)], H, W, [np.array(SHADE), None])
+    scaled_a, shade_a = appearance.describe(scaled, a, 0.3), appearance.describe(shade, a, 0.3)
+    assert set(sun_a.tones) == set(sun_a.colours)
+    assert appearance.distance(sun_a, shade_a) > 0.65             # the histograms refuse him
+    assert appearance.relative_distance(sun_a, shade_a) < tracking.TONE_MATCH  # the tones do not
+    assert appearance.relative_distance(sun_a, scaled_a) < 0.15  # (not 0: TONE_FLOOR keeps dark regions steady)
+    assert appearance.relative_distance(sun_a, look_b) > tracking.TONE_MATCH
+    assert appearance.relative_distance(shade_a, look_b) > tracking.TONE_MATCH
+    assert appearance.relative_distance(sun_a, sun_a) == pytest.approx(0.0, abs=1e-6)
+    few = ("torso", "l_upper_arm")  # weight 2.5: relative to so few regions, different clothes can look alike
+    part = appearance.Appearance({r: sun_a.colours[r] for r in few}, sun_a.size, {r: sun_a.tones[r] for r in few})
+    assert appearance.relative_distance(part, shade_a) is None
+    blended = sun_a.blend(shade_a, 0.5)
+    np.testing.assert_allclose(blended.tones["torso"], (sun_a.tones["torso"] + shade_a.tones["torso"]) / 2)
+
+
 def test_a_subject_speeding_up_is_followed_by_its_velocity(monkeypatch):
     """Moving up to 0.4 of its size per frame, far beyond the 0.15 a standing prediction allows."""
     n = 14
@@ -144,6 +170,27 @@ def test_a_subject_speeding_up_is_followed_by_its_velocity(monkeypatch):
     monkeypatch.setattr(tracking._Person, "velocity", lambda self: np.zeros(2, np.float32))
     standing = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
     assert standing[-1] is None
+
+
+def test_a_subject_lost_mid_jump_is_found_where_its_velocity_lands_it(monkeypatch):
+    """Moving 0.3 of its size per frame, then unseen for 4 frames (a flip), then landed 1.5 sizes on:
+    beyond the 3 frames of velocity the prediction carries, on the line its last velocity draws."""
+    n = 16
+    a = _person(1, n, 0.4, -160, 40)
+    size = appearance.person_size(a[0], 0.3)
+    moving = a.copy()
+    step = np.minimum(0.1 + 0.05 * np.arange(n - 1), 0.3)  # speeding up to 0.3 per frame, landing at frame 10
+    step[10:] = 0.05
+    x = np.concatenate([[0.0], np.cumsum(step)]) * size
+    moving[:, :, 0] = np.where(a[..., 2] > 0, a[..., 0] + x[:, None], 0)
+    frames = [[] if 6 <= t < 10 else [moving[t]] for t in range(n)]
+    chosen = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
+    assert [c is not None for c in chosen] == [True] * 6 + [False] * 4 + [True] * 6
+    # Without carrying the velocity to the landing, the same frames are refused as too far.
+    monkeypatch.setattr(tracking, "LANDING_FRAMES", 0)
+    stats = tracking.TrackStats()
+    refused = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig(), stats))
+    assert refused[10] is None and "far" in stats.reasons[10]
 
 
 def test_statuses_say_why_the_subject_is_missing():

@@ -36,6 +36,7 @@ class PoseSequence:
     width: int
     source: str                # the video path, JSON dir, or "synthetic:<seed>"
     tracker_status: tuple[str, ...] = ()  # per frame, the tracker's tracking.STATUSES (empty: unknown)
+    tracker_reasons: tuple[str, ...] = ()  # per frame, why the tracker has no subject ("" where tracked; empty: unknown)
 
     @property
     def detected(self) -> np.ndarray:
@@ -146,7 +147,8 @@ def _detect_video(config) -> PoseSequence:
     if stats.tracked == 0:
         raise EdnError(f"no person detected in any of the {stats.frames} frames of {path}",
                        "use a video where a person is visible (whole body, not too small)")
-    return PoseSequence(raw, raw, info.fps, info.height, info.width, path, tuple(stats.status))
+    return PoseSequence(raw, raw, info.fps, info.height, info.width, path, tuple(stats.status),
+                        tuple(stats.reasons))
 
 
 def _read_openpose(config) -> PoseSequence:
@@ -159,7 +161,8 @@ def _read_openpose(config) -> PoseSequence:
     stats = tracking.TrackStats()
     chosen = tracking.track_candidates(people, height, width, tracker_config(config.pose), stats)
     raw = np.stack([layout.empty_pose() if p is None else p for p in chosen])
-    return PoseSequence(raw, raw, 30.0, height, width, config.input.openpose_dir, tuple(stats.status))
+    return PoseSequence(raw, raw, 30.0, height, width, config.input.openpose_dir, tuple(stats.status),
+                        tuple(stats.reasons))
 
 
 def _synthetic(config) -> PoseSequence:
@@ -201,7 +204,7 @@ def save_keypoints(path: str, seq: PoseSequence) -> None:
                 f, keypoints=seq.keypoints, raw_keypoints=seq.raw_keypoints, fps=np.float32(seq.fps),
                 height=np.int32(seq.height), width=np.int32(seq.width), source=np.str_(seq.source),
                 layout=np.str_(LAYOUT_NAME), face_boxes=face_boxes, face_valid=face_valid, frame_status=seq.status,
-                missing_reason=seq.missing_reason)
+                missing_reason=seq.missing_reason, frame_reasons=np.array(seq.tracker_reasons, dtype=np.str_))
 
 
 def load_keypoints(path: str) -> PoseSequence:
@@ -212,8 +215,9 @@ def load_keypoints(path: str) -> PoseSequence:
             if str(z["layout"]) != LAYOUT_NAME:
                 raise EdnError(f"{path} uses keypoint layout {z['layout']}", f"re-run pose mode ({LAYOUT_NAME})")
             status = tuple(str(v) or "tracked" for v in z["missing_reason"]) if "missing_reason" in z.files else ()
+            reasons = tuple(str(v) for v in z["frame_reasons"]) if "frame_reasons" in z.files else ()
             return PoseSequence(z["keypoints"], z["raw_keypoints"], float(z["fps"]), int(z["height"]),
-                                int(z["width"]), str(z["source"]), status)
+                                int(z["width"]), str(z["source"]), status, reasons)
     except (OSError, ValueError, KeyError) as e:
         raise EdnError(f"{path} is not a readable edn_jax keypoint file ({e})", "re-run pose mode to recreate it")
 
@@ -230,6 +234,14 @@ def status_runs(status: np.ndarray, reason: np.ndarray) -> list[dict]:
         else:
             runs.append({"first": t, "last": t, "status": str(s), "reason": str(why)})
     return runs
+
+
+def frame_reasons(status: np.ndarray, reasons: tuple[str, ...]) -> list[dict]:
+    """Every frame that is not tracked, with the tracker's reason: [{"frame", "status", "reason"}]
+    (a filled frame's reason is why the tracker had nobody there). Empty without the tracker's record."""
+    if not reasons:
+        return []
+    return [{"frame": t, "status": str(s), "reason": reasons[t]} for t, s in enumerate(status) if s != "tracked"]
 
 
 def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
@@ -293,6 +305,7 @@ def _write_pose_outputs(config, seq: PoseSequence, staged: fileio.StagedOutputs)
                "frames_filled": int((status == "filled").sum()),
                "frame_status": {s: int((status == s).sum()) for s in tracking.STATUSES},
                "frames_without_subject": status_runs(status, seq.missing_reason),
+               "frame_reasons": frame_reasons(status, seq.tracker_reasons),
                "fps": seq.fps, "height": seq.height, "width": seq.width, "outputs": outputs}
     with open(staged.path("summary"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -21,11 +21,21 @@ alone, which re-acquires a subject that jumped, flipped or left and came back el
 colours (OpenPose JSON input, or the check turned off) only position decides and nobody far
 away is accepted, so identities are never swapped.
 
+In other light (sun to shade) the clothes' histograms move bins. A candidate they refuse is
+still the subject when its tones (``appearance.relative_distance``: each region's colour relative
+to the person's own, which a change of light cancels) are within TONE_MATCH and either it is where
+the subject was going (near the prediction, or, lost for a few frames, where its last horizontal
+velocity carries a jump or flip: ``_near``) or another detection on the same frame is a known
+other person (the exclusion rule: ``_others_placed``), and no other person matches it better. A
+candidate refused there is not remembered as another person, so a subject in other light does
+not become "someone else" for the rest of the video.
+
 The subject's appearance model follows it slowly and is never updated from a frame where another
 person's box overlaps it; the others' models come from the frames they are seen on, including
 a whole-frame scan with the subject masked every ``scan_every`` frames. Each frame gets a
 status: tracked, not detected (nobody found) or other person (only other people, or mixed
-skeletons, found).
+skeletons, found), and each frame without the subject a reason: every person found, where, and
+the verdict with its figures (``TrackStats.reasons``).
 
 ``video_tracker.track_video`` runs the tracker over a video, detecting a few frames at once in
 threads.
@@ -53,8 +63,12 @@ MIXED_WEIGHT = 0.5        # regions (by appearance.REGION_WEIGHTS) on another pe
                           # a limb other than a forearm, both forearms, or the torso
 OVERLAP = 0.2             # box overlap (of the smaller box) that makes another person overlapping
 FAR_PENALTY = 0.1         # added to a candidate's appearance distance when it is away from the prediction
+TONE_MATCH = 0.6          # appearance.relative_distance still the subject in other light (with its place or the others')
+LANDING_FRAMES = 8        # frames a lost subject's horizontal velocity is carried to where it may land
+LANDING_REACH = 2.0       # ... at most this many subject sizes away
 ROTATIONS = (2, 1, 3)     # quarter turns tried when nobody is found upright: upside down first
 NOT_GIVEN = object()      # SubjectTracker.update: no detection was made ahead of time
+MIN_SIZE_RATIO = 0.4      # a candidate's size / the subject's last, at least (a crouch halves a standing box)
 SAME_POSE = 0.05          # half the body points this near (person sizes): the same person detected twice
 
 
@@ -96,6 +110,10 @@ class TrackerConfig:
         return self.max_appearance_distance < 1.0
 
 
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
     """Mean of the present torso points, else of any present body point."""
     for idx in (list(TORSO), list(range(layout.NUM_BODY))):
@@ -133,6 +151,7 @@ class TrackStats:
     rotated: int = 0         # frames the subject was found only on a turned window
     parts_dropped: int = 0   # faces and hands removed as another person's
     status: list = dataclasses.field(default_factory=list)  # per frame, one of STATUSES
+    reasons: list = dataclasses.field(default_factory=list)  # per frame, why the subject is missing ("" if tracked)
 
     def status_counts(self) -> dict[str, int]:
         return {s: self.status.count(s) for s in STATUSES if s in self.status}
@@ -166,8 +185,10 @@ class _Candidate:
     kps: np.ndarray
     looks: Appearance | None
     d_subject: float | None = None
+    d_tone: float | None = None  # appearance.relative_distance to the subject's model
     near: bool = False
     verdict: str = ""         # "subject" or why not
+    why: str = ""             # the verdict with its figures, for the frame's reason
 
 
 class SubjectTracker:
@@ -216,43 +237,99 @@ class SubjectTracker:
             looks = appearance.describe(frame, kps, self.cfg.conf_threshold)
         return _Candidate(kps, looks)
 
-    def _judge(self, c: _Candidate) -> None:
+    def _judge(self, c: _Candidate, found: list[_Candidate]) -> None:
         th, s = self.cfg.conf_threshold, self.subject
         size0, size1 = person_size(s.kps, th), person_size(c.kps, th)
         centre = torso_centre(c.kps, th)
         gap = self.t - s.frame
         if size0 <= 0 or size1 <= 0 or centre is None:
-            c.verdict = "no body"
+            c.verdict, c.why = "no body", "no body points"
             return
-        lo = 0.5 if gap <= self.cfg.reacquire_after else 1 / 3
+        lo = MIN_SIZE_RATIO if gap <= self.cfg.reacquire_after else 1 / 3
         if not lo <= size1 / size0 <= 1 / lo:
-            c.verdict = "size"
+            c.verdict, c.why = "size", f"{size1 / size0:.2f} times the subject's size"
             return
-        _, predicted = self._predicted(self.t)
-        allowed = self.cfg.max_torso_shift * min(gap, 3)
-        c.near = float(np.linalg.norm(centre - predicted)) <= allowed * size0
+        c.near = self._near(centre, gap, size0)
         if s.looks is not None and c.looks is not None:
             c.d_subject = appearance.distance(s.looks, c.looks)
+            c.d_tone = appearance.relative_distance(s.looks, c.looks)
         if c.d_subject is not None:
-            if c.d_subject > self.cfg.max_appearance_distance:
+            limit = self.cfg.max_appearance_distance
+            by_tone = (c.d_subject > limit and c.d_tone is not None and c.d_tone <= TONE_MATCH
+                       and (c.near or self._others_placed(c, found)))
+            if c.d_subject > limit and not by_tone:
                 c.verdict = "clothes"
+                c.why = f"clothes {c.d_subject:.2f} from the subject's (> {limit:.2f})" + (
+                    "" if c.d_tone is None else f", tones {c.d_tone:.2f}" + (
+                        f" (> {TONE_MATCH:.2f})" if c.d_tone > TONE_MATCH else
+                        ", but neither where the subject was going nor beside a known other person"))
                 return
             for other in self.others:
-                d = None if other.looks is None else appearance.distance(other.looks, c.looks)
-                if d is not None and d <= c.d_subject:
+                if other.looks is None:
+                    continue
+                d = appearance.distance(other.looks, c.looks)
+                tone = appearance.relative_distance(other.looks, c.looks)
+                if d is not None and (d <= c.d_subject if not by_tone else d <= limit) or (
+                        by_tone and tone is not None and tone <= c.d_tone):
                     c.verdict = "another person"
+                    c.why = (f"looks like the person last seen on frame {other.frame} "
+                             f"(clothes {_figure(d)} from theirs, {c.d_subject:.2f} from the subject's)")
                     return
         elif not c.near:
-            c.verdict = "far"
+            c.verdict, c.why = "far", "away from where the subject was going (no colours to tell)"
             return
         overlapping = self._overlapping(c.kps)
-        if s.looks is not None and c.looks is not None and any(
+        # The mixed check compares histograms region by region, which a change of light moves as a
+        # whole; a candidate taken by its tones has had its place or the others' vouch for it instead.
+        by_clothes = c.d_subject is None or c.d_subject <= self.cfg.max_appearance_distance
+        if s.looks is not None and c.looks is not None and by_clothes and any(
                 o.looks is not None and sum(appearance.REGION_WEIGHTS[r] for r in
                                             appearance.regions_of_other(s.looks, o.looks, c.looks)) >= MIXED_WEIGHT
                 for o in overlapping):
             c.verdict = "mixed"  # a limb (or the torso) looks like the overlapping person's
+            c.why = "limbs of it look like an overlapping person's"
             return
         c.verdict = "subject"
+
+    def _near(self, centre: np.ndarray, gap: int, size: float) -> bool:
+        """Whether a torso at ``centre`` is where the subject was going: near its predicted place, or,
+        lost for a few frames, near where its last horizontal velocity would have carried it (a jump
+        or a flip lands ahead of where it took off)."""
+        _, predicted = self._predicted(self.t)
+        allowed = self.cfg.max_torso_shift * min(gap, 3) * size
+        if float(np.linalg.norm(centre - predicted)) <= allowed:
+            return True
+        if gap < 2:
+            return False
+        start = torso_centre(self.subject.kps, self.cfg.conf_threshold)
+        if start is None:
+            return False
+        reach = self.subject.velocity()[0] * min(gap, LANDING_FRAMES)
+        reach = float(np.clip(reach, -LANDING_REACH * size, LANDING_REACH * size))
+        if abs(reach) < allowed:
+            return False
+        # Anywhere along the carried line at the landing's height, within the allowed shift of it.
+        lo, hi = sorted((start[0], start[0] + reach))
+        return lo - allowed <= centre[0] <= hi + allowed and abs(centre[1] - start[1]) <= 2 * allowed
+
+    def _others_placed(self, c: _Candidate, found: list[_Candidate]) -> bool:
+        """The exclusion rule: another detection on this frame, away from ``c``, is a known other
+        person (their clothes, or where they were last seen, as ``_match_other`` finds them), so ``c``
+        is not them."""
+        th = self.cfg.conf_threshold
+        limit = self.cfg.max_appearance_distance
+        box = person_box(c.kps, th)
+        for d in found:
+            # Apart from c: a detection overlapping it may share its limbs (one skeleton, two people).
+            if d is c or person_box(d.kps, th) is None or appearance.box_overlap(box, person_box(d.kps, th)) > OVERLAP:
+                continue
+            for other in self.others:
+                recent = self._same_place(other.kps, d.kps, 0.5 + 0.1 * min(self.t - other.frame, 10))
+                dressed = (other.looks is not None and d.looks is not None
+                           and (appearance.distance(other.looks, d.looks) or 1.0) <= limit)
+                if recent or dressed:
+                    return True
+        return False
 
     def _overlapping(self, kps: np.ndarray) -> list[_Person]:
         """Other people whose boxes, where they were last seen (at most ``scan_every`` frames ago: a person
@@ -273,8 +350,10 @@ class SubjectTracker:
 
     def _choose(self, candidates: list[_Candidate]) -> _Candidate | None:
         for c in candidates:
-            if not c.verdict:
-                self._judge(c)
+            # A candidate refused for clothes whose tones match is judged again: the detections found
+            # since may show a known other person elsewhere (the exclusion rule).
+            if not c.verdict or (c.verdict == "clothes" and c.d_tone is not None and c.d_tone <= TONE_MATCH):
+                self._judge(c, candidates)
         ok = [c for c in candidates if c.verdict == "subject"]
         return min(ok, key=self._score, default=None)
 
@@ -294,8 +373,9 @@ class SubjectTracker:
                 continue
             if choice is not None and self._same_place(choice.kps, c.kps, 0.3):
                 continue  # the subject found twice (window and whole frame)
-            if choice is None and self.subject is not None and c.verdict not in ("clothes", "another person"):
-                continue  # maybe the subject, refused for its size or place: not evidence of someone else
+            if choice is None and self.subject is not None and (
+                    c.verdict not in ("clothes", "another person") or self._maybe_subject(c)):
+                continue  # maybe the subject, refused for its size, place or light: not evidence of someone else
             if any(self._same_place(p.kps, c.kps, 0.3) for p in seen_now):
                 continue
             match = self._match_other(c)
@@ -311,6 +391,11 @@ class SubjectTracker:
                     match.looks = match.looks.blend(c.looks, APPEARANCE_RATE)
             match.seen(c.kps, self.t, th)
             seen_now.append(match)
+
+    def _maybe_subject(self, c: _Candidate) -> bool:
+        """A candidate refused for clothes where the subject was going, or whose tones still match the
+        subject's (in other light): no evidence of anyone else."""
+        return c.verdict == "clothes" and (c.near or (c.d_tone is not None and c.d_tone <= TONE_MATCH))
 
     def _match_other(self, c: _Candidate) -> _Person | None:
         """The other person ``c`` continues: near where it was, else the best clothes match."""
@@ -346,10 +431,29 @@ class SubjectTracker:
         self._remember_others(candidates, choice)
         if choice is None:
             self.stats.status.append("other_person" if candidates else "not_detected")
+            self.stats.reasons.append(self._reason(candidates))
             return None
         self.stats.tracked += 1
         self.stats.status.append("tracked")
+        self.stats.reasons.append("")
         return choice.kps
+
+    def _reason(self, candidates: list[_Candidate]) -> str:
+        """Why no subject was taken on this frame, candidate by candidate (left to right)."""
+        if self.subject is None:
+            return "nobody found yet (the subject is chosen on the first frame with a person)"
+        gap = self.t - self.subject.frame
+        where = ("the whole frame searched" if gap > self.cfg.reacquire_after
+                 else "its window and the whole frame searched")
+        if not candidates:
+            return f"nobody found ({where}; subject last seen {gap} frame(s) ago)"
+        th = self.cfg.conf_threshold
+        parts = []
+        for c in sorted(candidates, key=lambda c: float(person_box(c.kps, th)[0])):
+            x0, y0, x1, y1 = (int(round(v)) for v in person_box(c.kps, th))
+            parts.append(f"person at x {x0}-{x1}, y {y0}-{y1}: {c.verdict or 'not judged'}"
+                         + (f" ({c.why})" if c.why else ""))
+        return f"{len(candidates)} found, none the subject ({where}): " + "; ".join(parts)
 
     # --- one frame --------------------------------------------------------------------------
 

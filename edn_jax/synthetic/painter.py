@@ -301,17 +301,28 @@ def render_synthetic_frame(keypoints: np.ndarray, height: int, width: int, appea
     return render_synthetic_scene([(keypoints, appearance)], height, width)
 
 
-def render_synthetic_scene(people: list[tuple[np.ndarray, int]], height: int, width: int) -> np.ndarray:
+def render_synthetic_scene(people: list[tuple[np.ndarray, int]], height: int, width: int,
+                           light: list[np.ndarray] | None = None) -> np.ndarray:
     """One RGB uint8 frame of several figures, each ``(keypoints, appearance)``, drawn back to front
-    in list order (a later person occludes an earlier one) on the same stage."""
+    in list order (a later person occludes an earlier one) on the same stage. ``light``, if given,
+    holds each person's light as [2, 3] (or None: as painted): their colours become ``colour * light[0] + light[1]``
+    (e.g. a dull bluish shade: less red than blue, and some grey from the sky)."""
     check_frame_size(height, width)
     img = _background(height, width).copy()
-    for keypoints, appearance in people:
+    for k, (keypoints, appearance) in enumerate(people):
         kp = np.asarray(keypoints, np.float64)
         if kp.shape != (layout.NUM_KEYPOINTS, 3):
             raise EdnError(f"synthetic keypoints must have shape ({layout.NUM_KEYPOINTS}, 3), got {kp.shape}",
                            "pass one pose in the canonical layout per person")
-        _Painter(img, kp, _palette(appearance)).draw()
+        lit = None if light is None else light[k]
+        gain, offset = (np.ones(3), np.zeros(3)) if lit is None else np.asarray(lit, np.float64)
+        if np.all(gain == 1.0) and np.all(offset == 0.0):
+            _Painter(img, kp, _palette(appearance)).draw()
+            continue
+        drawn = img.copy()
+        _Painter(drawn, kp, _palette(appearance)).draw()
+        person = (drawn != img).any(axis=-1)
+        img[person] = np.clip(drawn[person] * gain + offset + 0.5, 0, 255).astype(np.uint8)
     return img
 
 

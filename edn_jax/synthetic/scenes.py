@@ -1,7 +1,8 @@
 """Scripted scenes of several synthetic people with known identities, for testing and measuring the
 subject tracker on the situations that break trackers: a subject displaced far in one frame, one
-who leaves while someone else crosses and comes back elsewhere, two people crossing, and a
-second person coming gradually to stand behind the subject.
+who leaves while someone else crosses and comes back elsewhere, two people crossing, a second
+person coming gradually to stand behind the subject, and a subject who flips across the frame,
+lands crouched in the shade and changes colour while someone else walks by.
 
 Each person is the synthetic dancer (its own motion seed and clothes) moved along a scripted
 path; person 0 is the subject. A frame is drawn back to front by depth, so a nearer person
@@ -47,6 +48,7 @@ class Scene:
     depth: np.ndarray             # [T, P]: larger is nearer the camera, drawn later
     height: int = HEIGHT
     width: int = WIDTH
+    light: np.ndarray | None = None  # [T, P, 2, 3]: each person's colours times [0] plus [1] (None: as painted)
 
     @property
     def num_frames(self) -> int:
@@ -65,7 +67,8 @@ class Scene:
     def frame(self, t: int) -> np.ndarray:
         order = [p for p in np.argsort(self.depth[t], kind="stable") if self.present(p, t)]
         return render_synthetic_scene([(self.keypoints[p, t], self.appearances[p]) for p in order],
-                                      self.height, self.width)
+                                      self.height, self.width,
+                                      None if self.light is None else [self.light[t, p] for p in order])
 
     def frames(self) -> Iterator[np.ndarray]:
         return (self.frame(t) for t in range(self.num_frames))
@@ -196,7 +199,81 @@ def behind(num_frames: int = 90) -> Scene:
     return _scene("behind", [(1, subject, 0.95, 0.74, 0), (5, other, 0.88, 0.7, 1)], depth)
 
 
-SCENES = {"jump": jump, "leave_and_return": leave_and_return, "crossing": crossing, "behind": behind}
+SHADE = ((0.4, 0.46, 0.6), (30.0, 32.0, 40.0))  # a person's light in the shade: darker, bluer and duller
+
+
+def _flipped(kps: np.ndarray, t0: int, t1: int, lift: float) -> np.ndarray:
+    """``kps`` [T, 137, 3] with one somersault in the image plane from frame t0 to t1: each pose turned
+    about its torso's centre by 0 to 360 degrees and raised by up to ``lift`` px on a parabola."""
+    out = kps.copy()
+    neck, hip = layout.B["Neck"], layout.B["MidHip"]
+    for t in range(t0, t1 + 1):
+        u = (t - t0) / (t1 - t0)
+        a = 2 * np.pi * u
+        centre = (kps[t, neck, :2] + kps[t, hip, :2]) / 2
+        turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        present = kps[t, :, 2] > 0
+        out[t, present, :2] = (kps[t, present, :2] - centre) @ turn.T + centre - [0.0, 4 * lift * u * (1 - u)]
+    return out
+
+
+_LEGS = {side: [layout.B[side + n] for n in ("Hip", "Knee", "Ankle")] for side in ("R", "L")}
+_FEET = [layout.B[side + n] for side in ("R", "L") for n in ("Ankle", "BigToe", "SmallToe", "Heel")]
+
+
+def _crouched(kps: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """``kps`` with each pose lowered into a crouch: the body above the hips dropped by ``depth[t]``
+    of its hip-to-ankle height, the feet where they were, and each knee bent forward so the thigh
+    and shin keep their lengths (limbs keep their widths, unlike a squashed figure)."""
+    out = kps.copy()
+    feet = np.zeros(len(kps[0]), bool)
+    feet[_FEET] = True
+    for t, k in enumerate(depth):
+        if k <= 0:
+            continue
+        hips = [_LEGS["R"][0], _LEGS["L"][0]]
+        drop = k * float(np.mean(kps[t, [_LEGS["R"][2], _LEGS["L"][2]], 1] - kps[t, hips, 1]))
+        knees = [_LEGS[side][1] for side in _LEGS]
+        upper = (kps[t, :, 2] > 0) & ~feet
+        upper[knees] = False
+        out[t, upper, 1] += drop
+        facing = np.sign(kps[t, layout.B["Nose"], 0] - kps[t, layout.B["Neck"], 0]) or 1.0
+        for hip, knee, ankle in _LEGS.values():
+            h, a = out[t, hip, :2], out[t, ankle, :2]
+            thigh = float(np.linalg.norm(kps[t, knee, :2] - kps[t, hip, :2]))
+            shin = float(np.linalg.norm(kps[t, ankle, :2] - kps[t, knee, :2]))
+            d = max(float(np.linalg.norm(a - h)), 1e-3)
+            along = (thigh ** 2 - shin ** 2 + d ** 2) / (2 * d)  # two-link reach: the knee on both circles
+            across = np.sqrt(max(thigh ** 2 - along ** 2, 0.0))
+            u = (a - h) / d
+            out[t, knee, :2] = h + along * u + facing * across * np.array([u[1], -u[0]]) * np.sign(u[1] or 1.0)
+    return out
+
+
+def flip_in_shade(num_frames: int = 150) -> Scene:
+    """The subject dances on the left, somersaults to the right in 14 frames, lands crouched in the
+    shade (darker and bluer from mid-air on), stays low, stands up and dances there; meanwhile a
+    second person in other clothes walks right to left along the back, past the landing place,
+    and leaves on the left."""
+    take_off, landing = 50, 64
+    subject_x = _path(num_frames, (0, 0.25), (take_off, 0.25), (landing, 0.62), (num_frames - 1, 0.7))
+    walker_x = _path(num_frames, (10, 1.15), (130, -0.2))
+    scene = _scene("flip_in_shade", [(1, subject_x, 0.95, 0.72, 0), (6, walker_x, 0.8, 0.5, 2)],
+                   np.tile([1.0, 0.0], (num_frames, 1)))
+    kps = scene.keypoints.copy()
+    kps[0] = _flipped(kps[0], take_off, landing, lift=0.08 * HEIGHT)
+    crouch = np.interp(np.arange(num_frames), [landing, landing + 20, landing + 36], [0.4, 0.4, 0.0], right=0.0)
+    crouch[:landing] = 0.0
+    kps[0] = _crouched(kps[0], crouch)
+    shade = np.clip((np.arange(num_frames) - (take_off + landing) / 2) / 4, 0.0, 1.0)
+    sun = np.array([np.ones(3), np.zeros(3)], np.float32)
+    light = np.tile(sun, (num_frames, 2, 1, 1))
+    light[:, 0] = sun + shade[:, None, None] * (np.array(SHADE, np.float32) - sun)
+    return dataclasses.replace(scene, keypoints=kps, light=light)
+
+
+SCENES = {"jump": jump, "leave_and_return": leave_and_return, "crossing": crossing, "behind": behind,
+          "flip_in_shade": flip_in_shade}
 
 
 def scene(name: str) -> Scene:
