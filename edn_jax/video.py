@@ -56,6 +56,9 @@ def _open(path: str) -> cv2.VideoCapture:
         raise EdnError(f"{path} is not a regular file (a pipe, socket or device)",
                        "write the stream to a video file first and pass that file")
     cap = cv2.VideoCapture(local)
+    # Frames as the video is displayed: a phone stores portrait video as landscape pixels with a
+    # rotation in its metadata, which this OpenCV build ignores unless asked (FFmpeg backend).
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)
     if not cap.isOpened():
         if _is_media_container(local):
             raise EdnError(f"{path} contains no video frames", "pass a video with at least one frame")

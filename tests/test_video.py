@@ -76,6 +76,32 @@ def _duration_s(path: str, stream: str) -> float:
     return 3600 * int(h) + 60 * int(m) + float(s)
 
 
+def _with_display_rotation(src, dst, degrees):
+    """``src`` with its frames untouched and a display rotation in its metadata, as a phone writes it."""
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", str(degrees),
+                    "-i", src, "-c", "copy", dst], check=True)
+
+
+@pytest.mark.parametrize("degrees,quarter_turns", [(90, 1), (-90, 3), (180, 2)])
+def test_a_video_stored_with_a_display_rotation_is_read_as_displayed(tmp_path, degrees, quarter_turns):
+    stored = str(tmp_path / "stored.mp4")
+    video.write_video(stored, _frames(4), fps=10)
+    raw = list(video.iter_frames(stored))
+    phone = str(tmp_path / "phone.mp4")
+    _with_display_rotation(stored, phone, degrees)
+    info = video.probe_video(phone)
+    shown = list(video.iter_frames(phone))
+    h, w = raw[0].shape[:2]
+    assert (info.height, info.width) == ((w, h) if quarter_turns % 2 else (h, w))
+    assert len(shown) == 4
+    for a, b in zip(raw, shown):  # the same decoded pixels, turned counter-clockwise as ffmpeg displays them
+        np.testing.assert_array_equal(np.rot90(a, quarter_turns), b)
+    frame = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-i", phone, "-frames:v", "1",
+                            "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    ffmpeg_shown = np.frombuffer(frame, np.uint8).reshape(shown[0].shape)  # ffmpeg's own player rotates too
+    assert np.abs(ffmpeg_shown.astype(int) - shown[0].astype(int)).mean() < 3
+
+
 def test_audio_is_copied_in_the_encoding_pass_and_cut_to_the_video(tmp_path):
     tone = str(tmp_path / "tone.m4a")
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
