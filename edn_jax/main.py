@@ -6,13 +6,17 @@ The job is chosen by ``config.mode``. A problem with the user's input is printed
 as one ``error: ...`` line and exits with status 2. A run holds its workdir for its whole
 length (``edn_jax.workdir_lock``): a second run into the same workdir is refused. Each mode's module is imported only
 when it runs (TensorFlow, TFDS and MediaPipe take seconds to import; pose mode needs
-none of TensorFlow).
+none of TensorFlow). Train, evaluate, transfer and ablation runs end by rewriting the workdir's
+results page, ``<workdir>/report/index.html`` (``edn_jax.report``), and listing themselves on it.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import shlex
 import sys
+import time
 
 # Quiet TensorFlow/MediaPipe C++ logs before anything imports them.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -80,19 +84,32 @@ def _ablation(config, workdir: str, overrides=()) -> None:
 
 MODES = {"pose": _pose, "build": _build, "train": _train, "evaluate": _evaluate, "transfer": _transfer,
          "ablation": _ablation}
+PAGE_MODES = ("train", "evaluate", "transfer", "ablation")  # the modes whose results the page shows
 
 
-def run(config, workdir: str, overrides=()) -> None:
+def _update_page(config, workdir: str, command: str, started: datetime.datetime, seconds: float) -> None:
+    """Lists this run on the workdir's results page and rewrites the page (process 0 only)."""
+    from edn_jax import report
+
+    report.record_run(workdir, report.RunRecord(config.mode, command, started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                                                seconds, config.to_json_best_effort(indent=2)))
+    print(f"results page: {storage.absolute(report.write_page(workdir))}")
+
+
+def run(config, workdir: str, overrides=(), command: str = "edn_jax.main.run(config, workdir) from Python") -> None:
     """Runs ``config.mode``; importable so tests and notebooks need no subprocess. ``overrides``: the
     ``--config.*`` fields named on the command line (a trained model's own settings are kept unless
-    one of them contradicts it)."""
+    one of them contradicts it); ``command``: how the run was started, for the results page."""
     mode = MODES.get(config.mode)
     if mode is None:
         raise EdnError(f"config.mode={config.mode!r} is not a mode", f"use one of: {', '.join(MODES)}")
     command_line.check_workdir(workdir)
     command_line.check_remote_paths(config)
     with workdir_lock.workdir_lock(workdir, config.mode, _process_index()):  # one writer per workdir
+        started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
         mode(config, workdir, tuple(overrides))
+        if config.mode in PAGE_MODES and _process_index() == 0:
+            _update_page(config, workdir, command, started, time.perf_counter() - t0)
 
 
 def _process_index() -> int:
@@ -111,7 +128,8 @@ def main(argv) -> None:
         from edn_jax import distributed
 
         distributed.maybe_initialize()  # multi-host runs join before anything touches a JAX backend
-        run(_CONFIG.value, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS["config"]))
+        run(_CONFIG.value, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS["config"]),
+            shlex.join(["python", "-m", "edn_jax.main", *sys.argv[1:]]))  # the whole command line as typed
     except EdnError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

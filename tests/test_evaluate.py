@@ -114,6 +114,8 @@ def test_cam01_evaluation_end_to_end(cam01_target, tmp_path, capsys):
     frames = list(video.iter_frames(os.path.join(out_dir, "side_by_side.mp4")))
     assert len(frames) == 20 and frames[0].shape == (128, 3 * 128, 3)
     assert glob.glob(os.path.join(workdir, "tensorboard", "evaluate_global", "events.out.tfevents.*"))
+    page = open(os.path.join(workdir, "report", "index.html")).read()  # the results page shows the table
+    assert f"<td>generated</td><td>{g['ssim']:.3f}</td>" in page and 'src="../evaluation/global/per_frame.png"' in page
     out = capsys.readouterr().out
     assert "pose distance, generated (px at 128x128)" in out
     # The table puts the model next to both baselines, image scores and pose distance alike.

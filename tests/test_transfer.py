@@ -61,8 +61,11 @@ def test_synthetic_transfer_end_to_end(synthetic_target, tmp_path, monkeypatch, 
     main.run(config, workdir)
     progress = capsys.readouterr().err
     assert "rendering 1 video(s) with the face model: 20/20 (100%)" in progress and "frames/s" in progress
-    assert sorted(os.listdir(workdir)) == ["synthetic_seed3.mp4", "synthetic_seed3_side_by_side.mp4",
+    assert sorted(os.listdir(workdir)) == ["report", "synthetic_seed3.mp4", "synthetic_seed3_side_by_side.mp4",
                                            "transfer_summary.json"]
+    page = open(os.path.join(workdir, "report", "index.html")).read()  # the results page, with this run on it
+    assert 'src="../synthetic_seed3.mp4"' in page and 'src="../synthetic_seed3_side_by_side.mp4"' in page
+    assert [r["mode"] for r in json.load(open(os.path.join(workdir, "report", "runs.json")))] == ["transfer"]
     path = os.path.join(workdir, "synthetic_seed3.mp4")
     info = video.probe_video(path)
     assert abs(info.fps - 24.0) < 1e-3 and (info.height, info.width) == (SIZE, SIZE)
