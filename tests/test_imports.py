@@ -12,7 +12,8 @@ MAX_LINES = 500
 # MediaPipe take seconds to import), MediaPipe loads only when a detector opens, and a private jax
 # module that may move between releases is imported guardedly.
 DEFERRED = {"edn_jax.main": {"edn_jax.pose.pipeline", "edn_jax.build", "edn_jax.dataset", "edn_jax.train",
-                             "edn_jax.transfer", "edn_jax.evaluate", "edn_jax.ablation", "edn_jax.distributed"},
+                             "edn_jax.transfer", "edn_jax.evaluate", "edn_jax.ablation", "edn_jax.distributed",
+                             "edn_jax.report"},
             "edn_jax.pose.detector": {"mediapipe"},
             "edn_jax.storage": {"tensorflow"},  # only when a URL is used: local pose runs never import TF
             "edn_jax.distributed": {"jax._src"}}

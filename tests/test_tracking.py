@@ -167,7 +167,7 @@ def test_a_subject_speeding_up_is_followed_by_its_velocity(monkeypatch):
     chosen = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
     assert all(c is not None for c in chosen)
     # The same rules judging against a standing subject lose it once it is fast.
-    monkeypatch.setattr(tracking._Person, "velocity", lambda self: np.zeros(2, np.float32))
+    monkeypatch.setattr(tracking.Person, "velocity", lambda self: np.zeros(2, np.float32))
     standing = list(tracking.track_candidates(frames, H, W, tracking.TrackerConfig()))
     assert standing[-1] is None
 

@@ -85,6 +85,24 @@ def person_size(kps: np.ndarray, threshold: float) -> float:
     return 0.0 if box is None else float(max(box[2] - box[0], box[3] - box[1]))
 
 
+def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Mean of the present torso points, else of any present body point."""
+    for idx in (list(TORSO), list(range(layout.NUM_BODY))):
+        mask = kps[idx, 2] > threshold
+        if mask.any():
+            return kps[idx][mask, :2].mean(0)
+    return None
+
+
+def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float, statistic=np.mean) -> float:
+    """The mean (or ``statistic``) distance of the body points present in both poses, in units of ``a``'s size."""
+    both = (a[layout.BODY, 2] > threshold) & (b[layout.BODY, 2] > threshold)
+    size = person_size(a, threshold)
+    if not both.any() or size <= 0:
+        return float("inf")
+    return float(statistic(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1)) / size)
+
+
 def _histogram(pixels: np.ndarray) -> np.ndarray | None:
     """Normalised HS histogram of RGB pixels [N, 3] (or an image region)."""
     if pixels.size < 3 * MIN_REGION_PIXELS:

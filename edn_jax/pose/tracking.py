@@ -43,20 +43,20 @@ threads.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from edn_jax.errors import EdnError
-from edn_jax.pose import appearance, layout, people
-from edn_jax.pose.appearance import Appearance, person_box, person_size
+from edn_jax.pose import appearance, people
+from edn_jax.pose.appearance import person_box, person_size, pose_distance, torso_centre
 from edn_jax.pose.detector import PoseDetector
+from edn_jax.pose.tracker_state import (STATUSES, SUBJECT_POLICIES, Candidate, Person, TrackerConfig, TrackStats,
+                                       select_subject)
+
+__all__ = ["STATUSES", "SUBJECT_POLICIES", "TrackerConfig", "TrackStats", "SubjectTracker", "pose_distance",
+           "select_subject", "torso_centre", "track_candidates"]  # the settings and record live in tracker_state
 
 TORSO = appearance.TORSO
-SUBJECT_POLICIES = ("largest", "central", "point")
-STATUSES = ("tracked", "filled", "not_detected", "other_person")  # "filled" is given by pose mode's gap filler
 MAX_OTHERS = 8            # other people remembered
 APPEARANCE_RATE = 0.05    # how fast the subject's model follows its clothes (lighting changes)
 MIXED_WEIGHT = 0.5        # regions (by appearance.REGION_WEIGHTS) on another person that make a detection mixed:
@@ -72,123 +72,8 @@ MIN_SIZE_RATIO = 0.4      # a candidate's size / the subject's last, at least (a
 SAME_POSE = 0.05          # half the body points this near (person sizes): the same person detected twice
 
 
-@dataclasses.dataclass(frozen=True)
-class TrackerConfig:
-    subject: str = "largest"           # how the subject is chosen on its first frame
-    subject_point: tuple[float, float] = (0.5, 0.5)  # (x, y) as fractions of the frame, for "point"
-    max_people: int = 3                # people enumerated in a whole-frame search
-    conf_threshold: float = 0.3        # a point counts as present above this
-    window_margin: float = 0.5         # search window = predicted box grown by this fraction of its size per side
-    max_torso_shift: float = 0.15      # torso move from the prediction that counts as near, in subject sizes per
-                                       # frame lost (at most 3)
-    max_appearance_distance: float = 0.65  # clothes colour distance still the subject; 1.0 turns identity off
-    reacquire_after: int = 15          # frames lost after which only the whole frame is searched
-    scan_every: int = 60               # frames between whole-frame scans for other people (0: never)
-    rotated_tries: bool = True         # search the window turned when nobody is found upright
-
-    def validate(self) -> None:
-        if self.subject not in SUBJECT_POLICIES:
-            raise EdnError(f"pose.subject={self.subject!r} is not a subject policy", f"use one of {SUBJECT_POLICIES}")
-        if self.max_people < 1:
-            raise EdnError(f"pose.max_people={self.max_people} must be >= 1", "set it to the number of people to consider")
-        if not 0.0 <= self.conf_threshold < 1.0:
-            raise EdnError(f"pose.conf_threshold={self.conf_threshold} is outside [0, 1)", "use e.g. 0.3")
-        if self.window_margin <= 0 or self.max_torso_shift <= 0 or self.reacquire_after < 1:
-            raise EdnError("pose.window_margin, pose.max_torso_shift and pose.reacquire_after must be positive",
-                           "use the defaults 0.5, 0.15 and 15")
-        if not 0.0 < self.max_appearance_distance <= 1.0:
-            raise EdnError(f"pose.max_appearance_distance={self.max_appearance_distance} is outside (0, 1]",
-                           "use e.g. 0.65 (1.0 disables the colour check)")
-        if not all(0.0 <= v <= 1.0 for v in self.subject_point):
-            raise EdnError(f"pose.subject_point={self.subject_point} is outside the frame", "give (x, y) fractions in [0, 1]")
-        if isinstance(self.scan_every, bool) or not isinstance(self.scan_every, int) or self.scan_every < 0:
-            raise EdnError(f"pose.scan_every={self.scan_every!r} is not an integer >= 0",
-                           "use e.g. 60 (frames between scans for other people), 0 for never")
-
-    @property
-    def uses_appearance(self) -> bool:
-        return self.max_appearance_distance < 1.0
-
-
 def _figure(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
-
-
-def torso_centre(kps: np.ndarray, threshold: float) -> np.ndarray | None:
-    """Mean of the present torso points, else of any present body point."""
-    for idx in (list(TORSO), list(range(layout.NUM_BODY))):
-        mask = kps[idx, 2] > threshold
-        if mask.any():
-            return kps[idx][mask, :2].mean(0)
-    return None
-
-
-def pose_distance(a: np.ndarray, b: np.ndarray, threshold: float, statistic=np.mean) -> float:
-    """The mean (or ``statistic``) distance of the body points present in both poses, in units of ``a``'s size."""
-    both = (a[layout.BODY, 2] > threshold) & (b[layout.BODY, 2] > threshold)
-    size = person_size(a, threshold)
-    if not both.any() or size <= 0:
-        return float("inf")
-    return float(statistic(np.linalg.norm(a[layout.BODY][both, :2] - b[layout.BODY][both, :2], axis=1)) / size)
-
-
-def select_subject(candidates: list[np.ndarray], height: int, width: int, cfg: TrackerConfig) -> int:
-    """Index of the subject among the people found on its first frame."""
-    if cfg.subject == "largest":
-        return int(np.argmax([person_size(p, cfg.conf_threshold) for p in candidates]))
-    target = (np.array([width, height], np.float32) * 0.5 if cfg.subject == "central"
-              else np.array(cfg.subject_point, np.float32) * np.array([width, height], np.float32))
-    boxes = [person_box(p, cfg.conf_threshold) for p in candidates]
-    return int(np.argmin([np.linalg.norm((b[:2] + b[2:]) / 2 - target) for b in boxes]))
-
-
-@dataclasses.dataclass
-class TrackStats:
-    frames: int = 0
-    tracked: int = 0
-    rejected: int = 0        # candidates refused as another person
-    reacquired: int = 0      # frames the subject was found by identity away from where it was predicted
-    rotated: int = 0         # frames the subject was found only on a turned window
-    parts_dropped: int = 0   # faces and hands removed as another person's
-    status: list = dataclasses.field(default_factory=list)  # per frame, one of STATUSES
-    reasons: list = dataclasses.field(default_factory=list)  # per frame, why the subject is missing ("" if tracked)
-
-    def status_counts(self) -> dict[str, int]:
-        return {s: self.status.count(s) for s in STATUSES if s in self.status}
-
-
-@dataclasses.dataclass
-class _Person:
-    kps: np.ndarray
-    frame: int                              # the frame it was last seen on
-    looks: Appearance | None
-    history: collections.deque = dataclasses.field(default_factory=lambda: collections.deque(maxlen=3))
-
-    def seen(self, kps: np.ndarray, frame: int, threshold: float) -> None:
-        self.kps, self.frame = kps, frame
-        centre = torso_centre(kps, threshold)
-        if centre is not None:
-            self.history.append((frame, centre))
-
-    def velocity(self) -> np.ndarray:
-        """Torso pixels per frame over the last few sightings (zero after a gap of more than 5 frames)."""
-        if len(self.history) < 2:
-            return np.zeros(2, np.float32)
-        (f0, c0), (f1, c1) = self.history[0], self.history[-1]
-        if f1 - f0 > 5:
-            return np.zeros(2, np.float32)
-        return (c1 - c0) / (f1 - f0)
-
-
-@dataclasses.dataclass
-class _Candidate:
-    kps: np.ndarray
-    looks: Appearance | None
-    d_subject: float | None = None
-    d_tone: float | None = None  # appearance.relative_distance to the subject's model
-    near: bool = False
-    verdict: str = ""         # "subject" or why not
-    why: str = ""             # the verdict with its figures, for the frame's reason
 
 
 class SubjectTracker:
@@ -197,8 +82,8 @@ class SubjectTracker:
     def __init__(self, detector: PoseDetector | None, cfg: TrackerConfig):
         cfg.validate()
         self.detector, self.cfg = detector, cfg
-        self.subject: _Person | None = None
-        self.others: list[_Person] = []
+        self.subject: Person | None = None
+        self.others: list[Person] = []
         self.t = -1                           # index of the last frame fed
         self.stats = TrackStats()
 
@@ -229,15 +114,15 @@ class SubjectTracker:
 
     # --- judging ----------------------------------------------------------------------------
 
-    def _candidate(self, frame: np.ndarray | None, kps: np.ndarray) -> _Candidate:
+    def _candidate(self, frame: np.ndarray | None, kps: np.ndarray) -> Candidate:
         kps, dropped = appearance.split_parts(kps, self.cfg.conf_threshold)
         self.stats.parts_dropped += len(dropped)
         looks = None
         if frame is not None and self.cfg.uses_appearance:
             looks = appearance.describe(frame, kps, self.cfg.conf_threshold)
-        return _Candidate(kps, looks)
+        return Candidate(kps, looks)
 
-    def _judge(self, c: _Candidate, found: list[_Candidate]) -> None:
+    def _judge(self, c: Candidate, found: list[Candidate]) -> None:
         th, s = self.cfg.conf_threshold, self.subject
         size0, size1 = person_size(s.kps, th), person_size(c.kps, th)
         centre = torso_centre(c.kps, th)
@@ -312,7 +197,7 @@ class SubjectTracker:
         lo, hi = sorted((start[0], start[0] + reach))
         return lo - allowed <= centre[0] <= hi + allowed and abs(centre[1] - start[1]) <= 2 * allowed
 
-    def _others_placed(self, c: _Candidate, found: list[_Candidate]) -> bool:
+    def _others_placed(self, c: Candidate, found: list[Candidate]) -> bool:
         """The exclusion rule: another detection on this frame, away from ``c``, is a known other
         person (their clothes, or where they were last seen, as ``_match_other`` finds them), so ``c``
         is not them."""
@@ -331,24 +216,24 @@ class SubjectTracker:
                     return True
         return False
 
-    def _overlapping(self, kps: np.ndarray) -> list[_Person]:
+    def _overlapping(self, kps: np.ndarray) -> list[Person]:
         """Other people whose boxes, where they were last seen (at most ``scan_every`` frames ago: a person
         behind the subject may be seen only by the scans), overlap ``kps``'s by more than OVERLAP."""
         recent = [p for p in self.others if self.t - p.frame <= max(self.cfg.scan_every, 2)]
         return self._overlaps(kps, recent, OVERLAP)
 
-    def _overlaps(self, kps: np.ndarray, others: list[_Person], more_than: float = 0.0) -> list[_Person]:
+    def _overlaps(self, kps: np.ndarray, others: list[Person], more_than: float = 0.0) -> list[Person]:
         """Those of ``others`` whose last boxes overlap ``kps``'s box by more than ``more_than``."""
         box = person_box(kps, self.cfg.conf_threshold)
         return [p for p in others
                 if appearance.box_overlap(box, person_box(p.kps, self.cfg.conf_threshold)) > more_than]
 
-    def _score(self, c: _Candidate) -> float:
+    def _score(self, c: Candidate) -> float:
         if c.d_subject is not None:
             return c.d_subject + (0.0 if c.near else FAR_PENALTY)
         return pose_distance(self.subject.kps, c.kps, self.cfg.conf_threshold)
 
-    def _choose(self, candidates: list[_Candidate]) -> _Candidate | None:
+    def _choose(self, candidates: list[Candidate]) -> Candidate | None:
         for c in candidates:
             # A candidate refused for clothes whose tones match is judged again: the detections found
             # since may show a known other person elsewhere (the exclusion rule).
@@ -364,10 +249,10 @@ class SubjectTracker:
         ca, cb, size = torso_centre(a, th), torso_centre(b, th), person_size(a, th)
         return ca is not None and cb is not None and float(np.linalg.norm(ca - cb)) <= fraction * max(size, 1.0)
 
-    def _remember_others(self, candidates: list[_Candidate], choice: _Candidate | None) -> None:
+    def _remember_others(self, candidates: list[Candidate], choice: Candidate | None) -> None:
         """Records every candidate that is not the subject as another person, or updates one."""
         th = self.cfg.conf_threshold
-        seen_now: list[_Person] = []
+        seen_now: list[Person] = []
         for c in candidates:
             if c is choice or person_box(c.kps, th) is None:
                 continue
@@ -380,7 +265,7 @@ class SubjectTracker:
                 continue
             match = self._match_other(c)
             if match is None:
-                match = _Person(c.kps, self.t, c.looks)
+                match = Person(c.kps, self.t, c.looks)
                 self.others.append(match)
                 if len(self.others) > MAX_OTHERS:
                     self.others.remove(min(self.others, key=lambda p: p.frame))
@@ -392,12 +277,12 @@ class SubjectTracker:
             match.seen(c.kps, self.t, th)
             seen_now.append(match)
 
-    def _maybe_subject(self, c: _Candidate) -> bool:
+    def _maybe_subject(self, c: Candidate) -> bool:
         """A candidate refused for clothes where the subject was going, or whose tones still match the
         subject's (in other light): no evidence of anyone else."""
         return c.verdict == "clothes" and (c.near or (c.d_tone is not None and c.d_tone <= TONE_MATCH))
 
-    def _match_other(self, c: _Candidate) -> _Person | None:
+    def _match_other(self, c: Candidate) -> Person | None:
         """The other person ``c`` continues: near where it was, else the best clothes match."""
         th = self.cfg.conf_threshold
         near = [p for p in self.others
@@ -409,7 +294,7 @@ class SubjectTracker:
         scored = [(d, p) for d, p in scored if d is not None and d <= self.cfg.max_appearance_distance]
         return min(scored, key=lambda dp: dp[0])[1] if scored else None
 
-    def _accept(self, c: _Candidate) -> None:
+    def _accept(self, c: Candidate) -> None:
         s = self.subject
         if not c.near:
             self.stats.reacquired += 1
@@ -420,13 +305,13 @@ class SubjectTracker:
                 s.looks = s.looks.blend(c.looks, APPEARANCE_RATE)
         s.seen(c.kps, self.t, self.cfg.conf_threshold)
 
-    def _start(self, candidates: list[_Candidate], height: int, width: int) -> _Candidate:
+    def _start(self, candidates: list[Candidate], height: int, width: int) -> Candidate:
         choice = candidates[select_subject([c.kps for c in candidates], height, width, self.cfg)]
-        self.subject = _Person(choice.kps, self.t, choice.looks)
+        self.subject = Person(choice.kps, self.t, choice.looks)
         self.subject.seen(choice.kps, self.t, self.cfg.conf_threshold)
         return choice
 
-    def _finish(self, candidates: list[_Candidate], choice: _Candidate | None) -> np.ndarray | None:
+    def _finish(self, candidates: list[Candidate], choice: Candidate | None) -> np.ndarray | None:
         self.stats.rejected += sum(c.verdict in ("clothes", "another person", "far", "mixed") for c in candidates)
         self._remember_others(candidates, choice)
         if choice is None:
@@ -438,7 +323,7 @@ class SubjectTracker:
         self.stats.reasons.append("")
         return choice.kps
 
-    def _reason(self, candidates: list[_Candidate]) -> str:
+    def _reason(self, candidates: list[Candidate]) -> str:
         """Why no subject was taken on this frame, candidate by candidate (left to right)."""
         if self.subject is None:
             return "nobody found yet (the subject is chosen on the first frame with a person)"
@@ -457,7 +342,7 @@ class SubjectTracker:
 
     # --- one frame --------------------------------------------------------------------------
 
-    def _detect(self, frame: np.ndarray, found: list[_Candidate], fn, *args) -> _Candidate | None:
+    def _detect(self, frame: np.ndarray, found: list[Candidate], fn, *args) -> Candidate | None:
         kps = fn(self.detector, frame, *args)
         if kps is None or person_box(kps, self.cfg.conf_threshold) is None:
             return None
@@ -470,10 +355,10 @@ class SubjectTracker:
                    and appearance.box_overlap(window, person_box(p.kps, self.cfg.conf_threshold)) > 0
                    for p in self.others)
 
-    def _search(self, frame: np.ndarray, first) -> tuple[list[_Candidate], _Candidate | None]:
+    def _search(self, frame: np.ndarray, first) -> tuple[list[Candidate], Candidate | None]:
         h, w = frame.shape[:2]
         th = self.cfg.conf_threshold
-        found: list[_Candidate] = []
+        found: list[Candidate] = []
         window = self.follow_window(h, w, 0)
         choice = None
         if window is not None:
@@ -516,7 +401,7 @@ class SubjectTracker:
                 found.append(c)
         return found, choice
 
-    def _drop_shared_hands(self, frame: np.ndarray, found: list[_Candidate], choice: _Candidate,
+    def _drop_shared_hands(self, frame: np.ndarray, found: list[Candidate], choice: Candidate,
                            window: np.ndarray | None) -> None:
         """Beside an overlapping person, detects again with only the subject's torso masked, which
         finds that person, and drops each hand of the subject's that sits on that person's wrist or
@@ -542,7 +427,7 @@ class SubjectTracker:
         choice.kps = kept
         self.stats.parts_dropped += len(dropped)
 
-    def _is_subject_again(self, choice: _Candidate, other: _Candidate, overlapping: list[_Person]) -> bool:
+    def _is_subject_again(self, choice: Candidate, other: Candidate, overlapping: list[Person]) -> bool:
         """Whether a detection made around the subject's masked torso is the subject once more: its
         clothes match the subject's better than every overlapping person's, or, without colours,
         most of its body points are the subject's."""
