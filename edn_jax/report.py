@@ -160,12 +160,9 @@ def _training_section(workdir: str, out_dir: str) -> str:
     summary = _read_json(storage.join(workdir, "train_summary.json"))
     for events_dir in sorted(storage.glob(storage.join(workdir, "tensorboard", "*"))):
         run = os.path.basename(events_dir)
-        scalars = read_scalars(events_dir)
-        if not scalars:
-            continue
         plot = storage.join(out_dir, f"curves_{run}.png")
-        curves(scalars, plot, run)
-        parts.append(f"<h3>{_e(run)}</h3>" + _image(plot, out_dir, f"{run} curves"))
+        if _plot_is_current(events_dir, plot) or _plot_curves(events_dir, plot, run):
+            parts.append(f"<h3>{_e(run)}</h3>" + _image(plot, out_dir, f"{run} curves"))
     for stage in (summary or {}).get("stages", []):
         name = stage.get("stage", "")
         grids = sorted(storage.glob(storage.join(workdir, "samples", name, "step_*.png")))
@@ -198,6 +195,30 @@ def _runs_section(path: str) -> str:
 
 
 # --- training curves -----------------------------------------------------------------------------
+
+def _events_signature(events_dir: str) -> list:
+    """The event files of a run with their sizes and times: unchanged, the plot need not be redrawn."""
+    return [[os.path.basename(p), *storage.size_and_mtime(p)]
+            for p in storage.glob(storage.join(events_dir, "events.out.tfevents.*"))]
+
+
+def _plot_is_current(events_dir: str, plot: str) -> bool:
+    return storage.exists(plot) and _read_json(plot + ".json") == _events_signature(events_dir)
+
+
+def _plot_curves(events_dir: str, plot: str, run: str) -> bool:
+    """Draws ``plot`` from the run's events and records what it was drawn from; False without scalars.
+    (Reading a long run's events, images included, takes seconds: a page rewritten by a later
+    evaluate or transfer run in the same workdir reuses the plot.)"""
+    signature = _events_signature(events_dir)
+    scalars = read_scalars(events_dir)
+    if not scalars:
+        return False
+    curves(scalars, plot, run)
+    with atomic_path(plot + ".json") as tmp, open(tmp, "w") as f:
+        json.dump(signature, f)
+    return True
+
 
 def read_scalars(events_dir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The scalars of a TensorBoard run directory (clu's writer): {tag: (steps, values)}, by step."""

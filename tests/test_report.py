@@ -103,6 +103,26 @@ def test_the_page_shows_each_result_and_links_only_files_of_the_workdir(workdir)
     assert os.path.isfile(os.path.join(workdir, "report", "curves_global.png"))
 
 
+def test_curves_are_redrawn_only_when_the_events_change(workdir, monkeypatch):
+    report.write_page(workdir)
+    plot = os.path.join(workdir, "report", "curves_global.png")
+    drawn = os.stat(plot).st_mtime_ns
+
+    def unread(_):
+        raise AssertionError("the events were read again although they did not change")
+
+    with monkeypatch.context() as m:
+        m.setattr(report, "read_scalars", unread)
+        report.write_page(workdir)  # e.g. a transfer run ending in the same workdir
+    assert os.stat(plot).st_mtime_ns == drawn
+    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", "global"), just_logging=False)
+    writer.write_scalars(4, {"g_l1": 0.5})  # training went on: a new events file
+    writer.close()
+    report.write_page(workdir)
+    assert report.read_scalars(os.path.join(workdir, "tensorboard", "global"))["g_l1"][0].tolist() == [1, 2, 3, 4]
+    assert os.stat(plot).st_mtime_ns != drawn
+
+
 def test_curve_panels_put_a_score_beside_its_baselines_and_leave_out_constants():
     steps = np.array([1, 2, 3])
     scalars = {"g_l1": (steps, np.array([3.0, 2.0, 1.0])), "stage": (steps, np.ones(3)),
