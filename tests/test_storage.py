@@ -214,7 +214,10 @@ def test_train_evaluate_pose_and_transfer_with_every_workdir_at_a_url(ram, monke
     capsys.readouterr()
     main.run(transfer, f"{bucket}/transfer")
     assert "resuming pose at frame 5 of 12" in capsys.readouterr().out
-    assert remote_files(f"{bucket}/transfer") == {"pose.mp4", "pose_side_by_side.mp4", "transfer_summary.json"}
+    assert remote_files(f"{bucket}/transfer") == {"pose.mp4", "pose_side_by_side.mp4", "transfer_summary.json",
+                                                  "report/index.html", "report/runs.json"}
+    page = gfile.GFile(f"{bucket}/transfer/report/index.html").read()  # the results page, in the bucket
+    assert 'src="../pose.mp4"' in page and 'src="../pose_side_by_side.mp4"' in page
     local_copy = tmp_path / "check.mp4"
     gfile.copy(f"{bucket}/transfer/pose.mp4", str(local_copy))
     assert video.probe_video(str(local_copy)).num_frames == 12

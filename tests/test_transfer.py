@@ -162,7 +162,7 @@ def test_real_video_source_keeps_audio_and_fills_frames_without_a_person(synthet
     assert entry["audio"] and entry["frames"] == 12
     # Frames 5-6 lie between detections (gap fill); 0 and 11 are at the ends (held).
     assert (entry["frames_without_person"], entry["interpolated"], entry["held"]) == (4, 2, 2)
-    assert sorted(os.listdir(workdir)) == ["dancer.mp4", "transfer_summary.json"]
+    assert sorted(os.listdir(workdir)) == ["dancer.mp4", "report", "transfer_summary.json"]
 
 
 # ----------------------------------------------------------------------------- refusals and failures
@@ -309,7 +309,7 @@ def test_interrupted_render_resumes_from_its_last_chunk_with_the_same_bytes(synt
     assert encoded["n"] == 2 * 3  # chunks 3, 4 and 5 only
     for name in names:
         assert open(os.path.join(workdir, name), "rb").read() == reference[name], name
-    assert visible(workdir) == names + ["transfer_summary.json"]
+    assert visible(workdir) == sorted(names + ["report", "transfer_summary.json"])  # the page only once it ends
     assert not os.path.exists(os.path.join(workdir, ".transfer_partial"))
 
     # A failure inside the loop: the source is reported as failed, no output appears.
