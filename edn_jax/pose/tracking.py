@@ -210,9 +210,9 @@ class SubjectTracker:
                 continue
             for other in self.others:
                 recent = self._same_place(other.kps, d.kps, 0.5 + 0.1 * min(self.t - other.frame, 10))
-                dressed = (other.looks is not None and d.looks is not None
-                           and (appearance.distance(other.looks, d.looks) or 1.0) <= limit)
-                if recent or dressed:
+                clothes = (None if other.looks is None or d.looks is None
+                           else appearance.distance(other.looks, d.looks))
+                if recent or (clothes is not None and clothes <= limit):
                     return True
         return False
 
