@@ -137,10 +137,9 @@ def _held_out_section(workdir: str, out_dir: str) -> str:
         metrics = _read_json(metrics_path) or {}
         stage_dir = os.path.dirname(metrics_path)
         stage = os.path.basename(stage_dir)
-        scores = [(key, label) for key, label, _ in HELD_OUT_SCORES if _has(metrics, "generated", key)]
-        head = ("", *(f"{label} ({'higher' if higher else 'lower'} is better)"
-                      for key, label, higher in HELD_OUT_SCORES if (key, label) in scores))
-        lines = [(label, *(_num((metrics.get(row) or {}).get(key), 3) for key, _ in scores))
+        scores = [score for score in HELD_OUT_SCORES if _has(metrics, "generated", score[0])]
+        head = ("", *(f"{label} ({'higher' if higher else 'lower'} is better)" for _, label, higher in scores))
+        lines = [(label, *(_num((metrics.get(row) or {}).get(key), 3) for key, _, _ in scores))
                  for row, label in HELD_OUT_ROWS if metrics.get(row)]
         pose = (metrics.get("generated") or {}).get("pose") or {}
         parts.append(f"<h3>{_e(stage)} stage, step {metrics.get('step', '?')}: {metrics.get('frames', 0)} held-out "

@@ -202,19 +202,11 @@ class SubjectTracker:
         person (their clothes, or where they were last seen, as ``_match_other`` finds them), so ``c``
         is not them."""
         th = self.cfg.conf_threshold
-        limit = self.cfg.max_appearance_distance
         box = person_box(c.kps, th)
-        for d in found:
-            # Apart from c: a detection overlapping it may share its limbs (one skeleton, two people).
-            if d is c or person_box(d.kps, th) is None or appearance.box_overlap(box, person_box(d.kps, th)) > OVERLAP:
-                continue
-            for other in self.others:
-                recent = self._same_place(other.kps, d.kps, 0.5 + 0.1 * min(self.t - other.frame, 10))
-                clothes = (None if other.looks is None or d.looks is None
-                           else appearance.distance(other.looks, d.looks))
-                if recent or (clothes is not None and clothes <= limit):
-                    return True
-        return False
+        # Apart from c: a detection overlapping it may share its limbs (one skeleton, two people).
+        return any(d is not c and person_box(d.kps, th) is not None
+                   and appearance.box_overlap(box, person_box(d.kps, th)) <= OVERLAP
+                   and self._match_other(d) is not None for d in found)
 
     def _overlapping(self, kps: np.ndarray) -> list[Person]:
         """Other people whose boxes, where they were last seen (at most ``scan_every`` frames ago: a person

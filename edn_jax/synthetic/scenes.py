@@ -218,6 +218,7 @@ def _flipped(kps: np.ndarray, t0: int, t1: int, lift: float) -> np.ndarray:
 
 
 _LEGS = {side: [layout.B[side + n] for n in ("Hip", "Knee", "Ankle")] for side in ("R", "L")}
+_HIPS, _KNEES, _ANKLES = ([leg[i] for leg in _LEGS.values()] for i in range(3))
 _FEET = [layout.B[side + n] for side in ("R", "L") for n in ("Ankle", "BigToe", "SmallToe", "Heel")]
 
 
@@ -226,17 +227,13 @@ def _crouched(kps: np.ndarray, depth: np.ndarray) -> np.ndarray:
     of its hip-to-ankle height, the feet where they were, and each knee bent forward so the thigh
     and shin keep their lengths (limbs keep their widths, unlike a squashed figure)."""
     out = kps.copy()
-    feet = np.zeros(len(kps[0]), bool)
-    feet[_FEET] = True
+    lowered = np.ones(kps.shape[1], bool)  # every point but the feet (they stay) and the knees (bent below)
+    lowered[_FEET + _KNEES] = False
     for t, k in enumerate(depth):
         if k <= 0:
             continue
-        hips = [_LEGS["R"][0], _LEGS["L"][0]]
-        drop = k * float(np.mean(kps[t, [_LEGS["R"][2], _LEGS["L"][2]], 1] - kps[t, hips, 1]))
-        knees = [_LEGS[side][1] for side in _LEGS]
-        upper = (kps[t, :, 2] > 0) & ~feet
-        upper[knees] = False
-        out[t, upper, 1] += drop
+        drop = k * float(np.mean(kps[t, _ANKLES, 1] - kps[t, _HIPS, 1]))
+        out[t, lowered & (kps[t, :, 2] > 0), 1] += drop
         facing = np.sign(kps[t, layout.B["Nose"], 0] - kps[t, layout.B["Neck"], 0]) or 1.0
         for hip, knee, ankle in _LEGS.values():
             h, a = out[t, hip, :2], out[t, ankle, :2]
