@@ -6,6 +6,7 @@ Other configs start from this one and change what they need. Which config to run
   configs/pose_video.py   pose extraction from a video: keypoints, stick-figure and overlay videos
   configs/paper.py        the paper's recipe end to end: train global, local and face stages on your video
   configs/demo.py         the whole method on the built-in synthetic subject, ~10 min on 2 CPU cores
+  configs/dance.py        your own dance video in one command: target and source videos in, dance videos out
   configs/real_cpu.py     your own footage on a CPU with the recipe that generalises from little of it
   configs/cpu.py          a CPU-size model of your own footage (--config.input.video=...)
   configs/transfer.py     render a source dancer's motion as a trained target (any trained model)
@@ -22,7 +23,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.mode = "pose"          # what main runs: pose | build | train | evaluate | transfer | ablation
+    config.mode = "pose"          # what main runs: pose | build | train | evaluate | transfer | ablation | dance
     config.overwrite = False      # replace outputs already in the workdir
     config.seed = 0
 
@@ -83,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.build.val_fraction = 0.2   # the last 20% of each video is held out for evaluation
     config.build.image_format = "png"  # png (lossless) | jpeg (smaller)
     config.build.synthetic_seeds = "0"  # comma-separated seeds, one synthetic video each
+    # Pose-mode keypoint files (keypoints.npz) of input.video's videos, in their order, used instead of
+    # detecting again (pose mode's settings must be the build's). "" = detect.
+    config.build.keypoints = ""
 
     # Training data: a built dataset version directory, or "" to build one from the inputs
     # above (a video, or the synthetic subject) into <workdir>/tfds on first use.
@@ -265,4 +269,18 @@ def get_config() -> ml_collections.ConfigDict:
     # anybody found with the figure's region boxed out (a second person). Costs two detections per output frame.
     config.transfer.self_score = True
     config.transfer.detect_min_side = 256     # frames are upscaled to this shorter side for detection only
+
+    # Dance mode (edn_jax.dance, configs/dance.py): one command from the target's video and the sources
+    # to the dance videos and the results page, each phase resumed where it stopped.
+    config.dance = ml_collections.ConfigDict()
+    config.dance.target = ""          # the target person's video
+    config.dance.source = ""          # what to transfer, as transfer.source: videos, globs, @FILE
+    config.dance.long_side = 192      # the frame's longer side in pixels; the other follows the target's aspect
+    # Training time in minutes: the steps (and the decay) follow from the step rate measured after
+    # compilation, so the schedule ends on time. 0 = train.num_steps (and train.face.num_steps).
+    config.dance.train_minutes = 24.0
+    config.dance.face_share = 0.25    # of the training time, for the face stage when it runs
+    # The face stage runs only when the target's face (its landmarks, not only the head's points) is
+    # found in at least this fraction of the frames with a person.
+    config.dance.face_min_fraction = 0.5
     return config

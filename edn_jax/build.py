@@ -46,9 +46,14 @@ def make_builder(config, workdir: str, size: tuple[int, int] | None = None):
         videos = tuple(_parse_list(config.input.video, "input.video"))
         for path in videos:
             video.probe_video(path)  # fail fast, before any slow work, on a missing or unreadable file
+        keypoints = tuple(_parse_list(b.keypoints, "build.keypoints")) if b.keypoints else ()
+        if keypoints and len(keypoints) != len(videos):
+            raise EdnError(f"build.keypoints names {len(keypoints)} files for {len(videos)} videos",
+                           "give one pose-mode keypoints.npz per video of input.video, in its order, or none")
         stem = "+".join(os.path.splitext(os.path.basename(v))[0] for v in videos)
         name = b.name or f"{stem}_{height}x{width}"
-        cls, cfg = real.Builder, dataset.PoseFramesConfig(name=_safe(name), videos=videos, **common)
+        cls, cfg = real.Builder, dataset.PoseFramesConfig(name=_safe(name), videos=videos, keypoints=keypoints,
+                                                          **common)
     else:
         try:
             seeds = tuple(int(s) for s in _parse_list(b.synthetic_seeds, "build.synthetic_seeds"))

@@ -39,6 +39,7 @@ class PoseFramesConfig(tfds.core.BuilderConfig):
     val_fraction: float = 0.2        # the last fraction of each video is held out
     image_format: str = "png"        # png (lossless) or jpeg (smaller)
     videos: tuple[str, ...] = ()     # edn_pose_frames: source videos (empty: all videos in manual_dir)
+    keypoints: tuple[str, ...] = ()  # pose-mode keypoint files of ``videos``, in order (empty: detect)
     pose: tuple[tuple[str, object], ...] = ()  # overrides of config.pose fields used for detection
     max_frames: int = 0              # per video; 0 = all
     synthetic_seeds: tuple[int, ...] = (0,)  # edn_synthetic: one video per seed
@@ -170,12 +171,24 @@ def find_videos(directory: str) -> list[str]:
     return paths
 
 
-def detect_video(path: str, pose_overrides=(), max_frames: int = 0) -> VideoPoses:
-    """The pose stage on one video, exactly as pose mode runs it."""
-    config = pose_config(pose_overrides)
-    config.input.video = path
-    config.input.max_frames = max_frames
-    seq = pipeline.extract_poses(config)
+def detect_video(path: str, pose_overrides=(), max_frames: int = 0, keypoints: str = "") -> VideoPoses:
+    """The pose stage on one video, exactly as pose mode runs it; or pose mode's ``keypoints`` file of
+    that video, read instead of detecting again."""
+    if keypoints:
+        seq = pipeline.load_keypoints(keypoints)
+        if os.path.abspath(seq.source) != os.path.abspath(path):
+            raise EdnError(f"{keypoints} holds the poses of {seq.source}, not of {path}",
+                           "give build.keypoints in the order of input.video's videos")
+        if max_frames and len(seq.keypoints) > max_frames:
+            seq = dataclasses.replace(seq, keypoints=seq.keypoints[:max_frames],
+                                      raw_keypoints=seq.raw_keypoints[:max_frames],
+                                      tracker_status=seq.tracker_status[:max_frames],
+                                      tracker_reasons=seq.tracker_reasons[:max_frames])
+    else:
+        config = pose_config(pose_overrides)
+        config.input.video = path
+        config.input.max_frames = max_frames
+        seq = pipeline.extract_poses(config)
     return VideoPoses(os.path.basename(path), seq, lambda: video.iter_frames(path, len(seq.keypoints)))
 
 

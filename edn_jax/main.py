@@ -7,7 +7,8 @@ as one ``error: ...`` line and exits with status 2. A run holds its workdir for 
 length (``edn_jax.workdir_lock``): a second run into the same workdir is refused. Each mode's module is imported only
 when it runs (TensorFlow, TFDS and MediaPipe take seconds to import; pose mode needs
 none of TensorFlow). Train, evaluate, transfer and ablation runs end by rewriting the workdir's
-results page, ``<workdir>/report/index.html`` (``edn_jax.report``), and listing themselves on it.
+results page, ``<workdir>/report/index.html`` (``edn_jax.report``), and listing themselves on it;
+dance mode (``edn_jax.dance``) runs the others' phases in turn and writes the page as its last.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's output
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _pose(config, workdir: str, overrides=()) -> None:
+def _pose(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax.pose import pipeline
 
     outputs = pipeline.run_pose_mode(config, workdir)
@@ -42,7 +43,7 @@ def _pose(config, workdir: str, overrides=()) -> None:
         print(f"  {name:14s} {storage.absolute(path)}")
 
 
-def _build(config, workdir: str, overrides=()) -> None:
+def _build(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax import build, dataset
 
     target = build.run_build_mode(config, workdir)
@@ -53,7 +54,7 @@ def _build(config, workdir: str, overrides=()) -> None:
         print(f"  {v['name']}: {v['frames']} frames, {v['frames_dropped_no_person']} dropped (no person)")
 
 
-def _train(config, workdir: str, overrides=()) -> None:
+def _train(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax import train
 
     result = train.train_and_evaluate(config, workdir)
@@ -64,26 +65,32 @@ def _train(config, workdir: str, overrides=()) -> None:
     print(f"  {'summary':12s} {storage.absolute(storage.join(workdir, 'train_summary.json'))}")
 
 
-def _transfer(config, workdir: str, overrides=()) -> None:
+def _transfer(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax import transfer
 
     transfer.run_transfer_mode(config, workdir, overrides)  # prints each source's outputs as it reports
 
 
-def _evaluate(config, workdir: str, overrides=()) -> None:
+def _evaluate(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax import evaluate
 
     evaluate.run_evaluate_mode(config, workdir, overrides)  # prints the scores and where they were written
 
 
-def _ablation(config, workdir: str, overrides=()) -> None:
+def _ablation(config, workdir: str, overrides=(), command: str = "") -> None:
     from edn_jax import ablation
 
     ablation.run_ablation(config, workdir)  # prints the table and where it was written
 
 
+def _dance(config, workdir: str, overrides=(), command: str = "") -> None:
+    from edn_jax import dance
+
+    dance.run_dance_mode(config, workdir, overrides, command)  # its last phase writes the results page
+
+
 MODES = {"pose": _pose, "build": _build, "train": _train, "evaluate": _evaluate, "transfer": _transfer,
-         "ablation": _ablation}
+         "ablation": _ablation, "dance": _dance}
 PAGE_MODES = ("train", "evaluate", "transfer", "ablation")  # the modes whose results the page shows
 
 
@@ -107,7 +114,7 @@ def run(config, workdir: str, overrides=(), command: str = "edn_jax.main.run(con
     command_line.check_remote_paths(config)
     with workdir_lock.workdir_lock(workdir, config.mode, _process_index()):  # one writer per workdir
         started, t0 = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-        mode(config, workdir, tuple(overrides))
+        mode(config, workdir, tuple(overrides), command)
         if config.mode in PAGE_MODES and _process_index() == 0:
             _update_page(config, workdir, command, started, time.perf_counter() - t0)
 

@@ -6,7 +6,8 @@ import sys
 import time
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """h:mm:ss, or m:ss under an hour."""
     seconds = int(round(seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -54,9 +55,9 @@ class Progress:
             text += f"/{total} ({100.0 * self.count / total:.0f}%)"
         text += f" {rate:.1f} {self.unit}/s"
         if total and rate > 0 and self.count < total and self._first is not None and self.count > self._first[1]:
-            text += f" ETA {_duration((self.total - self.count) / rate)}"
+            text += f" ETA {duration((self.total - self.count) / rate)}"
         else:
-            text += f" elapsed {_duration(elapsed)}"
+            text += f" elapsed {duration(elapsed)}"
         return text
 
     def update(self, n: int = 1) -> None:

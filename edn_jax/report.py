@@ -5,8 +5,10 @@ elsewhere; images and videos are linked by relative paths, so the workdir can be
 downloaded whole. Train, evaluate, transfer and ablation modes rewrite it at their end from what
 the workdir holds, so it always shows every result there, whichever mode made it:
 
-- the dance videos and their side-by-sides (``transfer_summary.json``), playable in the page, with
-  each transfer's self score;
+- the dance videos and their side-by-sides (``transfer_summary.json``, in the workdir or in dance
+  mode's ``videos/``), playable in the page, with each transfer's self score;
+- dance mode's phases with the time each took, the frame size, stages and steps it chose
+  (``dance/state.json``);
 - the held-out table (the model against the mean and the nearest training frame), its per-frame
   plot, the sample grid and the side-by-side (``evaluation/<stage>/``);
 - the training curves, each loss term and the held-out scores over steps, drawn from the
@@ -34,11 +36,14 @@ from matplotlib.figure import Figure
 
 from edn_jax import storage
 from edn_jax.fileio import atomic_path
+from edn_jax.progress import duration
 
 REPORT_DIR = "report"
 PAGE = "index.html"
 RUNS_FILE = "runs.json"
 TRANSFER_SUMMARY = "transfer_summary.json"  # transfer.SUMMARY_FILE (not imported: the page must not load the renderer)
+VIDEOS_DIR = "videos"  # where dance mode transfers (dance.VIDEOS_DIR)
+DANCE_STATE = posixpath.join("dance", "state.json")  # dance.STATE_FILE
 HELD_OUT_SCORES = (("ssim", "SSIM", True), ("body_ssim", "body SSIM", True), ("body_lpips", "body LPIPS", False),
                    ("face_ssim", "face SSIM", True), ("face_lpips", "face LPIPS", False))
 HELD_OUT_ROWS = (("generated", "generated"), ("mean_train_frame", "mean training frame"),
@@ -76,7 +81,7 @@ def record_run(workdir: str, record: RunRecord) -> None:
 def write_page(workdir: str) -> str:
     """Writes ``<workdir>/report/index.html`` (and its curve plots) from what the workdir holds; returns its path."""
     out_dir = storage.join(workdir, REPORT_DIR)
-    sections = [_transfer_section(workdir, out_dir), _held_out_section(workdir, out_dir),
+    sections = [_transfer_section(workdir, out_dir), _dance_section(workdir), _held_out_section(workdir, out_dir),
                 _training_section(workdir, out_dir), _ablation_section(workdir),
                 _runs_section(storage.join(out_dir, RUNS_FILE))]
     body = "\n".join(s for s in sections if s) or "<p>Nothing in this workdir to show yet.</p>"
@@ -94,7 +99,8 @@ def write_page(workdir: str) -> str:
 # --- sections ------------------------------------------------------------------------------------
 
 def _transfer_section(workdir: str, out_dir: str) -> str:
-    summary = _read_json(storage.join(workdir, TRANSFER_SUMMARY))
+    summary = next(filter(None, (_read_json(storage.join(workdir, *sub, TRANSFER_SUMMARY)) for sub in ((), (VIDEOS_DIR,)))),
+                   None)
     if not summary:
         return ""
     parts = ["<h2>Dance videos</h2>",
@@ -183,11 +189,24 @@ def _ablation_section(workdir: str) -> str:
         return f"<h2>Ablation</h2>\n<pre>{_e(f.read())}</pre>"
 
 
+def _dance_section(workdir: str) -> str:
+    state = _read_json(storage.join(workdir, DANCE_STATE))
+    if not state:
+        return ""
+    lines = [(name, duration(seconds)) for name, seconds in state.get("phases", {}).items()]
+    steps = "".join(f"<li>{_e(name)} stage: {p['num_steps']} steps ({p['steps_per_sec']:.2f} steps/s measured, to fit "
+                    f"{p['budget_minutes']:g} minutes)</li>" for name, p in state.get("steps", {}).items())
+    notes = [f"target {state.get('target', '')}, frames at {state.get('height')}x{state.get('width')}, stages "
+             f"{state.get('stages', '')}", state.get("face_reason", "")]
+    return ("<h2>Dance phases</h2>\n" + "".join(f"<p class=\"note\">{_e(n)}</p>" for n in notes if n)
+            + (f"<ul>{steps}</ul>" if steps else "") + _table(("phase", "wall time (summed over reruns)"), lines))
+
+
 def _runs_section(path: str) -> str:
     runs = _read_json(path) or []
     if not runs:
         return ""
-    lines = [(r["mode"], r["started"], _duration(r["seconds"])) for r in runs]
+    lines = [(r["mode"], r["started"], duration(r["seconds"])) for r in runs]
     configs = "".join(f"<details><summary>{_e(r['mode'])} at {_e(r['started'])}: command and config</summary>"
                       f"<pre>{_e(r['command'])}</pre><pre>{_e(r['config'])}</pre></details>" for r in runs)
     return "<h2>Runs</h2>\n" + _table(("mode", "started", "took"), lines) + configs
@@ -319,11 +338,6 @@ def _pct(value) -> str:
 
 def _has(metrics: dict, row: str, key: str) -> bool:
     return (metrics.get(row) or {}).get(key) is not None
-
-
-def _duration(seconds: float) -> str:
-    minutes, s = divmod(int(round(seconds)), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes}:{s:02d}"
 
 
 def _read_json(path: str):

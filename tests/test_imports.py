@@ -13,7 +13,7 @@ MAX_LINES = 500
 # module that may move between releases is imported guardedly.
 DEFERRED = {"edn_jax.main": {"edn_jax.pose.pipeline", "edn_jax.build", "edn_jax.dataset", "edn_jax.train",
                              "edn_jax.transfer", "edn_jax.evaluate", "edn_jax.ablation", "edn_jax.distributed",
-                             "edn_jax.report"},
+                             "edn_jax.report", "edn_jax.dance"},
             "edn_jax.pose.detector": {"mediapipe"},
             "edn_jax.storage": {"tensorflow"},  # only when a URL is used: local pose runs never import TF
             "edn_jax.distributed": {"jax._src"}}

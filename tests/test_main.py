@@ -60,7 +60,7 @@ def test_video_without_a_person(tmp_path):
 
 @pytest.mark.parametrize("flag,fragment", [
     ("--config.pose.subject=tallest", "pose.subject='tallest'"),
-    ("--config.mode=dance", "config.mode='dance'"),
+    ("--config.mode=waltz", "config.mode='waltz'"),
 ])
 @pytest.mark.slow
 def test_invalid_config_value_cli(tmp_path, flag, fragment):

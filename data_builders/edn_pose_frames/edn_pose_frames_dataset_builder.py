@@ -25,4 +25,5 @@ class Builder(dataset.PoseFramesBuilder):
     def _videos(self, dl_manager: tfds.download.DownloadManager) -> list[dataset.VideoPoses]:
         cfg = self.builder_config
         paths = list(cfg.videos) or dataset.find_videos(str(dl_manager.manual_dir))
-        return [dataset.detect_video(p, cfg.pose, cfg.max_frames) for p in paths]
+        keypoints = list(cfg.keypoints) or [""] * len(paths)
+        return [dataset.detect_video(p, cfg.pose, cfg.max_frames, k) for p, k in zip(paths, keypoints)]
