@@ -44,7 +44,9 @@ STATE_FILE = os.path.join("dance", "state.json")
 POSE_DIR = "pose"
 VIDEOS_DIR = "videos"  # the dance videos, their side-by-sides and transfer_summary.json
 SIZE_MULTIPLE = 16     # frame sides are multiples of this (the generator's and the discriminators' downsamplings)
-PROBE_STEPS = 10       # steps timed after compilation to set a stage's length from the budget
+PROBE_STEPS = 40       # steps timed after compilation to set a stage's length from the budget...
+PROBE_LOG_EVERY = 10   # ...logged (and synced) every this many: the rate is taken from the second log on,
+                       # once the batches prefetched during compilation are used up
 MIN_TRAIN_FRAMES = 10  # frames with a person needed to train on
 MIN_HELD_OUT = 2       # frames with a person needed to score the model on
 # What a later phase costs, in units measured by the pose phase (the detector's seconds per frame):
@@ -116,6 +118,20 @@ def plan_steps(budget_s: float, probe_start: int, probe_end: int, probe_wall_s: 
     steps = probe_end + max(int((budget_s - probe_wall_s - setup) * rate), 0)
     decay = min(int(round(decay_fraction * steps)), steps - probe_end)
     return steps, decay
+
+
+def steady_rate(counts: np.ndarray, rates: np.ndarray) -> float:
+    """Steps/s between the second and the last of a probe's logged points.
+
+    ``rates[i]`` is the progress rate logged after ``counts[i]`` steps: steps since the first one,
+    timed from the first step's dispatch to the sync of the logged one, so the time between two
+    logged points, ``(c - 1) / r`` apart, holds only their steps: not compilation, nor the batches
+    prefetched while compiling, nor the first step's execution.
+    """
+    if len(counts) < 3:
+        raise EdnError(f"the probe logged {len(counts)} step rates, too few to measure", "rerun the same command")
+    (ca, cb), (ra, rb) = (counts[1], counts[-1]), (rates[1], rates[-1])
+    return float((cb - ca) / ((cb - 1) / rb - (ca - 1) / ra))
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -268,13 +284,15 @@ class Job:
         section.num_steps, section.decay_steps = probe, 0
         if name == "face":
             section.d_alone_steps = probe
+        config.train.log_every = PROBE_LOG_EVERY
         print(f"{name} stage: timing {PROBE_STEPS} steps to fit {budget_s / 60:.1f} minutes")
         t = time.perf_counter()
-        result = train.train_and_evaluate(config, self.workdir)
+        train.train_and_evaluate(config, self.workdir)
         wall = time.perf_counter() - t
-        rate = float(result["stages"][-1].get("metrics", {}).get("steps_per_sec") or 0.0)
-        if rate <= 0:
-            raise EdnError(f"the {name} stage's step rate could not be measured", "rerun the same command")
+        scalars = report.read_scalars(storage.join(self.workdir, "tensorboard", name))
+        at, rates = scalars.get("steps_per_sec", (np.zeros(0), np.zeros(0)))
+        logged = (at > start) & (at <= probe)
+        rate = steady_rate(at[logged] - start, rates[logged])
         fraction = (self.config.train.decay_steps / self.config.train.num_steps if name == "global" else
                     self.config.train[name].decay_steps / self.config.train[name].num_steps)
         steps, decay = plan_steps(budget_s, start, probe, wall, rate, fraction)

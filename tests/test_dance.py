@@ -100,6 +100,18 @@ def test_the_steps_fill_the_budget_from_the_measured_rate():
         dance.plan_steps(30.0, 0, 10, 40.0, 2.0, 0.5)  # compiling alone takes 35 s
 
 
+def test_the_probes_rate_leaves_out_compilation_and_the_prefetched_batches():
+    # step 1 dispatched at t=0 after compiling; its batch and the next were prefetched while compiling
+    # (0.1 s each), every later step takes 0.8 s; the progress rate is logged, synced, every 10 steps
+    done = np.cumsum([0.1, 0.1] + [0.8] * 38)   # when step c's result is ready
+    counts = np.array([10, 20, 30, 40])
+    logged = (counts - 1) / done[counts - 1]    # what the progress bar reports
+    assert dance.steady_rate(counts, logged) == pytest.approx(1.25)
+    assert logged[-1] > 1.25 * 1.01             # the rate since the first step is optimistic
+    with pytest.raises(EdnError, match="too few"):
+        dance.steady_rate(counts[:2], logged[:2])
+
+
 def test_the_face_counts_as_seen_only_where_its_landmarks_were_found():
     kps = np.zeros((10, layout.NUM_KEYPOINTS, 3), np.float32)
     kps[:8, layout.BODY, 2] = 1.0            # a person in 8 frames; the head's points alone are no face

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import real_video
+from conftest import real_video, scripted_person
 from configs import default
 from edn_jax import dataset, main, synthetic, video
 from edn_jax.errors import EdnError
@@ -55,6 +55,30 @@ def test_real_video_build_80_20_with_pose_mode_keypoints(tmp_path, tracked_real)
     stats = normalization.stats_to_dict(normalization.pose_statistics(expected[:80]))
     assert train.metadata["normalization"] == pytest.approx(stats)
     assert train.metadata["videos"][0]["fps"] == 60.0
+
+
+def test_a_build_reads_pose_modes_keypoints_instead_of_detecting_again(tmp_path):
+    path = real_video("single_person_cam01.mp4")
+    kps = scripted_person(3, 15, 1920, 1080)  # poses no detector would find in that video
+    seq = pipeline.PoseSequence(kps, kps.copy(), 60.0, 1920, 1080, path)
+    keypoints = str(tmp_path / "keypoints.npz")
+    pipeline.save_keypoints(keypoints, seq)
+    config = _build_config(height=64, width=64, keypoints=keypoints)
+    config.input.video, config.input.max_frames = path, 12
+    main.run(config, str(tmp_path / "w"))
+    target = tmp_path / "w" / "tfds" / "edn_pose_frames" / "single_person_cam01_64x64" / "1.0.0"
+    records = _records(dataset.open_split(str(target), "train")) + _records(dataset.open_split(str(target), "validation"))
+    expected = render.transform_keypoints(kps[:12], render.fit_transform((1920, 1080), (64, 64), "pad"))
+    np.testing.assert_array_equal(np.stack([r["keypoints"] for r in records]), expected)  # the file's, cut to 12
+
+    other = _build_config(keypoints=keypoints)
+    other.input.video = real_video("single_person_cam02.mp4")
+    with pytest.raises(EdnError, match="holds the poses of .*single_person_cam01"):
+        main.run(other, str(tmp_path / "w2"))
+    two = _build_config(keypoints=f"{keypoints},{keypoints}")
+    two.input.video = path
+    with pytest.raises(EdnError, match="2 files for 1 videos"):
+        main.run(two, str(tmp_path / "w3"))
 
 
 def test_synthetic_build_via_build_mode(tmp_path):
