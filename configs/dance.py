@@ -11,7 +11,7 @@ preempted machine), the same command continues where it stopped.
 
 The recipe is configs/real_cpu.py's, the one measured to generalise from little footage, at a frame
 size whose longer side is dance.long_side (192) in the target's displayed aspect; training takes
-dance.train_minutes (24) whatever the machine, its steps set from the step rate measured after
+dance.train_minutes (27) whatever the machine, its steps set from the step rate measured after
 compilation. The face stage runs when the target's face is seen in at least half the frames. Defaults:
 about 30 minutes on 2 CPU cores for a 100-frame target and two 100-frame sources. On an accelerator,
 give more: --config.dance.long_side=512 --config.dance.train_minutes=240.
@@ -28,5 +28,5 @@ def get_config():
     config.train.stages = "global,face"     # the face stage is dropped when the target's face is not seen
     config.pose.write_json = False          # the keypoints file is what the dataset reads
     config.dance.long_side = 192
-    config.dance.train_minutes = 24.0
+    config.dance.train_minutes = 27.0
     return config

@@ -278,7 +278,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dance.long_side = 192      # the frame's longer side in pixels; the other follows the target's aspect
     # Training time in minutes: the steps (and the decay) follow from the step rate measured after
     # compilation, so the schedule ends on time. 0 = train.num_steps (and train.face.num_steps).
-    config.dance.train_minutes = 24.0
+    config.dance.train_minutes = 27.0
     config.dance.face_share = 0.25    # of the training time, for the face stage when it runs
     # The face stage runs only when the target's face (its landmarks, not only the head's points) is
     # found in at least this fraction of the frames with a person.

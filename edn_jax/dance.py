@@ -44,9 +44,9 @@ STATE_FILE = os.path.join("dance", "state.json")
 POSE_DIR = "pose"
 VIDEOS_DIR = "videos"  # the dance videos, their side-by-sides and transfer_summary.json
 SIZE_MULTIPLE = 16     # frame sides are multiples of this (the generator's and the discriminators' downsamplings)
-PROBE_STEPS = 40       # steps timed after compilation to set a stage's length from the budget...
-PROBE_LOG_EVERY = 10   # ...logged (and synced) every this many: the rate is taken from the second log on,
-                       # once the batches prefetched during compilation are used up
+PROBE_STEPS = 60       # steps timed after compilation to set a stage's length from the budget...
+PROBE_LOG_EVERY = 10   # ...logged (and synced) every this many: the rate is the median of the windows
+                       # between logs from the second on, past the batches prefetched while compiling
 MIN_TRAIN_FRAMES = 10  # frames with a person needed to train on
 MIN_HELD_OUT = 2       # frames with a person needed to score the model on
 # What a later phase costs, in units measured by the pose phase (the detector's seconds per frame):
@@ -121,17 +121,20 @@ def plan_steps(budget_s: float, probe_start: int, probe_end: int, probe_wall_s: 
 
 
 def steady_rate(counts: np.ndarray, rates: np.ndarray) -> float:
-    """Steps/s between the second and the last of a probe's logged points.
+    """Steps/s of a stage's steady state from a probe's logged points: the median over the windows
+    between successive points from the second on.
 
     ``rates[i]`` is the progress rate logged after ``counts[i]`` steps: steps since the first one,
-    timed from the first step's dispatch to the sync of the logged one, so the time between two
-    logged points, ``(c - 1) / r`` apart, holds only their steps: not compilation, nor the batches
-    prefetched while compiling, nor the first step's execution.
+    timed from the first step's dispatch to the sync of the logged one, so a window between two
+    points, ``(c - 1) / r`` apart in time, holds only its own steps: not compilation, nor the batches
+    prefetched while compiling, nor the first step's execution. The median passes over a window
+    slowed by something else on the machine.
     """
     if len(counts) < 3:
         raise EdnError(f"the probe logged {len(counts)} step rates, too few to measure", "rerun the same command")
-    (ca, cb), (ra, rb) = (counts[1], counts[-1]), (rates[1], rates[-1])
-    return float((cb - ca) / ((cb - 1) / rb - (ca - 1) / ra))
+    counts, rates = np.asarray(counts[1:], np.float64), np.asarray(rates[1:], np.float64)
+    elapsed = (counts - 1) / rates
+    return float(np.median(np.diff(counts) / np.diff(elapsed)))
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -163,7 +166,10 @@ class Job:
         self.config, self.workdir, self.command = config, workdir, command
         d = config.dance
         self.target_info = video.probe_video(d.target)  # a missing or unreadable target fails here, first
-        self.specs = sources.resolve_sources(_with(config, transfer={"source": d.source}))  # and a missing source
+        self.specs = sources.resolve_sources(_with(config, transfer={"source": d.source}))
+        missing = [spec.path for spec in self.specs if not storage.exists(spec.path)]
+        if missing:  # a typo is found now, not after training
+            raise EdnError(f"source {missing[0]} not found", "check dance.source (videos, globs or @FILE)")
         self.state = State.load(workdir, d.target, d.long_side)
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.t0 = time.perf_counter()
