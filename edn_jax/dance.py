@@ -38,6 +38,7 @@ from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import layout, pipeline
 from edn_jax.progress import duration
+from edn_jax.stages import stage_names
 
 PHASES = ("pose", "dataset", "training", "evaluation", "transfer", "page")
 STATE_FILE = os.path.join("dance", "state.json")
@@ -205,20 +206,20 @@ class Job:
                       f"({duration(self.state.phases[name])}); skipped")
                 continue
             print(f"dance: phase {number} of {len(PHASES)}, {name} ...", flush=True)
-            t = time.perf_counter()
+            t, outcome = time.perf_counter(), "done"
             try:
                 getattr(self, f"_{name}")()
             except EdnError as e:
                 if name != "transfer":
                     raise
-                error = e  # a source failed: the others are rendered; the page still shows them all
+                error, outcome = e, "a source failed"  # the others are rendered; the page shows them all
             seconds = time.perf_counter() - t
             if error is None or name == "page":
                 self.state.phases[name] = self.state.phases.get(name, 0.0) + seconds
             else:
                 self.state.phases.pop(name, None)  # not done while a source fails
             self.state.save(self.workdir)
-            print(f"dance: phase {number} of {len(PHASES)}, {name}: done in {duration(seconds)}; "
+            print(f"dance: phase {number} of {len(PHASES)}, {name}: {outcome} in {duration(seconds)}; "
                   f"{self._eta(PHASES[number:])}", flush=True)
         if error is not None:
             raise error
@@ -239,7 +240,7 @@ class Job:
         s = self.state
         s.height, s.width = frame_size(seq.height, seq.width, s.long_side)
         seen = face_seen(seq.keypoints)
-        names = [n.strip() for n in str(self.config.train.stages).split(",") if n.strip()]
+        names = stage_names(self.config.train.stages)
         if "face" in names and seen < self.config.dance.face_min_fraction:
             names.remove("face")
             s.face_reason = (f"face stage skipped: the target's face was found in {100 * seen:.0f}% of the frames "
@@ -268,17 +269,18 @@ class Job:
         print(f"dataset: {storage.absolute(directory)}, {len(split.source)} training frames")
 
     def _training(self) -> None:
-        names = self.state.stages.split(",")
-        minutes = self.config.dance.train_minutes
+        """Each stage in turn: its steps planned from the budget (unless given in steps), then trained,
+        so the next stage's probe starts from its finished predecessor."""
+        names = stage_names(self.state.stages)
+        face = self.config.dance.face_share if "face" in names else 0.0
         for i, name in enumerate(names):
-            if minutes and name not in self.state.steps:
-                share = self.config.dance.face_share if name == "face" else (
-                    (1 - self.config.dance.face_share) if "face" in names else 1.0) / sum(n != "face" for n in names)
-                self._plan_stage(names[:i + 1], name, minutes * 60 * share)
-        config = self.phase_config("train")
-        for stage in names:
-            print(f"{stage} stage: {_stage_steps(config, stage)} steps")
-        train.train_and_evaluate(config, self.workdir)
+            if self.config.dance.train_minutes and name not in self.state.steps:
+                share = face if name == "face" else (1.0 - face) / sum(n != "face" for n in names)
+                self._plan_stage(names[:i + 1], name, 60.0 * self.config.dance.train_minutes * share)
+            config = self.phase_config("train")
+            config.train.stages = ",".join(names[:i + 1])
+            print(f"{name} stage: {_stage_steps(config, name)} steps")
+            train.train_and_evaluate(config, self.workdir)
 
     def _plan_stage(self, names: list[str], name: str, budget_s: float) -> None:
         """Trains a few steps of ``name`` to measure its rate, then fixes its steps to fill ``budget_s``."""

@@ -122,6 +122,39 @@ def test_the_face_counts_as_seen_only_where_its_landmarks_were_found():
     assert dance.face_seen(kps) == pytest.approx(0.25)
 
 
+def test_each_stage_is_planned_from_its_share_and_trained_before_the_next_is_timed(tmp_path, monkeypatch):
+    from configs import dance as dance_config
+
+    config = dance_config.get_config()
+    config.dance.train_minutes, config.dance.face_share = 1.0, 0.25
+    job = object.__new__(dance.Job)
+    job.config, job.workdir, job.command = config, str(tmp_path), ""
+    job.state = dance.State("/target.mp4", 192, 192, 112, "global,face")
+    calls = []
+
+    def fake_train(cfg, workdir):  # records what each call trains; each takes no time
+        calls.append((cfg.train.stages, cfg.train.num_steps, cfg.train.face.num_steps, cfg.train.log_every))
+
+    def steady_two_steps_per_second(_events_dir):
+        counts = np.arange(10, dance.PROBE_STEPS + 1, 10)
+        return {"steps_per_sec": (counts, (counts - 1) / (counts / 2.0))}
+
+    monkeypatch.setattr(dance.train, "train_and_evaluate", fake_train)
+    monkeypatch.setattr(dance.report, "read_scalars", steady_two_steps_per_second)
+    job._training()
+    probe, face_steps, log_every = dance.PROBE_STEPS, config.train.face.num_steps, config.train.log_every
+    global_steps = calls[1][1]
+    assert probe + 89 <= global_steps <= probe + 90  # 45 s at 2 steps/s after the probe (less the calls' own time)
+    assert calls[0] == ("global", probe, face_steps, dance.PROBE_LOG_EVERY)
+    assert calls[1] == ("global", global_steps, face_steps, log_every)
+    assert calls[2] == ("global,face", global_steps, probe, dance.PROBE_LOG_EVERY)  # after the global stage is done
+    assert calls[3][::3] == ("global,face", log_every) and calls[3][1] == global_steps
+    assert probe + 29 <= calls[3][2] <= probe + 30  # 15 s
+    assert job.state.steps["global"]["decay_steps"] == int(round(global_steps * config.train.decay_steps
+                                                                 / config.train.num_steps))
+    assert job.state.steps["face"]["d_alone_steps"] >= probe  # the probe's steps were the face D's alone
+
+
 # --- the one command ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
