@@ -44,11 +44,11 @@ def run_with_a_contender(monkeypatch, config, workdir: str) -> subprocess.Comple
     seen = {}
     real = main.MODES[config.mode]
 
-    def held(config, workdir, overrides=()):
+    def held(config, workdir, overrides=(), command=""):
         before = listing(workdir)
         seen["proc"] = contend(workdir, config.mode)
         assert listing(workdir) == before  # the refused run wrote nothing
-        return real(config, workdir, overrides)
+        return real(config, workdir, overrides, command)
 
     monkeypatch.setitem(main.MODES, config.mode, held)
     main.run(config, workdir)
