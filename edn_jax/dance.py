@@ -28,7 +28,6 @@ import dataclasses
 import datetime
 import json
 import math
-import os
 import time
 
 import numpy as np
@@ -41,9 +40,9 @@ from edn_jax.progress import duration
 from edn_jax.stages import stage_names
 
 PHASES = ("pose", "dataset", "training", "evaluation", "transfer", "page")
-STATE_FILE = os.path.join("dance", "state.json")
+STATE_FILE = report.DANCE_STATE  # the page reads it
 POSE_DIR = "pose"
-VIDEOS_DIR = "videos"  # the dance videos, their side-by-sides and transfer_summary.json
+VIDEOS_DIR = report.VIDEOS_DIR  # the dance videos, their side-by-sides and transfer_summary.json
 SIZE_MULTIPLE = 16     # frame sides are multiples of this (the generator's and the discriminators' downsamplings)
 PROBE_STEPS = 100      # steps timed after compilation to set a stage's length from the budget...
 PROBE_LOG_EVERY = 10   # ...logged (and synced) every this many; the rate is the median of the windows between
@@ -192,7 +191,7 @@ class Job:
         config = _with(self.config, **fields)
         config.mode = mode
         for name, planned in s.steps.items():
-            section = config.train if name == "global" else config.train[name]
+            section = _section(config, name)
             section.num_steps, section.decay_steps = planned["num_steps"], planned["decay_steps"]
             if name == "face":
                 section.d_alone_steps = planned["d_alone_steps"]
@@ -282,7 +281,7 @@ class Job:
                 self._plan_stage(names[:i + 1], name, 60.0 * self.config.dance.train_minutes * share)
             config = self.phase_config("train")
             config.train.stages = ",".join(names[:i + 1])
-            print(f"{name} stage: {_stage_steps(config, name)} steps")
+            print(f"{name} stage: {_section(config, name).num_steps} steps")
             train.train_and_evaluate(config, self.workdir)
 
     def _plan_stage(self, names: list[str], name: str, budget_s: float) -> None:
@@ -291,7 +290,7 @@ class Job:
         config.train.stages = ",".join(names)
         start = _checkpoint_step(self.workdir, name)
         probe = start + PROBE_STEPS
-        section = config.train if name == "global" else config.train[name]
+        section = _section(config, name)
         section.num_steps, section.decay_steps = probe, 0
         if name == "face":
             section.d_alone_steps = probe
@@ -304,8 +303,8 @@ class Job:
         at, rates = scalars.get("steps_per_sec", (np.zeros(0), np.zeros(0)))
         logged = (at > start) & (at <= probe)
         rate = steady_rate(at[logged] - start, rates[logged])
-        fraction = (self.config.train.decay_steps / self.config.train.num_steps if name == "global" else
-                    self.config.train[name].decay_steps / self.config.train[name].num_steps)
+        given = _section(self.config, name)
+        fraction = given.decay_steps / given.num_steps
         steps, decay = plan_steps(budget_s, start, probe, wall, rate, fraction)
         planned = {"num_steps": steps, "decay_steps": decay, "budget_minutes": round(budget_s / 60, 2),
                    "steps_per_sec": round(rate, 3), "probe_seconds": round(wall, 1)}
@@ -390,8 +389,9 @@ def _with(config, mode: str | None = None, **sections):
     return out
 
 
-def _stage_steps(config, name: str) -> int:
-    return config.train.num_steps if name == "global" else config.train[name].num_steps
+def _section(config, name: str):
+    """The config section of a stage's length: ``train`` for the global stage, ``train.<name>`` otherwise."""
+    return config.train if name == "global" else config.train[name]
 
 
 def _checkpoint_step(workdir: str, stage: str) -> int:

@@ -42,8 +42,8 @@ REPORT_DIR = "report"
 PAGE = "index.html"
 RUNS_FILE = "runs.json"
 TRANSFER_SUMMARY = "transfer_summary.json"  # transfer.SUMMARY_FILE (not imported: the page must not load the renderer)
-VIDEOS_DIR = "videos"  # where dance mode transfers (dance.VIDEOS_DIR)
-DANCE_STATE = posixpath.join("dance", "state.json")  # dance.STATE_FILE
+VIDEOS_DIR = "videos"  # where dance mode transfers (edn_jax.dance takes its names from here)
+DANCE_STATE = posixpath.join("dance", "state.json")  # dance mode's record of its phases
 HELD_OUT_SCORES = (("ssim", "SSIM", True), ("body_ssim", "body SSIM", True), ("body_lpips", "body LPIPS", False),
                    ("face_ssim", "face SSIM", True), ("face_lpips", "face LPIPS", False))
 HELD_OUT_ROWS = (("generated", "generated"), ("mean_train_frame", "mean training frame"),
