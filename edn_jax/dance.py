@@ -173,6 +173,7 @@ class Job:
         missing = [spec.path for spec in self.specs if not storage.exists(spec.path)]
         if missing:  # a typo is found now, not after training
             raise EdnError(f"source {missing[0]} not found", "check dance.source (videos, globs or @FILE)")
+        self.source_frames = sum(_frames(spec.path) for spec in self.specs)  # for the ETA
         self.state = State.load(workdir, d.target, d.long_side)
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.t0 = time.perf_counter()
@@ -358,8 +359,7 @@ class Job:
         if phase == "evaluation":
             return COMPILE_S + EVAL_DETECTIONS * per_frame * frames * self.config.build.val_fraction
         if phase == "transfer":
-            source_frames = sum(_frames(spec.path) for spec in self.specs)
-            return COMPILE_S * len(self.specs) + TRANSFER_DETECTIONS * per_frame * source_frames
+            return COMPILE_S * len(self.specs) + TRANSFER_DETECTIONS * per_frame * self.source_frames
         return 0.0
 
     def _print_times(self) -> None:
@@ -395,12 +395,15 @@ def _section(config, name: str):
 
 
 def _checkpoint_step(workdir: str, stage: str) -> int:
-    """The newest checkpoint step of a stage in the workdir (0 without one)."""
+    """The newest finished checkpoint step of a stage in the workdir, as Orbax sees it (0 without one)."""
     directory = checkpoints.checkpoint_dir(workdir, stage)
     if not storage.isdir(directory):
         return 0
-    steps = [int(n) for n in storage.listdir(directory) if n.isdigit()]
-    return max(steps, default=0)
+    found = checkpoints.Checkpoints(directory, signature={}, read_only=True)
+    try:
+        return found.latest_step() or 0
+    finally:
+        found.close()
 
 
 def _frames(path: str) -> int:

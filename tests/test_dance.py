@@ -175,6 +175,7 @@ def test_one_command_runs_every_phase_and_writes_the_page(uninterrupted):
     assert (state["height"], state["width"]) == (64, 32)  # single_person_cam01 is 1920x1080 as displayed
     assert state["stages"] == "global" and "face stage skipped" in state["face_reason"]  # its face is masked
     assert set(state["phases"]) == set(dance.PHASES)
+    assert dance._checkpoint_step(workdir, "global") == 6 and dance._checkpoint_step(workdir, "face") == 0
     pose = np.load(os.path.join(workdir, "pose", "keypoints.npz"))
     assert len(pose["keypoints"]) == 24
     assert decoded(os.path.join(workdir, "videos", "single_person_cam02.mp4")).shape == (24, 64, 32, 3)
