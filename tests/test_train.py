@@ -166,7 +166,10 @@ def test_launch_demo_trains_and_says_where_outputs_are(tmp_path):
              "--config.train.sample_every=2", "--config.train.checkpoint_every=2", "--config.train.log_every=2",
              "--config.train.face.num_steps=2", "--config.train.face.decay_steps=1",
              "--config.train.face.d_alone_steps=0", "--config.transfer.synthetic_frames=8",
-             "--config.loss.perceptual=none", "--config.model.n_blocks=1"]  # the demo's path; VGG's compile elsewhere
+             # the demo's path with smaller networks (VGG's and the demo size's compiles are tested elsewhere)
+             "--config.loss.perceptual=none", "--config.model.n_blocks=1", "--config.model.ngf=8",
+             "--config.model.ndf=8", "--config.model.num_d=1", "--config.model.face_ngf=8",
+             "--config.model.face_n_blocks=1", "--config.model.face_ndf=8"]
     proc = subprocess.run(["./launch.sh", "demo", *flags], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
