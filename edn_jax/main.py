@@ -151,5 +151,10 @@ def main(argv) -> None:
         sys.exit(130)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``edn-jax`` command of an installed package (``pip install -e .``): ``python -m edn_jax.main``."""
     app.run(main, flags_parser=command_line.parse_flags)
+
+
+if __name__ == "__main__":
+    cli()
