@@ -4,7 +4,7 @@ a rerun redoes nothing."""
 import json
 import os
 
-from conftest import one_device_mesh
+from helpers import one_device_mesh
 from configs import tiny
 from edn_jax import ablation
 

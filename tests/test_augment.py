@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import scripted_person, scripted_records
+from helpers import scripted_person, scripted_records
 
 from edn_jax import augment, input_pipeline
 from edn_jax.errors import EdnError

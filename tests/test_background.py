@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import one_device_mesh, staged_config
+from helpers import one_device_mesh, tiny_config
 
 from edn_jax import background, checkpoints, dataset, inference, train
 from edn_jax.models import factory
@@ -59,7 +59,7 @@ def test_a_target_dancing_in_place_leaves_no_body_in_the_plate():
     """The real detector on the plate of targets who never leave their place: the synthetic subject
     and the man in single_person_cam01 (80 training frames). The median plate shows a body; the
     inpainted plate shows none."""
-    from conftest import real_video
+    from helpers import real_video
 
     from edn_jax import synthetic, video
     from edn_jax.pose import detector, render
@@ -117,7 +117,7 @@ def test_the_pose_region_is_the_figure_grown_by_a_fraction_of_its_height():
 def test_the_gated_composite_is_the_plate_away_from_the_pose():
     """model.composite_region: with G's mask fully on everywhere, the frame is G's colours near the
     figure and exactly the plate away from it (and everywhere for an empty figure)."""
-    config = staged_config("global")
+    config = tiny_config("global", steps=2)
     config.model.background, config.model.composite_region = "composite", 0.1
     generator = factory.build_generator(config)
     label = _figure(32, 32, 4, 27, 8)
@@ -156,7 +156,7 @@ def test_composite_takes_the_plate_where_the_mask_is_off_and_the_colours_where_i
 
 
 def test_a_composite_generator_renders_the_plate_where_its_mask_is_off():
-    config = staged_config("global")
+    config = tiny_config("global", steps=2)
     config.model.background = "composite"
     generator = factory.build_generator(config)
     image = jnp.zeros((1, 32, 32, 3))
@@ -185,7 +185,7 @@ def test_the_plate_as_the_generator_sees_it_converts_back_exactly():
 
 def test_training_with_a_plate_and_augmentation_renders_as_the_reloaded_model(tmp_path):
     """A model trained with the plate (and moved pairs) reloads with the same plate and renders alike."""
-    config = staged_config("global")
+    config = tiny_config("global", steps=2)
     config.model.background = "composite"
     config.train.augment.scale, config.train.augment.flip = 0.1, 0.5
     config.train.prev_noise = 0.05

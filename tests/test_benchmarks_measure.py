@@ -3,7 +3,7 @@
 
 import jax.numpy as jnp
 import numpy as np
-from conftest import tiny_config
+from helpers import tiny_config
 
 from benchmarks import measure
 from edn_jax import inference

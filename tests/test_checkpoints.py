@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, synthetic_target_config
+from helpers import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, synthetic_target_config
 from configs import cpu, default
 from edn_jax import checkpoints, inference, main, stages, train, video
 from edn_jax.errors import EdnError

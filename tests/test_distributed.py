@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import multihost_worker
-from conftest import REPO
+from helpers import REPO
 from edn_jax import distributed
 from edn_jax.errors import EdnError
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from conftest import one_device_mesh, real_video, tensorboard_tags
+from helpers import one_device_mesh, real_video, tensorboard_tags
 from configs import default
 from edn_jax import build, checkpoints, dataset, evaluate, holdout, inference, main, metrics, stages, train, video
 from edn_jax.errors import EdnError

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
+from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
                       scripted_records, synthetic_target_config, to_unit, transfer_config)
 
 from edn_jax import (augment, background, dataset, evaluate, exemplar, holdout, inference, input_pipeline, limb_warp,

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import optax
 
-from conftest import face_batch, face_trainer, one_device_mesh, staged_config
+from helpers import face_batch, face_trainer, one_device_mesh, tiny_config
 from edn_jax import face_crop, face_stage, inference, sharding
 
 
@@ -17,7 +17,7 @@ def put(batch, mesh):
 
 
 def test_face_stage_keeps_the_generator_bit_identical_and_trains_the_face_networks():
-    config = staged_config("global,face")
+    config = tiny_config("global,face", steps=2)
     mesh = one_device_mesh()
     trainer, state, previous = face_trainer(config, mesh)
     start = jax.device_get(state)
@@ -44,7 +44,7 @@ def test_face_stage_keeps_the_generator_bit_identical_and_trains_the_face_networ
 
 
 def test_face_step_ignores_examples_without_a_face():
-    config = staged_config("global,face")
+    config = tiny_config("global,face", steps=2)
     mesh = one_device_mesh()
     trainer, state, _ = face_trainer(config, mesh)
     batch = face_batch()
@@ -67,7 +67,7 @@ def test_face_step_on_8_devices_equals_one_device():
     16 px crops its bottleneck is 2x2, instance norm there makes gradients of ~1e-9 whose
     sign depends on reduction order, and Adam's first step turns any sign into +-lr.
     """
-    config = staged_config("global,face")
+    config = tiny_config("global,face", steps=2)
     batch = face_batch(seed=1)
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
@@ -88,7 +88,7 @@ def test_frame_t_is_rendered_from_the_face_refined_frame_t_minus_1():
     """As the original: G renders frame t from frame t-1 with its face refined, and the gradient of
     frame t's losses reaches the face generator through that refined frame t-1. With
     ``model.face_prev="raw"`` (the earlier variant) frame t is G's output on G's own frame t-1."""
-    config = staged_config("global,face")
+    config = tiny_config("global,face", steps=2)
     mesh = one_device_mesh()
     trainer, state, _ = face_trainer(config, mesh, perturb_head=True)
     batch = {k: jax.numpy.asarray(v) for k, v in face_batch(seed=3).items()}

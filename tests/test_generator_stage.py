@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import one_device_mesh, staged_config, tiny_config
+from helpers import one_device_mesh, tiny_config
 from edn_jax import generator_stage, inference, losses, sharding, stages
 from edn_jax.generator_stage import GeneratorTrainer
 from edn_jax.models import GlobalGenerator
@@ -187,7 +187,7 @@ def test_nonfinite_step_leaves_params_untouched():
 
 
 def test_local_stage_starts_from_global_weights_and_first_trains_only_its_branch():
-    config = staged_config("global,local")
+    config = tiny_config("global,local", steps=2)
     mesh = one_device_mesh()
     global_stage, local_stage = stages.plan_stages(config)
     previous = GeneratorTrainer.create(config, mesh, global_stage).init(3)
@@ -219,7 +219,7 @@ def test_each_stage_has_its_own_number_of_discriminator_scales():
     third fresh. The VGG term is at full weight once the generator is the LocalEnhancer."""
     from edn_jax.face_stage import FaceTrainer
 
-    config = staged_config("global,local,face")
+    config = tiny_config("global,local,face", steps=2)
     config.model.num_d_local = config.model.num_d_face = 3
     mesh = one_device_mesh()
     global_stage, local_stage, face_stage = stages.plan_stages(config)

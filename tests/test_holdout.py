@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import scripted_person, tiny_config
+from helpers import scripted_person, tiny_config
 from edn_jax import build, dataset, holdout
 from edn_jax.pose import layout
 

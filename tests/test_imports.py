@@ -4,7 +4,7 @@ trainers), imports sit at the top of each module, and no module outgrows one con
 import ast
 import pathlib
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "edn_jax"
 MAX_LINES = 500

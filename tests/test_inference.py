@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import (SYNTHETIC_TARGET_SIZE as SIZE, face_batch, face_trainer, reference_render, staged_config,
+from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, face_batch, face_trainer, reference_render, tiny_config,
                       to_unit, transfer_config)
 from edn_jax import face_crop, inference, sharding, sources, synthetic, transfer
 from edn_jax.pose import render
@@ -17,7 +17,7 @@ SIDE = 16  # face crop at 32x32 (the minimum of face_crop_size)
 
 def test_render_chunk_with_face_equals_a_per_frame_loop():
     SIZE = 32  # noqa: N806  (the staged config's frame size)
-    config = staged_config("global,face")
+    config = tiny_config("global,face", steps=2)
     mesh = sharding.make_mesh(jax.devices()[:1])
     trainer, state, _ = face_trainer(config, mesh, perturb_head=True)
     renderer, params = trainer.renderer(state)

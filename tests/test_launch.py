@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 TOOLS = ("bash", "dirname", "sha256sum", "cut", "cat", "awk")
 SPIES = ("gcloud", "git", "tar", "sudo", "python3.11")

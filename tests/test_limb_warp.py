@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import scripted_person
+from helpers import scripted_person
 
 from edn_jax import limb_warp
 from edn_jax.pose import layout, render

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error
+from helpers import REPO, assert_one_line_error
 from edn_jax import main, video
 from edn_jax.errors import EdnError
 from configs import default

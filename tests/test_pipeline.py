@@ -6,27 +6,18 @@ import os
 import numpy as np
 import pytest
 
-from conftest import real_video
+from helpers import real_video, synthetic_pose_config
 from configs import default
 from edn_jax import main, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, openpose_json, pipeline, render
 
 
-def _synthetic_config(frames=24, size=128):
-    config = default.get_config()
-    config.synthetic.num_frames = frames
-    config.synthetic.height = size
-    config.synthetic.width = size
-    config.pose.output_height = size
-    return config
-
-
 def test_synthetic_pose_mode_outputs_agree(tmp_path):
     from edn_jax import synthetic
 
     workdir = str(tmp_path / "work")
-    main.run(_synthetic_config(), workdir)
+    main.run(synthetic_pose_config(24, 128), workdir)
     seq = pipeline.load_keypoints(os.path.join(workdir, "keypoints.npz"))
     exact = synthetic.synthetic_keypoints(0, 24, 128, 128, 30.0)
     np.testing.assert_array_equal(seq.keypoints, exact)  # exact keypoints are not smoothed
@@ -52,7 +43,7 @@ def test_synthetic_pose_mode_outputs_agree(tmp_path):
 
 def test_existing_outputs_are_not_overwritten(tmp_path):
     workdir = str(tmp_path / "work")
-    config = _synthetic_config(frames=6)
+    config = synthetic_pose_config(6, 128)
     main.run(config, workdir)
     stamp = os.path.getmtime(os.path.join(workdir, "keypoints.npz"))
     with pytest.raises(EdnError, match="overwrite"):

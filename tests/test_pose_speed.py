@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import real_video, scripted_person
+from helpers import real_video, scripted_person
 from configs import default
 from edn_jax import video
 from edn_jax.errors import EdnError

@@ -3,7 +3,7 @@ and training record), and rebuilding a config from that record."""
 
 import pytest
 
-from conftest import staged_config, tiny_config
+from helpers import tiny_config
 from configs import default
 from edn_jax import main, stages
 from edn_jax.errors import EdnError
@@ -12,14 +12,14 @@ SIZE = 32
 
 
 def test_plan_stages_sizes_steps_and_order():
-    config = staged_config()
+    config = tiny_config("global,local,face", steps=2)
     config.train.height, config.train.width = 256, 512
     planned = stages.plan_stages(config)
     assert [(s.name, s.height, s.width, s.generator) for s in planned] == [
         ("global", 256, 512, "global"), ("local", 512, 1024, "local"), ("face", 512, 1024, "local")]
     assert [s.previous.name if s.previous else None for s in planned] == [None, "global", "local"]
     assert planned[2].title == "stage 3/3 (face, 512x1024)"
-    face_only = stages.plan_stages(staged_config("global,face"))
+    face_only = stages.plan_stages(tiny_config("global,face", steps=2))
     assert [(s.name, s.height, s.generator) for s in face_only] == [("global", SIZE, "global"), ("face", SIZE, "global")]
     assert stages.face_crop_side(default.get_config(), 512, 1024) == 128
 
@@ -44,7 +44,7 @@ def test_the_local_stage_trains_all_of_its_generator_from_the_first_step_by_defa
     ("train.face.decay_epochs", 3.0, "decay_epochs=3.0 exceeds train.face.num_epochs"),
 ])
 def test_bad_stage_values(tmp_path, field, value, fragment):
-    config = staged_config()
+    config = tiny_config("global,local,face", steps=2)
     *path, name = field.split(".")
     section = config
     for part in path:
@@ -158,7 +158,7 @@ def test_bad_small_footage_fields_are_one_error_each():
                                    ("model.composite_region", 0.1, "model.composite_region"),
                                    ("train.augment.flip", 2.0, "train.augment.flip"),
                                    ("train.prev_noise", -0.1, "train.prev_noise")):
-        config = staged_config("global")
+        config = tiny_config("global", steps=2)
         section, key = field.rsplit(".", 1)
         target = config
         for part in section.split("."):
@@ -171,7 +171,7 @@ def test_bad_small_footage_fields_are_one_error_each():
 def test_signatures_and_records_from_before_per_stage_discriminators_still_match():
     """A local or face stage checkpointed before num_d_local / num_d_face / face_d_norm existed had
     one D for every stage and an InstanceNorm face D; its stored signature is read that way."""
-    config = staged_config()
+    config = tiny_config("global,local,face", steps=2)
     config.model.num_d_local = config.model.num_d_face = config.model.num_d
     config.model.face_d_norm = "instance"
     for stage in stages.plan_stages(config):
@@ -187,3 +187,4 @@ def test_signatures_and_records_from_before_per_stage_discriminators_still_match
     assert filled["model.num_d_local"] == filled["model.num_d_face"] == 1
     assert (filled["model.face_prev"], filled["model.face_d_norm"], filled["loss.vgg_input"]) == (
         "refined", "instance", "imagenet")
+

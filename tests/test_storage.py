@@ -26,7 +26,7 @@ from etils.epath import backend as epath_backend
 from etils.epath import gpath
 from etils.epath import register as epath_register
 
-from conftest import REPO, tiny_config
+from helpers import REPO, tiny_config
 from edn_jax import build, checkpoints, command_line, fileio, generator_stage, main, storage, video
 from edn_jax.errors import EdnError
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import scripted_person
+from helpers import scripted_person
 from edn_jax.errors import EdnError
 from edn_jax.pose import appearance, layout, tracking
 

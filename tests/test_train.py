@@ -13,13 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, staged_config, tensorboard_tags, tiny_config
+from helpers import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, tensorboard_tags, tiny_config
 from edn_jax import build, checkpoints, generator_stage, sharding, stages, train
 from edn_jax.errors import EdnError
 
 
 def test_staged_training_end_to_end_then_rerun_skips_finished_stages(tmp_path, capsys):
-    config = staged_config("global,local,face")
+    config = tiny_config("global,local,face", steps=2)
     config.train.evaluate_holdout = True
     config.train.face.d_alone_steps = 0  # one face step program to compile; the D-alone phase: test_face_stage.py
     result = train.train_and_evaluate(config, str(tmp_path), one_device_mesh())

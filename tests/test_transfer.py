@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference_render, synthetic_target_config,
+from helpers import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference_render, synthetic_target_config,
                       transfer_config)
 from edn_jax import dataset, main, render_resume, self_score, sources, synthetic, transfer, video
 from edn_jax.errors import EdnError
@@ -169,7 +169,7 @@ def test_real_video_source_keeps_audio_and_fills_frames_without_a_person(synthet
 
 
 def test_missing_model_is_refused(tmp_path):
-    config = synthetic_target_config()
+    config = synthetic_target_config("global,face")
     config.mode = "transfer"
     with pytest.raises(EdnError, match="transfer.model_workdir is empty"):
         main.run(config, str(tmp_path / "out"))

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, transfer_config
-from configs import default, tiny
+from helpers import REPO, assert_one_line_error, synthetic_pose_config, transfer_config
+from configs import tiny
 from edn_jax import main, workdir_lock
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
@@ -61,19 +61,11 @@ def refused(proc, workdir: str, mode: str) -> None:
     assert "started 20" in line
 
 
-def _pose_config():
-    config = default.get_config()
-    config.mode = "pose"
-    config.synthetic.num_frames, config.synthetic.height, config.synthetic.width = 8, 64, 64
-    config.pose.output_height = 64
-    return config
-
-
 def test_pose_mode_refuses_a_second_run_and_finishes_as_alone(tmp_path, monkeypatch):
     alone = str(tmp_path / "alone")
-    main.run(_pose_config(), alone)
+    main.run(synthetic_pose_config(8), alone)
     workdir = str(tmp_path / "work")
-    refused(run_with_a_contender(monkeypatch, _pose_config(), workdir), workdir, "pose")
+    refused(run_with_a_contender(monkeypatch, synthetic_pose_config(8), workdir), workdir, "pose")
     assert sorted(os.listdir(workdir)) == sorted(os.listdir(alone))
     a, b = pipeline.load_keypoints(os.path.join(alone, "keypoints.npz")), pipeline.load_keypoints(
         os.path.join(workdir, "keypoints.npz"))
