@@ -188,3 +188,25 @@ def test_signatures_and_records_from_before_per_stage_discriminators_still_match
     assert (filled["model.face_prev"], filled["model.face_d_norm"], filled["loss.vgg_input"]) == (
         "refined", "instance", "imagenet")
 
+
+# The model fields of the first checkpoints: a field added since is read from an older record with
+# the value those models had (LEGACY_VALUES or LEGACY_COPIES), or an older model would load as a new one.
+FIRST_RECORD_MODEL_FIELDS = {"dtype", "face_crop", "face_n_blocks", "face_n_downsampling", "face_n_layers_d", "face_ndf",
+                             "face_ngf", "local_ngf", "n_blocks", "n_blocks_local", "n_downsampling", "n_layers_d", "ndf",
+                             "ngf", "num_d", "temporal", "use_prev_label"}
+# Model fields outside every signature: the compute dtype (free at inference), the face crop (the
+# signature holds the side it gives) and what the face stage is fed as the previous frame in training.
+UNSIGNED_MODEL_FIELDS = {"dtype", "face_crop", "face_prev"}
+
+
+def test_a_new_model_field_is_in_a_signature_and_has_a_value_for_older_records():
+    fields = set(default.get_config().model)
+    signed = {name for group in (stages.SIGNATURE_FIELDS, stages.STAGE_SIGNATURE_FIELDS)
+              for names in group.values() for name in names}
+    assert fields - signed == UNSIGNED_MODEL_FIELDS, "put the new field in stages.SIGNATURE_FIELDS (or say here why not)"
+    legacy = {key.split(".", 1)[1] for key in [*stages.LEGACY_VALUES, *stages.LEGACY_COPIES] if key.startswith("model.")}
+    assert fields - legacy == FIRST_RECORD_MODEL_FIELDS, "give the new field its old behaviour in stages.LEGACY_VALUES"
+    # and an older record (without the added fields) reads back with those values
+    record = {f"model.{k}": v for k, v in default.get_config().model.items() if k in FIRST_RECORD_MODEL_FIELDS}
+    read = {k for k in stages.with_legacy_values(record) if k.startswith("model.")}
+    assert read == {f"model.{k}" for k in fields}
