@@ -25,7 +25,6 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.mode = "pose"          # what main runs: pose | build | train | evaluate | transfer | ablation | dance
     config.overwrite = False      # replace outputs already in the workdir
-    config.seed = 0
 
     # Where poses come from: a video, OpenPose JSON, or (both empty) the synthetic subject.
     config.input = ml_collections.ConfigDict()
@@ -50,12 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.pose.detect_height = 0      # shrink frames to this many rows before detection (0 = full resolution)
     config.pose.detect_threads = 2     # MediaPipe graphs run at once on successive frames (1 = strictly in turn)
     # Subject selection and tracking (edn_jax.pose.tracking.TrackerConfig).
-    config.pose.subject = "largest"    # largest | central | point
+    config.pose.subject = "largest"    # how the subject is chosen on its first frame: largest | central | point
     config.pose.subject_point = (0.5, 0.5)  # (x, y) fractions of the frame, for subject="point"
-    config.pose.max_people = 3
-    config.pose.conf_threshold = 0.3
-    config.pose.window_margin = 0.5
-    config.pose.max_torso_shift = 0.15
+    config.pose.max_people = 3         # people enumerated in a whole-frame search
+    config.pose.conf_threshold = 0.3   # a point counts as present above this
+    config.pose.window_margin = 0.5    # search window = predicted box grown by this fraction of its size per side
+    config.pose.max_torso_shift = 0.15  # torso move from the prediction that counts as near, in subject sizes
+                                        # per frame lost (at most 3)
     config.pose.max_appearance_distance = 0.65  # clothes colour distance still the subject (1.0: position only)
     config.pose.reacquire_after = 15   # frames lost after which only the whole frame is searched
     config.pose.scan_every = 60        # frames between whole-frame scans for other people (0: never)

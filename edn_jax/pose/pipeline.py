@@ -60,12 +60,7 @@ class PoseSequence:
 
 
 def tracker_config(pose_cfg) -> tracking.TrackerConfig:
-    return tracking.TrackerConfig(
-        subject=pose_cfg.subject, subject_point=tuple(pose_cfg.subject_point), max_people=pose_cfg.max_people,
-        conf_threshold=pose_cfg.conf_threshold, window_margin=pose_cfg.window_margin,
-        max_torso_shift=pose_cfg.max_torso_shift, max_appearance_distance=pose_cfg.max_appearance_distance,
-        reacquire_after=pose_cfg.reacquire_after, scan_every=pose_cfg.scan_every,
-        rotated_tries=pose_cfg.rotated_tries)
+    return tracking.TrackerConfig.from_config(pose_cfg)
 
 
 def clean_keypoints(raw: np.ndarray, fps: float, pose_cfg) -> np.ndarray:

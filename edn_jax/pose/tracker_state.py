@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 
+from configs import default
 from edn_jax.errors import EdnError
 from edn_jax.pose.appearance import Appearance, person_box, person_size, torso_centre
 
@@ -16,19 +17,28 @@ SUBJECT_POLICIES = ("largest", "central", "point")
 STATUSES = ("tracked", "filled", "not_detected", "other_person")  # "filled" is given by pose mode's gap filler
 
 
+_POSE = default.get_config().pose  # the one home of the tracker's defaults and their meanings
+
+
 @dataclasses.dataclass(frozen=True)
 class TrackerConfig:
-    subject: str = "largest"           # how the subject is chosen on its first frame
-    subject_point: tuple[float, float] = (0.5, 0.5)  # (x, y) as fractions of the frame, for "point"
-    max_people: int = 3                # people enumerated in a whole-frame search
-    conf_threshold: float = 0.3        # a point counts as present above this
-    window_margin: float = 0.5         # search window = predicted box grown by this fraction of its size per side
-    max_torso_shift: float = 0.15      # torso move from the prediction that counts as near, in subject sizes per
-                                       # frame lost (at most 3)
-    max_appearance_distance: float = 0.65  # clothes colour distance still the subject; 1.0 turns identity off
-    reacquire_after: int = 15          # frames lost after which only the whole frame is searched
-    scan_every: int = 60               # frames between whole-frame scans for other people (0: never)
-    rotated_tries: bool = True         # search the window turned when nobody is found upright
+    """The tracker's settings: the ``pose`` fields of the same names (configs/default.py says what each does)."""
+    subject: str = _POSE.subject
+    subject_point: tuple[float, float] = tuple(_POSE.subject_point)
+    max_people: int = _POSE.max_people
+    conf_threshold: float = _POSE.conf_threshold
+    window_margin: float = _POSE.window_margin
+    max_torso_shift: float = _POSE.max_torso_shift
+    max_appearance_distance: float = _POSE.max_appearance_distance
+    reacquire_after: int = _POSE.reacquire_after
+    scan_every: int = _POSE.scan_every
+    rotated_tries: bool = _POSE.rotated_tries
+
+    @classmethod
+    def from_config(cls, pose_cfg) -> "TrackerConfig":
+        """The tracker's fields of a config's ``pose`` section."""
+        values = {f.name: pose_cfg[f.name] for f in dataclasses.fields(cls)}
+        return cls(**values | {"subject_point": tuple(values["subject_point"])})
 
     def validate(self) -> None:
         if self.subject not in SUBJECT_POLICIES:
@@ -36,18 +46,20 @@ class TrackerConfig:
         if self.max_people < 1:
             raise EdnError(f"pose.max_people={self.max_people} must be >= 1", "set it to the number of people to consider")
         if not 0.0 <= self.conf_threshold < 1.0:
-            raise EdnError(f"pose.conf_threshold={self.conf_threshold} is outside [0, 1)", "use e.g. 0.3")
+            raise EdnError(f"pose.conf_threshold={self.conf_threshold} is outside [0, 1)",
+                           f"use e.g. {_POSE.conf_threshold}")
         if self.window_margin <= 0 or self.max_torso_shift <= 0 or self.reacquire_after < 1:
             raise EdnError("pose.window_margin, pose.max_torso_shift and pose.reacquire_after must be positive",
-                           "use the defaults 0.5, 0.15 and 15")
+                           f"use the defaults {_POSE.window_margin}, {_POSE.max_torso_shift} and "
+                           f"{_POSE.reacquire_after}")
         if not 0.0 < self.max_appearance_distance <= 1.0:
             raise EdnError(f"pose.max_appearance_distance={self.max_appearance_distance} is outside (0, 1]",
-                           "use e.g. 0.65 (1.0 disables the colour check)")
+                           f"use e.g. {_POSE.max_appearance_distance} (1.0 disables the colour check)")
         if not all(0.0 <= v <= 1.0 for v in self.subject_point):
             raise EdnError(f"pose.subject_point={self.subject_point} is outside the frame", "give (x, y) fractions in [0, 1]")
         if isinstance(self.scan_every, bool) or not isinstance(self.scan_every, int) or self.scan_every < 0:
             raise EdnError(f"pose.scan_every={self.scan_every!r} is not an integer >= 0",
-                           "use e.g. 60 (frames between scans for other people), 0 for never")
+                           f"use e.g. {_POSE.scan_every} (frames between scans for other people), 0 for never")
 
     @property
     def uses_appearance(self) -> bool:
