@@ -21,7 +21,7 @@ import os
 
 from clu import metric_writers
 
-from edn_jax import build, evaluate, metrics, stages, storage, train
+from edn_jax import build, evaluate, filenames, metrics, stages, storage, train
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt
 from edn_jax.fileio import atomic_path
@@ -119,15 +119,15 @@ def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
     factory = (lambda: evaluate.make_detector(config)) if config.evaluate.pose_distance else None
     results = []
     for row, run, temporal, names, stage in VARIANTS:
-        out_dir = os.path.join(workdir, "evaluation", _slug(row))
-        existing = os.path.join(out_dir, "metrics.json")
+        out_dir = os.path.join(workdir, filenames.EVALUATION, _slug(row))
+        existing = os.path.join(out_dir, filenames.METRICS)
         if storage.exists(existing) and not config.overwrite:
             print(f"ablation: {row} already evaluated ({existing})")
             with storage.open(existing) as f:
                 results.append((row, json.load(f)))
             continue
         print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
-        writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"ablation_{_slug(row)}"))
+        writer = metric_writers.create_default_writer(os.path.join(workdir, filenames.TENSORBOARD, f"ablation_{_slug(row)}"))
         try:  # fresh detectors per row: none carries what it saw in another row's frames
             result = evaluate.evaluate_model(variant_config(config, temporal, names, dataset_dir),
                                              os.path.join(workdir, run), out_dir, stage, lpips=lpips,

@@ -18,12 +18,11 @@ from jax.experimental import multihost_utils
 
 from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-from edn_jax import dataset, storage, video, workdir_lock
+from edn_jax import dataset, filenames, storage, video, workdir_lock
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
 from edn_jax.stages import plan_stages
 
-TRAIN_SUMMARY = "train_summary.json"  # written by training into its workdir; names the dataset it used
 
 
 def _parse_list(text: str, what: str) -> list[str]:
@@ -36,7 +35,7 @@ def _parse_list(text: str, what: str) -> list[str]:
 def make_builder(config, workdir: str, size: tuple[int, int] | None = None):
     """The TFDS builder for the configured inputs (a video list or the synthetic subject), at ``size`` or build.height/width."""
     b = config.build
-    data_dir = b.data_dir or os.path.join(workdir, "tfds")
+    data_dir = b.data_dir or os.path.join(workdir, filenames.TFDS)
     pipeline.validate_pose_config(config)
     pose = tuple(sorted(config.pose.items()))
     height, width = size or (b.height, b.width)
@@ -125,7 +124,7 @@ def model_dataset_dir(config, model_workdir: str, recorded: str = "") -> str:
     candidates = [config.data.dataset_dir] if config.data.dataset_dir else []
     if not candidates:
         candidates += [recorded] if recorded else []
-        summary = os.path.join(model_workdir, TRAIN_SUMMARY)
+        summary = os.path.join(model_workdir, filenames.TRAIN_SUMMARY)
         if storage.isfile(summary):
             try:
                 with storage.open(summary) as f:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from edn_jax import background, dataset, sharding, storage
+from edn_jax import background, dataset, filenames, sharding, storage
 from edn_jax.errors import EdnError
 from edn_jax.inference import Renderer, generator_input
 from edn_jax.models.factory import EXEMPLAR_CHANNELS, build_face_models, build_generator, uses_exemplar
@@ -31,12 +31,11 @@ from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_si
                             plan_stages, record_from_signatures, upgraded_signature, validate_train_config,
                             with_legacy_values)
 
-CHECKPOINTS_DIR = "checkpoints"
 
 
 def checkpoint_root(workdir: str) -> str:
     """Where the checkpoints of a workdir's stages live (a URL stays a URL: Orbax writes ``gs://`` itself)."""
-    return storage.absolute(storage.join(workdir, CHECKPOINTS_DIR))
+    return storage.absolute(storage.join(workdir, filenames.CHECKPOINTS))
 
 
 def checkpoint_dir(workdir: str, stage_name: str) -> str:

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, evaluate, report, sources, storage, train, transfer, video
+from edn_jax import build, checkpoints, dataset, evaluate, filenames, report, sources, storage, train, transfer, video
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import layout, pipeline
@@ -40,9 +40,6 @@ from edn_jax.progress import duration
 from edn_jax.stages import stage_names
 
 PHASES = ("pose", "dataset", "training", "evaluation", "transfer", "page")
-STATE_FILE = report.DANCE_STATE  # the page reads it
-POSE_DIR = "pose"
-VIDEOS_DIR = report.VIDEOS_DIR  # the dance videos, their side-by-sides and transfer_summary.json
 SIZE_MULTIPLE = 16     # frame sides are multiples of this (the generator's and the discriminators' downsamplings)
 PROBE_STEPS = 100      # steps timed after compilation to set a stage's length from the budget...
 PROBE_LOG_EVERY = 10   # ...logged (and synced) every this many; the rate is the median of the windows between
@@ -71,7 +68,7 @@ class State:
 
     @classmethod
     def load(cls, workdir: str, target: str, long_side: int) -> "State":
-        path = storage.join(workdir, STATE_FILE)
+        path = storage.join(workdir, filenames.DANCE_STATE)
         if not storage.exists(path):
             return cls(storage.absolute(target), long_side)
         with storage.open(path) as f:
@@ -82,7 +79,7 @@ class State:
         return state
 
     def save(self, workdir: str) -> None:
-        with atomic_path(storage.join(workdir, STATE_FILE)) as tmp, open(tmp, "w") as f:
+        with atomic_path(storage.join(workdir, filenames.DANCE_STATE)) as tmp, open(tmp, "w") as f:
             json.dump(dataclasses.asdict(self), f, indent=2)
 
 
@@ -184,7 +181,7 @@ class Job:
         s, d = self.state, self.config.dance
         fields = {"input": {"video": d.target},
                   "build": {"height": s.height, "width": s.width,
-                            "keypoints": storage.join(self.workdir, POSE_DIR, pipeline.KEYPOINTS_FILE)},
+                            "keypoints": storage.join(self.workdir, filenames.POSE, filenames.KEYPOINTS)},
                   "train": {"height": s.height, "width": s.width, "stages": s.stages or self.config.train.stages,
                             "evaluate_holdout": False},  # the evaluation phase scores the held-out frames in full
                   "evaluate": {"model_workdir": self.workdir},
@@ -229,13 +226,13 @@ class Job:
         self._print_times()
 
     def _pose(self) -> None:
-        keypoints = storage.join(self.workdir, POSE_DIR, pipeline.KEYPOINTS_FILE)
+        keypoints = storage.join(self.workdir, filenames.POSE, filenames.KEYPOINTS)
         t = time.perf_counter()
         if storage.exists(keypoints):  # written last by pose mode's staged outputs: the poses are complete
             print(f"poses of the target already detected: {storage.absolute(keypoints)}")
         else:
             pipeline.run_pose_mode(_with(self.config, input={"video": self.config.dance.target}, mode="pose"),
-                                   storage.join(self.workdir, POSE_DIR))
+                                   storage.join(self.workdir, filenames.POSE))
         seq = pipeline.load_keypoints(keypoints)
         if not self.state.detect_seconds_per_frame:
             self.state.detect_seconds_per_frame = (time.perf_counter() - t) / max(len(seq.keypoints), 1)
@@ -300,7 +297,7 @@ class Job:
         t = time.perf_counter()
         train.train_and_evaluate(config, self.workdir)
         wall = time.perf_counter() - t
-        scalars = report.read_scalars(storage.join(self.workdir, "tensorboard", name))
+        scalars = report.read_scalars(storage.join(self.workdir, filenames.TENSORBOARD, name))
         at, rates = scalars.get("steps_per_sec", (np.zeros(0), np.zeros(0)))
         logged = (at > start) & (at <= probe)
         rate = steady_rate(at[logged] - start, rates[logged])
@@ -322,9 +319,9 @@ class Job:
 
     def _transfer(self) -> None:
         config = self.phase_config("transfer")
-        out = storage.join(self.workdir, VIDEOS_DIR)
+        out = storage.join(self.workdir, filenames.VIDEOS)
         done = all(storage.exists(p) for s in self.specs for p in sources.output_paths(config, out, s).values())
-        if done and storage.exists(storage.join(out, report.TRANSFER_SUMMARY)):
+        if done and storage.exists(storage.join(out, filenames.TRANSFER_SUMMARY)):
             print(f"every source is rendered in {storage.absolute(out)}")
             return
         transfer.run_transfer_mode(config, out)
@@ -366,7 +363,7 @@ class Job:
         print("dance: wall time per phase (summed over reruns):")
         for name in PHASES:
             print(f"  {name:10s} {duration(self.state.phases.get(name, 0.0))}")
-        print(f"dance videos: {storage.absolute(storage.join(self.workdir, VIDEOS_DIR))}")
+        print(f"dance videos: {storage.absolute(storage.join(self.workdir, filenames.VIDEOS))}")
 
 
 def run_dance_mode(config, workdir: str, overrides=(), command: str = "") -> None:

@@ -42,11 +42,11 @@ from flax import traverse_util
 
 from edn_jax import (build, checkpoints, dataset, exemplar, face_crop, holdout, images, inference, metrics, plots,
                      progress, stages, storage, video)
+from edn_jax import filenames
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
 
-EVALUATION_DIR = "evaluation"
 LPIPS_MIN_SIDE = 64  # crops smaller than this are upsampled before LPIPS (AlexNet needs >= 31 px)
 FRAME_SCORES = ("ssim", "body_ssim", "body_lpips", "face_ssim", "face_lpips", "l1", "face_l1", "body_ssim_crop")
 BASELINES = ("mean_train_frame", "nearest_train_frame")
@@ -279,7 +279,7 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
     face_side = renderer.face_crop if renderer.has_face else stages.face_crop_side(model.config, stage.height,
                                                                                    stage.width)
     storage.makedirs(out_dir)
-    video_path = os.path.join(out_dir, "side_by_side.mp4")
+    video_path = os.path.join(out_dir, filenames.EVALUATION_VIDEO)
     result, rows, grid = evaluate_held_out(
         renderer, model.params, directory, stage.height, stage.width, lpips=lpips, face_side=face_side,
         max_frames=e.max_frames, chunk_frames=e.chunk_frames, detector_factory=detector_factory,
@@ -298,9 +298,9 @@ def evaluate_model(config, model_workdir: str, out_dir: str, stage_name: str = "
             "missed_per_frame": "input keypoints the detector did not find, per frame (the paper's count)",
             "l1": "mean absolute difference per pixel and channel, frames in [0, 1]",
         },
-        "outputs": {"per_frame_csv": os.path.join(out_dir, "per_frame.csv"),
-                    "per_frame_plot": os.path.join(out_dir, "per_frame.png"), "side_by_side": video_path,
-                    "samples": os.path.join(out_dir, "samples.png")},
+        "outputs": {"per_frame_csv": os.path.join(out_dir, filenames.PER_FRAME_CSV),
+                    "per_frame_plot": os.path.join(out_dir, filenames.PER_FRAME_PLOT), "side_by_side": video_path,
+                    "samples": os.path.join(out_dir, filenames.EVALUATION_SAMPLES)},
     })
     _write_outputs(out_dir, result, rows, grid)
     if writer is not None:
@@ -376,20 +376,20 @@ def flatten_scores(result: dict) -> dict[str, float]:
 
 
 def _write_outputs(out_dir: str, result: dict, rows: list[dict], grid: np.ndarray) -> None:
-    with atomic_path(os.path.join(out_dir, "per_frame.csv")) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(os.path.join(out_dir, filenames.PER_FRAME_CSV)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
-    images.write_png(os.path.join(out_dir, "samples.png"), grid)
-    plots.per_frame_scores(rows, os.path.join(out_dir, "per_frame.png"),
+    images.write_png(os.path.join(out_dir, filenames.EVALUATION_SAMPLES), grid)
+    plots.per_frame_scores(rows, os.path.join(out_dir, filenames.PER_FRAME_PLOT),
                            f"{result.get('stage', '')} stage, step {result.get('step', '')}: held-out frames")
-    with atomic_path(os.path.join(out_dir, "metrics.json")) as tmp, open(tmp, "w") as f:
+    with atomic_path(os.path.join(out_dir, filenames.METRICS)) as tmp, open(tmp, "w") as f:
         json.dump(result, f, indent=2)
 
 
 def stage_output_dir(workdir: str, stage_name: str) -> str:
-    return os.path.join(workdir, EVALUATION_DIR, stage_name)
+    return os.path.join(workdir, filenames.EVALUATION, stage_name)
 
 
 def make_detector(config):
@@ -408,13 +408,13 @@ def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
     trained, _ = checkpoints.trained_config(config, model_workdir, explicit)
     stage = config.evaluate.stage or stages.plan_stages(trained)[-1].name
     out_dir = stage_output_dir(workdir, stage)
-    existing = os.path.join(out_dir, "metrics.json")
+    existing = os.path.join(out_dir, filenames.METRICS)
     if storage.exists(existing) and not config.overwrite:
         with storage.open(existing) as f:
             result = json.load(f)
         print(f"already evaluated: {existing} (set --config.overwrite=True to evaluate again)")
     else:
-        writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", f"evaluate_{stage}"),
+        writer = metric_writers.create_default_writer(os.path.join(workdir, filenames.TENSORBOARD, f"evaluate_{stage}"),
                                                       just_logging=jax.process_index() > 0)
         factory = (lambda: make_detector(config)) if config.evaluate.pose_distance else None
         try:

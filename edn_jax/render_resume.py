@@ -18,15 +18,14 @@ import os
 
 import numpy as np
 
-from edn_jax import storage
+from edn_jax import filenames, storage
 from edn_jax.fileio import atomic_path
 
-PARTIAL_DIR = ".transfer_partial"
 STATE_FILE = "state.json"
 
 
 def partial_dir(workdir: str, name: str) -> str:
-    return os.path.join(workdir, PARTIAL_DIR, name)
+    return os.path.join(workdir, filenames.TRANSFER_PARTIAL, name)
 
 
 def _file_identity(path: str) -> list:

@@ -34,16 +34,10 @@ from tensorflow.core.util import event_pb2
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edn_jax import storage
+from edn_jax import filenames, storage
 from edn_jax.fileio import atomic_path
 from edn_jax.progress import duration
 
-REPORT_DIR = "report"
-PAGE = "index.html"
-RUNS_FILE = "runs.json"
-TRANSFER_SUMMARY = "transfer_summary.json"  # transfer.SUMMARY_FILE (not imported: the page must not load the renderer)
-VIDEOS_DIR = "videos"  # where dance mode transfers (edn_jax.dance takes its names from here)
-DANCE_STATE = posixpath.join("dance", "state.json")  # dance mode's record of its phases
 HELD_OUT_SCORES = (("ssim", "SSIM", True), ("body_ssim", "body SSIM", True), ("body_lpips", "body LPIPS", False),
                    ("face_ssim", "face SSIM", True), ("face_lpips", "face LPIPS", False))
 HELD_OUT_ROWS = (("generated", "generated"), ("mean_train_frame", "mean training frame"),
@@ -71,7 +65,7 @@ class RunRecord:
 
 def record_run(workdir: str, record: RunRecord) -> None:
     """Appends ``record`` to ``<workdir>/report/runs.json`` (rewritten whole, atomically)."""
-    path = storage.join(workdir, REPORT_DIR, RUNS_FILE)
+    path = storage.join(workdir, filenames.REPORT, filenames.RUNS)
     runs = _read_json(path) or []
     runs.append(dataclasses.asdict(record))
     with atomic_path(path) as tmp, open(tmp, "w") as f:
@@ -80,17 +74,17 @@ def record_run(workdir: str, record: RunRecord) -> None:
 
 def write_page(workdir: str) -> str:
     """Writes ``<workdir>/report/index.html`` (and its curve plots) from what the workdir holds; returns its path."""
-    out_dir = storage.join(workdir, REPORT_DIR)
+    out_dir = storage.join(workdir, filenames.REPORT)
     sections = [_transfer_section(workdir, out_dir), _dance_section(workdir), _held_out_section(workdir, out_dir),
                 _training_section(workdir, out_dir), _ablation_section(workdir),
-                _runs_section(storage.join(out_dir, RUNS_FILE))]
+                _runs_section(storage.join(out_dir, filenames.RUNS))]
     body = "\n".join(s for s in sections if s) or "<p>Nothing in this workdir to show yet.</p>"
     title = f"edn_jax: {posixpath.basename(storage.absolute(workdir).rstrip('/'))}"
     written = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n<h1>{_e(title)}</h1>\n"
             f"<p class=\"note\">{_e(storage.absolute(workdir))}, page written {written}</p>\n{body}\n</body></html>\n")
-    path = storage.join(out_dir, PAGE)
+    path = storage.join(out_dir, filenames.PAGE)
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(page)
     return path
@@ -99,7 +93,7 @@ def write_page(workdir: str) -> str:
 # --- sections ------------------------------------------------------------------------------------
 
 def _transfer_section(workdir: str, out_dir: str) -> str:
-    summary = next(filter(None, (_read_json(storage.join(workdir, *sub, TRANSFER_SUMMARY)) for sub in ((), (VIDEOS_DIR,)))),
+    summary = next(filter(None, (_read_json(storage.join(workdir, *sub, filenames.TRANSFER_SUMMARY)) for sub in ((), (filenames.VIDEOS,)))),
                    None)
     if not summary:
         return ""
@@ -139,7 +133,7 @@ def _self_score_table(rows: list[tuple[str, dict]]) -> str:
 
 def _held_out_section(workdir: str, out_dir: str) -> str:
     parts = []
-    for metrics_path in sorted(storage.glob(storage.join(workdir, "evaluation", "*", "metrics.json"))):
+    for metrics_path in sorted(storage.glob(storage.join(workdir, filenames.EVALUATION, "*", filenames.METRICS))):
         metrics = _read_json(metrics_path) or {}
         stage_dir = os.path.dirname(metrics_path)
         stage = os.path.basename(stage_dir)
@@ -153,8 +147,8 @@ def _held_out_section(workdir: str, out_dir: str) -> str:
                      + _table(head, lines)
                      + f"<p>body pose distance of the generated frames: {_num(pose.get('body_distance'), 2)} px "
                        f"({_pct(pose.get('body_missed_rate'))} missed)</p>"
-                     + _image_if(storage.join(stage_dir, "per_frame.png"), out_dir, "per-frame scores")
-                     + _image_if(storage.join(stage_dir, "samples.png"), out_dir, "samples")
+                     + _image_if(storage.join(stage_dir, filenames.PER_FRAME_PLOT), out_dir, "per-frame scores")
+                     + _image_if(storage.join(stage_dir, filenames.EVALUATION_SAMPLES), out_dir, "samples")
                      + (_video(storage.join(stage_dir, "side_by_side.mp4"), out_dir)
                         if storage.exists(storage.join(stage_dir, "side_by_side.mp4")) else ""))
     return "<h2>Held-out frames</h2>\n" + "\n".join(parts) if parts else ""
@@ -162,17 +156,17 @@ def _held_out_section(workdir: str, out_dir: str) -> str:
 
 def _training_section(workdir: str, out_dir: str) -> str:
     parts = []
-    summary = _read_json(storage.join(workdir, "train_summary.json"))
-    for events_dir in sorted(storage.glob(storage.join(workdir, "tensorboard", "*"))):
+    summary = _read_json(storage.join(workdir, filenames.TRAIN_SUMMARY))
+    for events_dir in sorted(storage.glob(storage.join(workdir, filenames.TENSORBOARD, "*"))):
         run = os.path.basename(events_dir)
         plot = storage.join(out_dir, f"curves_{run}.png")
         if _plot_is_current(events_dir, plot) or _plot_curves(events_dir, plot, run):
             parts.append(f"<h3>{_e(run)}</h3>" + _image(plot, out_dir, f"{run} curves"))
     for stage in (summary or {}).get("stages", []):
         name = stage.get("stage", "")
-        grids = sorted(storage.glob(storage.join(workdir, "samples", name, "step_*.png")))
-        extras = [storage.join(workdir, f) for f in (f"holdout_samples_{name}.png", f"background_{name}.png",
-                                                     f"background_{name}_filled.png")]
+        grids = sorted(storage.glob(storage.join(workdir, filenames.SAMPLES, name, "step_*.png")))
+        extras = [storage.join(workdir, f) for f in (filenames.holdout_samples(name), filenames.background(name),
+                                                     filenames.background(name, filled=True))]
         shown = ([grids[-1]] if grids else []) + [p for p in extras if storage.exists(p)]
         parts.append(f"<h3>{_e(name)} stage: {stage.get('step', '?')} steps at {stage.get('height')}x{stage.get('width')}"
                      "</h3><div class=\"pair\">"
@@ -190,7 +184,7 @@ def _ablation_section(workdir: str) -> str:
 
 
 def _dance_section(workdir: str) -> str:
-    state = _read_json(storage.join(workdir, DANCE_STATE))
+    state = _read_json(storage.join(workdir, filenames.DANCE_STATE))
     if not state:
         return ""
     lines = [(name, duration(seconds)) for name, seconds in state.get("phases", {}).items()]

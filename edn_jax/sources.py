@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edn_jax import storage, synthetic, video
+from edn_jax import filenames, storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, paper_normalization, pipeline, render
 
@@ -78,7 +78,7 @@ def _spec_for(path: str) -> SourceSpec:
         return SourceSpec(os.path.basename(os.path.normpath(path.rstrip("/"))), "openpose", path)
     stem = os.path.splitext(os.path.basename(path))[0]
     if path.lower().endswith(".npz"):
-        if stem == pipeline.KEYPOINTS_FILE[:-4]:  # pose mode's keypoints.npz: named after its workdir
+        if stem == filenames.KEYPOINTS[:-4]:  # pose mode's keypoints.npz: named after its workdir
             stem = os.path.basename(os.path.dirname(storage.absolute(path))) or stem
         return SourceSpec(stem, "keypoints", path)
     return SourceSpec(stem, "video", path)

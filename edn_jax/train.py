@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 
 from edn_jax import (background, build, checkpoints, dataset, evaluate, exemplar, images, input_pipeline, pair_schedule,
                      progress, sharding, storage)
+from edn_jax import filenames
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer
@@ -93,7 +94,7 @@ def _write_samples(writer, trainer, state, batch, step: int, samples_dir: str) -
     grid = images.image_grid(*(sharding.to_host(x)[:n] for x in (batch["label"], fake, batch["image"])))
     writer.write_images(step, {"samples/stick_generated_real": grid[None]})
     if jax.process_index() == 0:
-        images.write_png(os.path.join(samples_dir, f"step_{step:08d}.png"), grid)
+        images.write_png(os.path.join(samples_dir, filenames.sample_grid(step)), grid)
 
 
 def stage_plate(config, split, stage: Stage) -> background.Plate | None:
@@ -126,7 +127,7 @@ def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, write
     writer.write_scalars(step, {f"holdout/{k}": v for k, v in scores.items()})
     writer.write_images(step, {"holdout/stick_generated_real": grid[None]})
     if jax.process_index() == 0:
-        images.write_png(os.path.join(workdir, f"holdout_samples_{stage.name}.png"), grid)
+        images.write_png(os.path.join(workdir, filenames.holdout_samples(stage.name)), grid)
     print(f"{stage.title}: held-out SSIM ({scores['holdout_frames']} frames), generated vs mean training "
           f"frame: whole frame {scores['ssim_generated']:.3f} vs {scores['ssim_mean_train_frame']:.3f}, "
           f"body crop {scores['body_ssim_generated']:.3f} vs {scores['body_ssim_mean_train_frame']:.3f}")
@@ -153,20 +154,20 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
         print(f"{stage.title}: training steps {start + 1}..{stage.num_steps}")
         logging.info("%s: training steps %d..%d", stage.title, start + 1, stage.num_steps)
 
-        writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard", stage.name),
+        writer = metric_writers.create_default_writer(os.path.join(workdir, filenames.TENSORBOARD, stage.name),
                                                       just_logging=jax.process_index() > 0)
         if start == 0:
             flat = traverse_util.flatten_dict(config.to_dict(), sep=".")
             writer.write_hparams(dict({k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))},
                                       stage=stage.name))
         pair_index = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
-        samples_dir = os.path.join(workdir, "samples", stage.name)
+        samples_dir = os.path.join(workdir, filenames.SAMPLES, stage.name)
         plate = stage_plate(config, split, stage)
         if plate is not None:
             print(plate.report())
             if jax.process_index() == 0:  # the plate, and white where it was filled (never seen free)
-                images.write_png(os.path.join(workdir, f"background_{stage.name}.png"), plate.image)
-                images.write_png(os.path.join(workdir, f"background_{stage.name}_filled.png"),
+                images.write_png(os.path.join(workdir, filenames.background(stage.name)), plate.image)
+                images.write_png(os.path.join(workdir, filenames.background(stage.name, filled=True)),
                                  np.repeat(plate.filled[..., None], 3, axis=-1).astype(np.uint8) * 255)
             plate = plate.image
         last_metrics: dict = {}
@@ -253,16 +254,16 @@ def train_and_evaluate(config, workdir: str, mesh: Mesh | None = None) -> dict:
         results.append(result)
         if result.get("preempted"):
             break
-    carry_over_skipped(results, os.path.join(workdir, build.TRAIN_SUMMARY))
+    carry_over_skipped(results, os.path.join(workdir, filenames.TRAIN_SUMMARY))
     last = results[-1]
     public = lambda r: {k: v for k, v in r.items() if k not in ("state", "trainer")}  # noqa: E731
     summary = {"stage": last["stage"], "step": last["step"], "dataset": dataset_dir,
                "checkpoints": checkpoints.checkpoint_root(workdir),
-               "samples": storage.absolute(storage.join(workdir, "samples")),
+               "samples": storage.absolute(storage.join(workdir, filenames.SAMPLES)),
                "stages": [public(r) for r in results]}
     if "holdout" in last:
         summary["holdout"] = last["holdout"]
     if jax.process_index() == 0:
-        with atomic_path(os.path.join(workdir, build.TRAIN_SUMMARY)) as tmp, open(tmp, "w") as f:
+        with atomic_path(os.path.join(workdir, filenames.TRAIN_SUMMARY)) as tmp, open(tmp, "w") as f:
             json.dump(summary, f, indent=2)
     return dict(summary, state=last["state"], trainer=last["trainer"])

@@ -41,8 +41,8 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import (background, build, checkpoints, dataset, exemplar, progress, render_resume, stages, storage,
-                     synthetic, video)
+from edn_jax import (background, build, checkpoints, dataset, exemplar, filenames, progress, render_resume, stages,
+                     storage, synthetic, video)
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import pose_scores
 from edn_jax.fileio import atomic_path
@@ -52,7 +52,6 @@ from edn_jax.pose import normalization, render
 from edn_jax.sources import (NO_PERSON_RULES, NORMALIZATIONS, TRAVELS, PreparedSource, SourceSpec,
                              frame_count_estimate, output_paths, prepare_source, resolve_sources, stats_in_frame)
 
-SUMMARY_FILE = "transfer_summary.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,7 +464,7 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
         batch_score = {}
 
     ordered = [results[s.name] for s in specs]
-    summary_name = SUMMARY_FILE if jax.process_count() == 1 else f"transfer_summary.process{jax.process_index()}.json"
+    summary_name = filenames.TRANSFER_SUMMARY if jax.process_count() == 1 else f"transfer_summary.process{jax.process_index()}.json"
     with atomic_path(os.path.join(workdir, summary_name)) as tmp, open(tmp, "w") as f:
         json.dump({"model_workdir": storage.absolute(config.transfer.model_workdir),
                    "sources": [r.to_json() for r in ordered], "self_score": batch_score}, f, indent=2)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import ONE_DEVICE_XLA_FLAGS, REPO, assert_one_line_error, real_video
-from edn_jax import dance, video
+from edn_jax import dance, filenames, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
 
@@ -63,7 +63,7 @@ def run_and_kill(argv, phase: str, when) -> str:
 
 
 def finished_phases(workdir) -> set:
-    path = os.path.join(workdir, dance.STATE_FILE)
+    path = os.path.join(workdir, filenames.DANCE_STATE)
     return set(json.load(open(path))["phases"]) if os.path.exists(path) else set()
 
 
@@ -171,7 +171,7 @@ def test_one_command_runs_every_phase_and_writes_the_page(uninterrupted):
     for number, name in enumerate(dance.PHASES, 1):
         assert f"dance: phase {number} of {len(dance.PHASES)}, {name}: done in" in out
     assert "job elapsed" in out and "left (ETA" in out
-    state = json.load(open(os.path.join(workdir, dance.STATE_FILE)))
+    state = json.load(open(os.path.join(workdir, filenames.DANCE_STATE)))
     assert (state["height"], state["width"]) == (64, 32)  # single_person_cam01 is 1920x1080 as displayed
     assert state["stages"] == "global" and "face stage skipped" in state["face_reason"]  # its face is masked
     assert set(state["phases"]) == set(dance.PHASES)

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edn_jax import fileio, progress, storage, synthetic, video
+from edn_jax import fileio, filenames, progress, storage, synthetic, video
 from edn_jax.errors import EdnError
 from edn_jax.pose import cleanup, layout, openpose_json, render, tracking, video_tracker
 from edn_jax.pose.detector import MediaPipeHolisticDetector
 
-KEYPOINTS_FILE = "keypoints.npz"
 LAYOUT_NAME = "openpose_body25_face70_hands21"
 MIN_DETECT_HEIGHT = 256  # MediaPipe's pose model sees 256x256; smaller frames starve the face and hand crops
 MAX_DETECT_THREADS = 16
@@ -246,7 +245,7 @@ def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
     return output_height, width + width % 2
 
 
-POSE_OUTPUTS = {"keypoints": (KEYPOINTS_FILE, "file"), "openpose_json": ("openpose_json", "dir"),
+POSE_OUTPUTS = {"keypoints": (filenames.KEYPOINTS, "file"), "openpose_json": (filenames.OPENPOSE_JSON, "dir"),
                 "stick_video": ("stick.mp4", "file"), "overlay_video": ("overlay.mp4", "file"),
                 "summary": ("pose_summary.json", "file")}
 
