@@ -31,8 +31,8 @@ from jax.sharding import Mesh
 from edn_jax import background as background_lib
 from edn_jax import face_crop, losses, sharding
 from edn_jax.generator_stage import (BACKGROUND_KEY, EXEMPLAR_KEYS, TrainState, abstract_stage_state,
-                                     batch_exemplars, discriminator_input, guard_nonfinite, make_optimizers,
-                                     make_perceptual, vgg_weight)
+                                     batch_exemplars, discriminator_input, frame_g_terms, guard_nonfinite,
+                                     make_optimizers, make_perceptual, multiscale_d_update, vgg_weight)
 from edn_jax.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_discriminator, build_face_models, build_models, uses_exemplar
@@ -151,12 +151,9 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
         if lambda_l1 > 0:
             terms["face_g_l1"] = lambda_l1 * losses.weighted_mean(jnp.abs(refined_c - real_c), weights)
         fake_pair = discriminator_input(batch["label_prev"], batch["label"], frame_prev, frame, temporal)
-        d_fake = discriminator.apply({"params": state.d_params}, fake_pair)
-        d_real = discriminator.apply({"params": state.d_params}, real_pair)
-        terms["g_gan"] = losses.lsgan_g_loss(d_fake)
-        terms["g_feat"] = losses.feature_matching_loss(d_real, d_fake, lambda_feat)
-        if perceptual is not None:
-            terms["g_vgg"] = frame_vgg * (perceptual(frame, batch["image"]) + perceptual(frame_prev, batch["image_prev"]))
+        terms.update(frame_g_terms(discriminator, state.d_params, real_pair, fake_pair, (frame_prev, frame),
+                                   (batch["image_prev"], batch["image"]), lambda_feat=lambda_feat, lambda_l1=0.0,
+                                   vgg_loss=perceptual, lambda_vgg=frame_vgg))  # no full-frame L1 here
         return sum(terms.values()), (terms, refined_c, fake_pair)
 
     (face_g_total, (terms, refined_c, fake_pair)), face_g_grads = jax.value_and_grad(face_g_loss_fn, has_aux=True)(
@@ -179,13 +176,9 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
                    face_g_grad_norm=optax.tree.norm(face_g_grads), face_d_grad_norm=optax.tree.norm(face_d_grads),
                    face_g_param_norm=optax.tree.norm(updated.face_g_params), faces=jnp.sum(weights))
     if with_full_d:
-        def d_loss_fn(d_params):
-            return losses.lsgan_d_loss(discriminator.apply({"params": d_params}, real_pair),
-                                       discriminator.apply({"params": d_params}, fake_pair))
-
-        d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state.d_params)
-        d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
-        updated = updated.replace(d_params=optax.apply_updates(state.d_params, d_updates), d_opt_state=d_opt_state)
+        d_params, d_opt_state, d_loss, d_grads = multiscale_d_update(discriminator, d_tx, state.d_params,
+                                                                     state.d_opt_state, real_pair, fake_pair)
+        updated = updated.replace(d_params=d_params, d_opt_state=d_opt_state)
         metrics.update(d_loss=d_loss, d_grad_norm=optax.tree.norm(d_grads))
     return guard_nonfinite(updated, state, metrics)
 

@@ -172,6 +172,34 @@ class RematApply:
         return jax.checkpoint(self.module.apply)(variables, *args)
 
 
+def frame_g_terms(discriminator, d_params, real, fake_in, fakes, images, *, lambda_feat: float, lambda_l1: float,
+                  vgg_loss, lambda_vgg: float) -> dict:
+    """The full-frame G terms of both stages, in the order they are summed: LSGAN and feature matching
+    against the multiscale D (``real`` and ``fake_in``: its inputs), then, where weighted, L1 and the
+    perceptual loss ``vgg_loss`` (None: off) over both frames (``fakes``, ``images``: (t-1, t))."""
+    (fake_prev, fake), (image_prev, image) = fakes, images
+    d_fake = discriminator.apply({"params": d_params}, fake_in)
+    d_real = discriminator.apply({"params": d_params}, real)
+    terms = {"g_gan": losses.lsgan_g_loss(d_fake), "g_feat": losses.feature_matching_loss(d_real, d_fake, lambda_feat)}
+    if lambda_l1 > 0:
+        terms["g_l1"] = lambda_l1 * (jnp.mean(jnp.abs(fake - image)) + jnp.mean(jnp.abs(fake_prev - image_prev)))
+    if vgg_loss is not None:
+        terms["g_vgg"] = lambda_vgg * (vgg_loss(fake, image) + vgg_loss(fake_prev, image_prev))
+    return terms
+
+
+def multiscale_d_update(discriminator, d_tx, d_params, d_opt_state, real, fake_in):
+    """One LSGAN update of the multiscale D on ``real`` against ``fake_in`` (held fixed):
+    (new params, new optimizer state, its loss, its gradients)."""
+    def d_loss_fn(params):
+        return losses.lsgan_d_loss(discriminator.apply({"params": params}, real),
+                                   discriminator.apply({"params": params}, fake_in))
+
+    d_loss, d_grads = jax.value_and_grad(d_loss_fn)(d_params)
+    d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
+    return optax.apply_updates(d_params, d_updates), d_opt_state, d_loss, d_grads
+
+
 def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
                fix_global_steps: int = 0, lambda_vgg: float | None = None):
     """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf.
@@ -205,14 +233,8 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
     def g_loss_fn(g_params):
         fake_prev, fake = render(g_params)
         fake_in = discriminator_input(label_prev, label, fake_prev, fake, temporal)
-        d_fake = discriminator.apply({"params": state.d_params}, fake_in)
-        d_real = discriminator.apply({"params": state.d_params}, real)
-        terms = {"g_gan": losses.lsgan_g_loss(d_fake),
-                 "g_feat": losses.feature_matching_loss(d_real, d_fake, lambda_feat)}
-        if lambda_l1 > 0:
-            terms["g_l1"] = lambda_l1 * (jnp.mean(jnp.abs(fake - image)) + jnp.mean(jnp.abs(fake_prev - image_prev)))
-        if perceptual is not None:
-            terms["g_vgg"] = lambda_vgg * (vgg_loss(fake, image) + vgg_loss(fake_prev, image_prev))
+        terms = frame_g_terms(discriminator, state.d_params, real, fake_in, (fake_prev, fake), (image_prev, image),
+                              lambda_feat=lambda_feat, lambda_l1=lambda_l1, vgg_loss=vgg_loss, lambda_vgg=lambda_vgg)
         total = sum(terms.values())
         return total, (terms, fake_prev, fake)
 
@@ -222,18 +244,11 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         g_grads = dict(g_grads, global_generator=jax.tree.map(lambda g: jnp.where(frozen, jnp.zeros_like(g), g),
                                                                g_grads["global_generator"]))
     fake_in = jax.lax.stop_gradient(discriminator_input(label_prev, label, fake_prev, fake, temporal))
-
-    def d_loss_fn(d_params):
-        d_real = discriminator.apply({"params": d_params}, real)
-        d_fake = discriminator.apply({"params": d_params}, fake_in)
-        return losses.lsgan_d_loss(d_real, d_fake)
-
-    d_loss, d_grads = jax.value_and_grad(d_loss_fn)(state.d_params)
+    d_params, d_opt_state, d_loss, d_grads = multiscale_d_update(discriminator, d_tx, state.d_params, state.d_opt_state,
+                                                                 real, fake_in)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    d_updates, d_opt_state = d_tx.update(d_grads, state.d_opt_state, state.d_params)
     updated = state.replace(step=state.step + 1, g_params=optax.apply_updates(state.g_params, g_updates),
-                            d_params=optax.apply_updates(state.d_params, d_updates),
-                            g_opt_state=g_opt_state, d_opt_state=d_opt_state)
+                            d_params=d_params, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
     metrics = dict(terms, g_total=g_total, d_loss=d_loss,
                    g_grad_norm=optax.tree.norm(g_grads), d_grad_norm=optax.tree.norm(d_grads),
                    g_param_norm=optax.tree.norm(updated.g_params), d_param_norm=optax.tree.norm(updated.d_params))
