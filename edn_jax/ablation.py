@@ -127,7 +127,8 @@ def run_ablation(config, workdir: str, command: str = "", mesh=None) -> dict:
                 results.append((row, json.load(f)))
             continue
         print(f"ablation: evaluating {row} (the {stage} stage in {os.path.join(workdir, run)})")
-        writer = metric_writers.create_default_writer(os.path.join(workdir, filenames.TENSORBOARD, f"ablation_{_slug(row)}"))
+        writer = metric_writers.create_default_writer(
+            os.path.join(workdir, filenames.TENSORBOARD, f"ablation_{_slug(row)}"))
         try:  # fresh detectors per row: none carries what it saw in another row's frames
             result = evaluate.evaluate_model(variant_config(config, temporal, names, dataset_dir),
                                              os.path.join(workdir, run), out_dir, stage, lpips=lpips,

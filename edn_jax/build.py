@@ -24,7 +24,6 @@ from edn_jax.pose import pipeline
 from edn_jax.stages import plan_stages
 
 
-
 def _parse_list(text: str, what: str) -> list[str]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:

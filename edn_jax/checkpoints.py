@@ -32,7 +32,6 @@ from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_si
                             with_legacy_values)
 
 
-
 def checkpoint_root(workdir: str) -> str:
     """Where the checkpoints of a workdir's stages live (a URL stays a URL: Orbax writes ``gs://`` itself)."""
     return storage.absolute(storage.join(workdir, filenames.CHECKPOINTS))

@@ -40,9 +40,8 @@ import numpy as np
 from clu import metric_writers
 from flax import traverse_util
 
-from edn_jax import (build, checkpoints, dataset, exemplar, face_crop, holdout, images, inference, metrics, plots,
-                     progress, stages, storage, video)
-from edn_jax import filenames
+from edn_jax import (build, checkpoints, dataset, exemplar, face_crop, filenames, holdout, images, inference, metrics,
+                     plots, progress, stages, storage, video)
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
 from edn_jax.pose import detector as pose_detector
@@ -414,8 +413,8 @@ def run_evaluate_mode(config, workdir: str, overrides=()) -> dict:
             result = json.load(f)
         print(f"already evaluated: {existing} (set --config.overwrite=True to evaluate again)")
     else:
-        writer = metric_writers.create_default_writer(os.path.join(workdir, filenames.TENSORBOARD, f"evaluate_{stage}"),
-                                                      just_logging=jax.process_index() > 0)
+        writer = metric_writers.create_default_writer(
+            os.path.join(workdir, filenames.TENSORBOARD, f"evaluate_{stage}"), just_logging=jax.process_index() > 0)
         factory = (lambda: make_detector(config)) if config.evaluate.pose_distance else None
         try:
             result = evaluate_model(config, model_workdir, out_dir, stage, detector_factory=factory, writer=writer,

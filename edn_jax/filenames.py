@@ -44,9 +44,17 @@ PAGE = "index.html"
 RUNS = "runs.json"
 
 
+SAMPLE_GRIDS = "step_*.png"  # every name sample_grid gives
+
+
 def sample_grid(step: int) -> str:
     """A training sample grid's name in ``samples/<stage>/``."""
     return f"step_{step:08d}.png"
+
+
+def transfer_summary(process: int, processes: int) -> str:
+    """The transfer summary's name; in a run of several processes, each writes its own."""
+    return TRANSFER_SUMMARY if processes == 1 else f"transfer_summary.process{process}.json"
 
 
 def holdout_samples(stage: str) -> str:

@@ -93,7 +93,8 @@ def write_page(workdir: str) -> str:
 # --- sections ------------------------------------------------------------------------------------
 
 def _transfer_section(workdir: str, out_dir: str) -> str:
-    summary = next(filter(None, (_read_json(storage.join(workdir, *sub, filenames.TRANSFER_SUMMARY)) for sub in ((), (filenames.VIDEOS,)))),
+    summary = next(filter(None, (_read_json(storage.join(workdir, *sub, filenames.TRANSFER_SUMMARY))
+                                 for sub in ((), (filenames.VIDEOS,)))),
                    None)
     if not summary:
         return ""
@@ -164,7 +165,7 @@ def _training_section(workdir: str, out_dir: str) -> str:
             parts.append(f"<h3>{_e(run)}</h3>" + _image(plot, out_dir, f"{run} curves"))
     for stage in (summary or {}).get("stages", []):
         name = stage.get("stage", "")
-        grids = sorted(storage.glob(storage.join(workdir, filenames.SAMPLES, name, "step_*.png")))
+        grids = sorted(storage.glob(storage.join(workdir, filenames.SAMPLES, name, filenames.SAMPLE_GRIDS)))
         extras = [storage.join(workdir, f) for f in (filenames.holdout_samples(name), filenames.background(name),
                                                      filenames.background(name, filled=True))]
         shown = ([grids[-1]] if grids else []) + [p for p in extras if storage.exists(p)]

@@ -24,9 +24,8 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import (background, build, checkpoints, dataset, evaluate, exemplar, images, input_pipeline, pair_schedule,
-                     progress, sharding, storage)
-from edn_jax import filenames
+from edn_jax import (background, build, checkpoints, dataset, evaluate, exemplar, filenames, images, input_pipeline,
+                     pair_schedule, progress, sharding, storage)
 from edn_jax.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.face_stage import FaceTrainer

@@ -464,7 +464,7 @@ def run_transfer_mode(config, workdir: str, overrides=()) -> list[SourceResult]:
         batch_score = {}
 
     ordered = [results[s.name] for s in specs]
-    summary_name = filenames.TRANSFER_SUMMARY if jax.process_count() == 1 else f"transfer_summary.process{jax.process_index()}.json"
+    summary_name = filenames.transfer_summary(jax.process_index(), jax.process_count())
     with atomic_path(os.path.join(workdir, summary_name)) as tmp, open(tmp, "w") as f:
         json.dump({"model_workdir": storage.absolute(config.transfer.model_workdir),
                    "sources": [r.to_json() for r in ordered], "self_score": batch_score}, f, indent=2)

@@ -6,10 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GLOG_minloglevel", "2")
 # Eight fake CPU devices for sharding tests; must be set before JAX is first imported. The suite
 # compiles at LLVM -O0: compiling is most of its time on 2 cores. -O1 compiled about 30% faster than
-# the default -O2 with the same numerics to ~1e-6; -O0 took the whole suite from 23:30 to 20:48 on
+# the default -O2 with the same numerics to ~1e-6; -O0 took the whole suite from 23:29 to 20:48 on
 # 2 cores (summed test time 45.5 to 40.4 min) with every test passing unchanged (every comparison
-# in the suite is between programs compiled alike). Subprocesses that run on the one real CPU device, as users do
-# (the demo, a CPU-config training), get ONE_DEVICE_XLA_FLAGS.
+# in the suite is between programs compiled alike). Subprocesses that run on the one real CPU
+# device, as users do (the demo, a CPU-config training), get helpers.ONE_DEVICE_XLA_FLAGS: these
+# flags without the fake devices.
 _TEST_XLA_FLAGS = {"xla_force_host_platform_device_count": "8", "xla_backend_optimization_level": "0"}
 for _flag, _value in _TEST_XLA_FLAGS.items():
     if _flag not in os.environ.get("XLA_FLAGS", ""):

@@ -246,8 +246,8 @@ def _output_size(seq: PoseSequence, output_height: int) -> tuple[int, int]:
 
 
 POSE_OUTPUTS = {"keypoints": (filenames.KEYPOINTS, "file"), "openpose_json": (filenames.OPENPOSE_JSON, "dir"),
-                "stick_video": ("stick.mp4", "file"), "overlay_video": ("overlay.mp4", "file"),
-                "summary": ("pose_summary.json", "file")}
+                "stick_video": (filenames.STICK_VIDEO, "file"), "overlay_video": (filenames.OVERLAY_VIDEO, "file"),
+                "summary": (filenames.POSE_SUMMARY, "file")}
 
 
 def run_pose_mode(config, workdir: str) -> dict[str, str]:
