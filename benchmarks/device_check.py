@@ -99,7 +99,7 @@ def name_of(spec: dict) -> str:
 def make_config(size: str, dtype: str = "float32", batch: int = 1, vgg_weights: str = ""):
     """configs/paper.py at ``size``: stage lengths in steps, random VGG19 weights from ``vgg_weights``."""
     from configs import paper
-    from edn_jax import stages
+    from edn_jax import checks, stages
 
     config = paper.get_config()
     s = SIZES[size]
@@ -111,7 +111,7 @@ def make_config(size: str, dtype: str = "float32", batch: int = 1, vgg_weights: 
             config[section][field] = value
     config.loss.vgg19_weights = vgg_weights
     config = stages.resolve_epochs(config, num_pairs=6000)  # a few minutes of video; the steps only set the schedule
-    stages.validate_train_config(config, check_batch=False)
+    checks.validate_train_config(config, check_batch=False)
     return config
 
 

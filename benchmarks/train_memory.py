@@ -37,7 +37,7 @@ def main(argv) -> None:
     import jax
 
     from benchmarks.measure import stage_named, step_memory
-    from edn_jax import stages
+    from edn_jax import checks
 
     config = _CONFIG.value
     for flag, field in ((_BATCH, "batch_size"), (_HEIGHT, "height"), (_WIDTH, "width")):
@@ -48,7 +48,7 @@ def main(argv) -> None:
     results = {}
     for mode in _MODES.value:
         config.train.remat = mode
-        stages.validate_train_config(config)
+        checks.validate_train_config(config)
         results[mode] = step_memory(config, _STAGE.value)
         print(f"remat={mode}: {results[mode]}", flush=True)
     base = results.get("none")

@@ -41,7 +41,7 @@ def main(argv) -> None:
     import jax
 
     from benchmarks import common, measure
-    from edn_jax import stages
+    from edn_jax import checks
 
     config = _CONFIG.value
     for flag, (section, field) in [(_BATCH, ("train", "batch_size")), (_HEIGHT, ("train", "height")),
@@ -51,7 +51,7 @@ def main(argv) -> None:
                                    (_PERCEPTUAL, ("loss", "perceptual")), (_DTYPE, ("model", "dtype"))]:
         if flag.value is not None:
             config[section][field] = flag.value
-    stages.validate_train_config(config)
+    checks.validate_train_config(config)
     t, m = config.train, config.model
     result = measure.train_step(config, "global", _STEPS.value)
     peak = common.matmul_peak_flops()  # after the step: its buffers are not in the step's peak memory

@@ -21,7 +21,7 @@ import os
 
 from clu import metric_writers
 
-from edn_jax import build, evaluate, filenames, metrics, stages, storage, train
+from edn_jax import build, checks, evaluate, filenames, metrics, stages, storage, train
 from edn_jax.errors import EdnError
 from edn_jax.evaluate import fmt
 from edn_jax.fileio import atomic_path
@@ -51,7 +51,7 @@ def train_variants(config, workdir: str, mesh=None) -> str:
         raise EdnError(f"train.stages={config.train.stages!r} has no face stage, so there is no +T.S.+Face row",
                        "use train.stages=global,face")
     for _, _, temporal, names, _ in VARIANTS:  # every run's values checked before the dataset is built
-        stages.validate_train_config(variant_config(config, temporal, names, config.data.dataset_dir))
+        checks.validate_train_config(variant_config(config, temporal, names, config.data.dataset_dir))
     _, dataset_dir = build.open_training_data(config, workdir)
     for run in dict.fromkeys((run, temporal, names) for _, run, temporal, names, _ in VARIANTS):
         name, temporal, names = run

@@ -200,7 +200,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                 change_real = _frame_change(real[:1] if previous is None else previous[1], real)
                 first, previous = previous is None, (fake[-1:], real[-1:])
                 scores_by_chunk.append(scores)
-                u8 = {name: np.asarray(inference.to_uint8(x)) for name, x in
+                u8 = {name: np.asarray(images.to_uint8(x)) for name, x in
                       (("generated", fake), ("real", real), ("label", held["label"]),
                        ("nearest_train_frame", frames["nearest_train_frame"]))}
                 for i, record in enumerate(chunk):

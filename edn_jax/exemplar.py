@@ -36,12 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import background, dataset, inference, limb_warp
-from edn_jax.input_pipeline import fit_record
-from edn_jax.models.factory import EXEMPLAR_CHANNELS
+from edn_jax import background, dataset, images, limb_warp
+from edn_jax.records import fit_record
 from edn_jax.pose import layout
 
-CHANNELS = EXEMPLAR_CHANNELS  # the exemplar frame and its stick figure
 MIN_SHARED = 0.8        # a candidate must have this share of the query's body points
 QUERY_BLOCK = 64        # query poses per distance block (memory: block x N x 25 points)
 CACHE_RECORDS = 512     # exemplars kept decoded by an ``ExemplarBank``
@@ -118,7 +116,7 @@ def for_poses(records: dict, keypoints, warp: str, plate=None) -> np.ndarray:
     channels = exemplar_channels(records["frame"], records["label"])
     if warp == "none":
         return channels
-    u8 = np.asarray(inference.to_uint8(channels))
+    u8 = np.asarray(images.to_uint8(channels))
     fill = None if plate is None else empty_exemplar(background.from_unit(plate))
     moved = np.stack([limb_warp.warped(u8[t], records["keypoints"][t], keypoints[t], warp, fill)
                       for t in range(len(u8))])

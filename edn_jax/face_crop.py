@@ -14,26 +14,10 @@ import jax.numpy as jnp
 
 from edn_jax.errors import EdnError
 
-_PAPER_HEIGHT, _PAPER_WIDTH, _PAPER_CROP = 512, 1024, 128
-
-
-def face_crop_size(height: int, width: int) -> int:
-    """The paper's 128 px crop at 512x1024, scaled with the frame, a multiple of 8, at least 16.
-
-    A multiple of 8 so the face generator's three 2x downsamplings divide it.
-    """
-    scaled = _PAPER_CROP * min(height / _PAPER_HEIGHT, width / _PAPER_WIDTH)
-    size = max(16, int(round(scaled / 8)) * 8)
-    if size > min(height, width):
-        raise EdnError(f"a {height}x{width} frame is too small for a {size} px face crop",
-                       "use frames of at least 16x16")
-    return size
-
-
 def _check_fits(height: int, width: int, size: int) -> None:
     if not 0 < size <= min(height, width):
         raise EdnError(f"face crop size {size} does not fit a {height}x{width} frame",
-                       "use a size between 1 and the frame's smaller side (see face_crop_size)")
+                       "use a size between 1 and the frame's smaller side (see stages.face_crop_size)")
 
 
 def crop_boxes(face_box: jnp.ndarray, face_valid: jnp.ndarray, height: int, width: int,

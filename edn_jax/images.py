@@ -4,11 +4,16 @@ atomically as PNG."""
 from __future__ import annotations
 
 import cv2
+import jax.numpy as jnp
 import numpy as np
 
 from edn_jax.errors import EdnError
 from edn_jax.fileio import atomic_path
-from edn_jax.inference import to_uint8
+
+
+def to_uint8(x):
+    """[-1, 1] images -> uint8 [0, 255], rounding half up (sample grids, videos)."""
+    return jnp.clip((jnp.asarray(x, jnp.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
 
 
 def image_grid(label, fake, real) -> np.ndarray:

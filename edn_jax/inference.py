@@ -24,6 +24,7 @@ import numpy as np
 
 from edn_jax import background as background_lib
 from edn_jax import face_crop, sharding
+from edn_jax.images import to_uint8
 from edn_jax.models.factory import uses_exemplar
 
 
@@ -112,11 +113,6 @@ def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, fa
     refined = renderer.face_generator.apply({"params": face_params}, label_crop, g_crop).astype(frames.dtype)
     valid = jnp.asarray(face_valid, bool)[:, None, None, None]
     return face_crop.paste(frames, jnp.where(valid, refined, g_crop), corners)
-
-
-def to_uint8(x):
-    """[-1, 1] images -> uint8 [0, 255], rounding half up (sample grids, videos)."""
-    return jnp.clip((jnp.asarray(x, jnp.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(jnp.uint8)
 
 
 def initial_carry(height: int, width: int):

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from edn_jax import augment as augment_lib
 from edn_jax import limb_warp
 from edn_jax.errors import EdnError
+from edn_jax.records import fit_face_box, fit_record
 from edn_jax.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
 from edn_jax.pose import layout
 from edn_jax.pose import render
@@ -48,18 +49,6 @@ def _to_unit_range(image: np.ndarray, out: np.ndarray) -> None:
     """uint8 [0, 255] -> float32 [-1, 1], written into ``out``."""
     np.divide(image, np.float32(127.5), out=out, dtype=np.float32)
     out -= 1.0
-
-
-def fit_record(frame: np.ndarray, keypoints: np.ndarray, height: int, width: int, conf_threshold: float = 0.05):
-    """A record's frame and keypoints at the output size, and its stick figure there.
-
-    Returns (frame uint8, keypoints, stick figure uint8, FrameTransform); a frame stored at
-    the output size is used as is.
-    """
-    tf = render.fit_transform(frame.shape[:2], (height, width), "pad")
-    if frame.shape[:2] != (height, width):
-        frame, keypoints = render.transform_image(frame, tf), render.transform_keypoints(keypoints, tf)
-    return frame, keypoints, render.render_stick_figure(keypoints, height, width, conf_threshold), tf
 
 
 class _BatchBuilder:
@@ -181,18 +170,6 @@ class _BatchBuilder:
             label = render.render_stick_figure(kps, self.height, self.width, self.conf_threshold)
             box, valid = augment_lib.warp_box(box, valid, m, self.height, self.width)
         return frame, kps, label, box, valid
-
-
-def fit_face_box(record, tf) -> tuple[np.ndarray, bool]:
-    """A record's face box (float32 [4] x0, y0, x1, y1; zeros when invalid) and validity, at the output size.
-
-    Box corners are pixel edges (the box lies within [0, W] x [0, H]), so they map as
-    x * scale + offset, which keeps a box inside the frame inside the output.
-    """
-    valid = bool(record["face_valid"])
-    offset = np.array([tf.offset_x, tf.offset_y] * 2, np.float32)
-    box = np.asarray(record["face_box"], np.float32) * np.float32(tf.scale) + offset
-    return (box if valid else np.zeros(4, np.float32)), valid
 
 
 class _Failure:

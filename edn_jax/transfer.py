@@ -47,6 +47,7 @@ from edn_jax.errors import EdnError
 from edn_jax.evaluate import pose_scores
 from edn_jax.fileio import atomic_path
 from edn_jax.inference import BatchRenderer
+from edn_jax.models.factory import EXEMPLAR_CHANNELS
 from edn_jax.self_score import SelfScore, people_counts, score_text
 from edn_jax.pose import normalization, render
 from edn_jax.sources import (NO_PERSON_RULES, NORMALIZATIONS, TRAVELS, PreparedSource, SourceSpec,
@@ -322,7 +323,7 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
         fill_slots(reset)
         labels = np.zeros((B, T, H, W, 3), np.uint8)
         boxes, valid = np.zeros((B, T, 4), np.float32), np.zeros((B, T), bool)
-        exemplars = np.zeros((B, T, H, W, exemplar.CHANNELS), np.uint8) if target.exemplars is not None else None
+        exemplars = np.zeros((B, T, H, W, EXEMPLAR_CHANNELS), np.uint8) if target.exemplars is not None else None
         work = []
         for i, job in enumerate(slots):
             if job is None:

