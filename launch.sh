@@ -26,7 +26,7 @@
 #   of copying), EDN_TPU_LOG (edn_run.log, in the remote dir).
 #
 # --dry-run right after the subcommand (or EDN_DRY_RUN=1) prints each command as "+ cmd" and runs
-# nothing, not even the venv setup. Multi-process runs elsewhere: see edn_jax/distributed.py
+# nothing, not even the venv setup. Multi-process runs elsewhere: see edn_jax/runtime/distributed.py
 # (EDN_COORDINATOR_ADDRESS, EDN_NUM_PROCESSES, EDN_PROCESS_ID). The venv is rebuilt when
 # requirements.txt changes (a hash stamp in .venv).
 set -euo pipefail

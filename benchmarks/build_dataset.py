@@ -33,7 +33,8 @@ def main(argv) -> None:
     logging.set_verbosity(logging.ERROR)
     from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
     from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-    from edn_jax import dataset, video
+    from edn_jax.data import dataset
+    from edn_jax.runtime import video
 
     size = _SIZE.value
     results = {"benchmark": "build_dataset", "size": [size, size], "cpu_count": os.cpu_count()}

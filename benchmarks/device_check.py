@@ -99,7 +99,8 @@ def name_of(spec: dict) -> str:
 def make_config(size: str, dtype: str = "float32", batch: int = 1, vgg_weights: str = ""):
     """configs/paper.py at ``size``: stage lengths in steps, random VGG19 weights from ``vgg_weights``."""
     from configs import paper
-    from edn_jax import checks, stages
+    from edn_jax.models import checks
+    from edn_jax import stages
 
     config = paper.get_config()
     s = SIZES[size]

@@ -40,7 +40,7 @@ def main(argv) -> None:
     import numpy as np
 
     from benchmarks import common, measure
-    from edn_jax import inference
+    from edn_jax.models import inference
     from edn_jax.models import param_count
 
     config = _CONFIG.value

@@ -64,7 +64,7 @@ def main(argv) -> None:
     from jax.sharding import Mesh
 
     from benchmarks import common as bench
-    from edn_jax import input_pipeline, pair_schedule
+    from edn_jax.data import input_pipeline, pair_schedule
 
     video_ids = frame_indices = None
     if _DATASET.value:

@@ -19,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
-from edn_jax import background, face_stage, generator_stage, inference, sharding, stages, synthetic
-from edn_jax.models import factory, param_count, vgg
+from edn_jax import stages, synthetic
+from edn_jax.conditioning import background
+from edn_jax.models import factory, inference, param_count, vgg
 from edn_jax.models.factory import EXEMPLAR_CHANNELS, uses_exemplar
 from edn_jax.pose import render
+from edn_jax.runtime import sharding
+from edn_jax.training import face_stage, generator_stage
 
 MIB = 2 ** 20
 

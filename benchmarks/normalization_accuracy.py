@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from edn_jax import synthetic  # noqa: E402
-from edn_jax.synthetic import motion  # noqa: E402
 from edn_jax.pose import layout, normalization, paper_normalization  # noqa: E402
+from edn_jax.synthetic import motion  # noqa: E402
 
 _SOURCE_FRAMES = flags.DEFINE_integer("source_frames", 300, "Frames per source.")
 _TARGET_FRAMES = flags.DEFINE_integer("target_frames", 600, "Frames of the target's training video.")

@@ -95,7 +95,7 @@ def main(argv) -> None:
     del argv
     from benchmarks import common
     from configs import default
-    from edn_jax import video
+    from edn_jax.runtime import video
     from edn_jax.pose import detector, pipeline, video_tracker
 
     pose_cfg = default.get_config().pose

@@ -24,7 +24,7 @@ figure + previous output); the multiscale NLayer PatchGAN (4x4 convs, padding 2,
 here) up to relu5_1; with ``--generator local``, pix2pixHD's LocalEnhancer around the global
 generator (the local stage). Parameter counts are printed next to edn_jax's for the same sizes.
 
-``train`` is ``edn_jax.generator_stage.train_step``: G renders frame t-1 from a blank previous frame and
+``train`` is ``edn_jax.training.generator_stage.train_step``: G renders frame t-1 from a blank previous frame and
 frame t from that output; G loss = LSGAN + feature matching (lambda_feat) + VGG perceptual
 (lambda_vgg, both frames, pix2pixHD's layer weights); D loss = LSGAN; one Adam step each
 (lr 2e-4, betas (0.5, 0.999)). Only the gradients edn_jax computes are computed (G's loss
@@ -251,7 +251,7 @@ def perceptual(vgg, x, y):
 
 
 class TrainStep:
-    """edn_jax.generator_stage.train_step in eager PyTorch."""
+    """edn_jax.training.generator_stage.train_step in eager PyTorch."""
 
     def __init__(self, args):
         self.g = make_generator(args).to(args.device)

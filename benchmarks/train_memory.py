@@ -37,7 +37,7 @@ def main(argv) -> None:
     import jax
 
     from benchmarks.measure import stage_named, step_memory
-    from edn_jax import checks
+    from edn_jax.models import checks
 
     config = _CONFIG.value
     for flag, field in ((_BATCH, "batch_size"), (_HEIGHT, "height"), (_WIDTH, "width")):

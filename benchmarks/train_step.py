@@ -41,7 +41,7 @@ def main(argv) -> None:
     import jax
 
     from benchmarks import common, measure
-    from edn_jax import checks
+    from edn_jax.models import checks
 
     config = _CONFIG.value
     for flag, (section, field) in [(_BATCH, ("train", "batch_size")), (_HEIGHT, ("train", "height")),

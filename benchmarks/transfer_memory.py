@@ -79,7 +79,7 @@ class _RssSampler(threading.Thread):
 def child(frames: int, model_dir: str, out: str) -> None:
     import jax  # noqa: F401 - imported (and its memory counted) before the sampling starts
 
-    from edn_jax import transfer
+    from edn_jax.transfer import rendering
 
     config = tiny_config()
     config.mode = "transfer"
@@ -90,7 +90,7 @@ def child(frames: int, model_dir: str, out: str) -> None:
     sampler = _RssSampler()
     sampler.start()
     t0 = time.perf_counter()
-    (result,) = transfer.run_transfer_mode(config, out)
+    (result,) = rendering.run_transfer_mode(config, out)
     seconds = time.perf_counter() - t0
     sampler.stop()
     print("RESULT " + json.dumps({"frames": result.frames, "seconds": round(seconds, 2),
@@ -105,7 +105,7 @@ def child(frames: int, model_dir: str, out: str) -> None:
 def main(argv) -> None:
     del argv
     if _TRAIN.value:
-        from edn_jax import train
+        from edn_jax.training import train
 
         train.train_and_evaluate(tiny_config(), _MODEL_DIR.value)
         return

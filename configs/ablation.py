@@ -6,7 +6,7 @@ Trains two models on one dataset with the demo's sizes (configs/demo.py; the bud
 docs/ablation.md was measured, and without its small-footage additions): single-frame pix2pixHD
 (model.temporal=False, the global stage) and the paper's model (temporal smoothing, the
 global stage, then the face stage on top of it). +T.S. is the paper's model after its global stage;
-+T.S.+Face after its face stage. Each is evaluated on the held-out frames (edn_jax.evaluate) and the
++T.S.+Face after its face stage. Each is evaluated on the held-out frames (edn_jax.evaluation.evaluate) and the
 table is printed and written to runs/ablation/ablation.md (a copy is in docs/ablation.md). A rerun
 skips what is trained and evaluated.
 """

@@ -109,7 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
     # D judges consecutive pairs. False = single-frame pix2pixHD (the paper's baseline in ablations).
     config.model.temporal = True
     config.model.use_prev_label = False  # also feed G the previous stick figure (needs temporal)
-    # The target's static background from the training frames (edn_jax.background; not in the paper):
+    # The target's static background from the training frames (edn_jax.conditioning.background; not in the paper):
     # "none" | "input" (G also sees the plate) | "composite" (G sees it and draws a mask: the frame is
     # mask * G's colours + (1 - mask) * plate, so the background of an unseen pose is the real one).
     config.model.background = "none"
@@ -121,11 +121,11 @@ def get_config() -> ml_collections.ConfigDict:
     # region within this fraction of the stick figure's height of the figure (fading to 0 at 1.5 times
     # it), in training and at inference, so nothing is drawn away from the pose. 0 = not confined.
     config.model.composite_region = 0.0
-    # The exemplar (edn_jax.exemplar; not in the paper): the training frame nearest by pose and its
+    # The exemplar (edn_jax.conditioning.exemplar; not in the paper): the training frame nearest by pose and its
     # stick figure. "none" | "input" (G also sees it) | "copy" (G sees it and draws a copy mask: the
     # frame takes the exemplar's colours where the mask is on, G's where it is off).
     config.model.exemplar = "none"
-    # How the exemplar reaches G (edn_jax.limb_warp): "none" (as it is) | "limbs" (moved bone by bone
+    # How the exemplar reaches G (edn_jax.data.limb_warp): "none" (as it is) | "limbs" (moved bone by bone
     # from its pose into the pose asked for, so copied pixels land where the stick figure has the limbs).
     config.model.exemplar_warp = "none"
     # LocalEnhancer (the "local" stage): a full-resolution branch around the global generator,
@@ -196,7 +196,7 @@ def get_config() -> ml_collections.ConfigDict:
     # relying on it: on XLA:CPU it saved nothing at paper size (benchmarks/RESULTS.md);
     # benchmarks/train_memory.py gives the compiled step's memory per mode on any backend.
     config.train.remat = "none"          # none | perceptual | full
-    # Augmentation (edn_jax.augment; not in the paper): one random similarity transform per training
+    # Augmentation (edn_jax.data.augment; not in the paper): one random similarity transform per training
     # pair, applied to frames, keypoints (stick figures redrawn), face boxes and background plate.
     config.train.augment = ml_collections.ConfigDict()
     config.train.augment.scale = 0.0     # sizes in [1 - scale, 1 + scale]
@@ -222,7 +222,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.evaluate_holdout = True  # SSIM/L1 (+ face crop) on held-out frames at the end of each stage
 
     # Evaluate mode: self-reenactment on the held-out frames of the dataset a model was trained on
-    # (edn_jax.evaluate): SSIM/LPIPS on body and face crops, pose distance, jitter.
+    # (edn_jax.evaluation.evaluate): SSIM/LPIPS on body and face crops, pose distance, jitter.
     config.evaluate = ml_collections.ConfigDict()
     config.evaluate.model_workdir = ""   # the training run's --workdir; "" = this run's --workdir
     config.evaluate.stage = ""           # the stage to evaluate (one of train.stages); "" = the last
@@ -237,7 +237,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.detect_min_side = 256  # frames are upscaled to this shorter side for detection only
     config.evaluate.chunk_frames = 16    # frames rendered and scored per compiled call
 
-    # Transfer mode: a source dancer's motion rendered as the trained target (edn_jax.transfer).
+    # Transfer mode: a source dancer's motion rendered as the trained target (edn_jax.transfer.rendering).
     config.transfer = ml_collections.ConfigDict()
     # The trained target: the --workdir of its training run (the same config's model/train settings).
     config.transfer.model_workdir = ""

@@ -1,4 +1,4 @@
-"""Motion transfer: render a source dancer's motion as a trained target (edn_jax.transfer).
+"""Motion transfer: render a source dancer's motion as a trained target (edn_jax.transfer.rendering).
 
 A trained model directory describes itself: its checkpoints record every model and training
 field it was trained with, so this config needs nothing of the training config, whatever

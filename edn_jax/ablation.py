@@ -2,7 +2,7 @@
 
 ``run_ablation(config, workdir)`` builds one dataset, trains two models on it from ``config``'s
 sizes and schedule, evaluates three of their stages on the held-out frames with
-``edn_jax.evaluate`` and writes the table (markdown and JSON) into the workdir:
+``edn_jax.evaluation.evaluate`` and writes the table (markdown and JSON) into the workdir:
 
 * **pix2pixHD**: ``model.temporal=False`` (G sees the stick figure alone, D single frames),
   the global stage only, ``train.num_steps`` steps;
@@ -21,10 +21,15 @@ import os
 
 from clu import metric_writers
 
-from edn_jax import build, checks, evaluate, filenames, metrics, stages, storage, train
+from edn_jax import filenames, stages
+from edn_jax.data import build
 from edn_jax.errors import EdnError
-from edn_jax.evaluate import fmt
-from edn_jax.fileio import atomic_path
+from edn_jax.evaluation import evaluate, held_out, metrics
+from edn_jax.evaluation.evaluate import fmt
+from edn_jax.models import checks
+from edn_jax.runtime import storage
+from edn_jax.runtime.fileio import atomic_path
+from edn_jax.training import train
 
 # (row name, training run directory, model.temporal, stages trained, stage evaluated)
 VARIANTS = (
@@ -89,7 +94,7 @@ def format_table(results: list[tuple[str, dict]], config, command: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     rows = [(row, r["generated"]) for row, r in results] + [
-        (evaluate.ROW_NAMES[name], first[name]) for name in evaluate.BASELINES]
+        (evaluate.ROW_NAMES[name], first[name]) for name in held_out.BASELINES]
     for row, g in rows:
         cells = [fmt(g.get(k), 4) for k in (body, "body_lpips", "face_ssim", "face_lpips", "ssim")]
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {fmt(g.get('frame_jitter'), 2)} |")

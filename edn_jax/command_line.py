@@ -24,8 +24,8 @@ import traceback
 from absl import flags
 from flax import traverse_util
 
-from edn_jax import storage
 from edn_jax.errors import EdnError
+from edn_jax.runtime import storage
 
 CONFIG_FLAG = "config"
 

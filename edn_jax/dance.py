@@ -32,12 +32,18 @@ import time
 
 import numpy as np
 
-from edn_jax import build, checkpoints, dataset, evaluate, filenames, report, sources, storage, train, transfer, video
+from edn_jax import filenames
+from edn_jax.data import build, dataset
 from edn_jax.errors import EdnError
-from edn_jax.fileio import atomic_path
+from edn_jax.evaluation import evaluate, report
+from edn_jax.models import checkpoints
 from edn_jax.pose import layout, pipeline
-from edn_jax.progress import duration
+from edn_jax.runtime import storage, video
+from edn_jax.runtime.fileio import atomic_path
+from edn_jax.runtime.progress import duration
 from edn_jax.stages import stage_names
+from edn_jax.training import train
+from edn_jax.transfer import rendering, sources
 
 PHASES = ("pose", "dataset", "training", "evaluation", "transfer", "page")
 SIZE_MULTIPLE = 16     # frame sides are multiples of this (the generator's and the discriminators' downsamplings)
@@ -324,7 +330,7 @@ class Job:
         if done and storage.exists(storage.join(out, filenames.TRANSFER_SUMMARY)):
             print(f"every source is rendered in {storage.absolute(out)}")
             return
-        transfer.run_transfer_mode(config, out)
+        rendering.run_transfer_mode(config, out)
 
     def _page(self) -> None:
         config = self.phase_config("dance")

@@ -4,10 +4,10 @@
 
 The job is chosen by ``config.mode``. A problem with the user's input is printed
 as one ``error: ...`` line and exits with status 2. A run holds its workdir for its whole
-length (``edn_jax.workdir_lock``): a second run into the same workdir is refused. Each mode's module is imported only
+length (``edn_jax.runtime.workdir_lock``): a second run into the same workdir is refused. Each mode's module is imported only
 when it runs (TensorFlow, TFDS and MediaPipe take seconds to import; pose mode needs
 none of TensorFlow). Train, evaluate, transfer and ablation runs end by rewriting the workdir's
-results page, ``<workdir>/report/index.html`` (``edn_jax.report``), and listing themselves on it;
+results page, ``<workdir>/report/index.html`` (``edn_jax.evaluation.report``), and listing themselves on it;
 dance mode (``edn_jax.dance``) runs the others' phases in turn and writes the page as its last.
 """
 
@@ -26,8 +26,9 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from edn_jax import command_line, storage, workdir_lock  # noqa: E402
+from edn_jax import command_line  # noqa: E402
 from edn_jax.errors import EdnError  # noqa: E402
+from edn_jax.runtime import storage, workdir_lock  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for this job's outputs (created if missing).")
@@ -44,7 +45,7 @@ def _pose(config, workdir: str, overrides=(), command: str = "") -> None:
 
 
 def _build(config, workdir: str, overrides=(), command: str = "") -> None:
-    from edn_jax import build, dataset
+    from edn_jax.data import build, dataset
 
     target = build.run_build_mode(config, workdir)
     train, val = dataset.open_split(target, "train"), dataset.open_split(target, "validation")
@@ -55,7 +56,7 @@ def _build(config, workdir: str, overrides=(), command: str = "") -> None:
 
 
 def _train(config, workdir: str, overrides=(), command: str = "") -> None:
-    from edn_jax import train
+    from edn_jax.training import train
 
     result = train.train_and_evaluate(config, workdir)
     print("training outputs:")
@@ -66,13 +67,13 @@ def _train(config, workdir: str, overrides=(), command: str = "") -> None:
 
 
 def _transfer(config, workdir: str, overrides=(), command: str = "") -> None:
-    from edn_jax import transfer
+    from edn_jax.transfer import rendering
 
-    transfer.run_transfer_mode(config, workdir, overrides)  # prints each source's outputs as it reports
+    rendering.run_transfer_mode(config, workdir, overrides)  # prints each source's outputs as it reports
 
 
 def _evaluate(config, workdir: str, overrides=(), command: str = "") -> None:
-    from edn_jax import evaluate
+    from edn_jax.evaluation import evaluate
 
     evaluate.run_evaluate_mode(config, workdir, overrides)  # prints the scores and where they were written
 
@@ -96,7 +97,7 @@ PAGE_MODES = ("train", "evaluate", "transfer", "ablation")  # the modes whose re
 
 def _update_page(config, workdir: str, command: str, started: datetime.datetime, seconds: float) -> None:
     """Lists this run on the workdir's results page and rewrites the page (process 0 only)."""
-    from edn_jax import report
+    from edn_jax.evaluation import report
 
     report.record_run(workdir, report.RunRecord(config.mode, command, started.strftime("%Y-%m-%d %H:%M:%S UTC"),
                                                 seconds, config.to_json_best_effort(indent=2)))
@@ -132,7 +133,7 @@ def main(argv) -> None:
         if len(argv) > 1:
             raise EdnError(f"unexpected argument{'s' if len(argv) > 2 else ''} {' '.join(argv[1:])!r}",
                            "flags take the form --name=value (--config FILE, --workdir DIR, --config.<field>=VALUE)")
-        from edn_jax import distributed
+        from edn_jax.runtime import distributed
 
         distributed.maybe_initialize()  # multi-host runs join before anything touches a JAX backend
         run(_CONFIG.value, _WORKDIR.value, config_flags.get_override_values(flags.FLAGS["config"]),

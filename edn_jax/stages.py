@@ -1,5 +1,5 @@
 """The training stages a config asks for, and what a checkpoint records of the model so that a
-trained model directory describes itself (``edn_jax.checks`` checks the config's values).
+trained model directory describes itself (``edn_jax.models.checks`` checks the config's values).
 
 Training runs in the paper's stages (``config.train.stages``): "global" (the
 GlobalGenerator at ``train.height x train.width``), "local" (the LocalEnhancer at twice

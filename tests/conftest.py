@@ -34,8 +34,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import pytest  # noqa: E402
 
 from configs import default  # noqa: E402
-from edn_jax import train, video  # noqa: E402
 from edn_jax.pose import detector, pipeline, video_tracker  # noqa: E402
+from edn_jax.runtime import video  # noqa: E402
+from edn_jax.training import train  # noqa: E402
 from helpers import one_device_mesh, real_video, synthetic_target_config, tiny_config  # noqa: E402
 
 

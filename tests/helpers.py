@@ -11,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default, tiny
-from edn_jax import images, inference, sharding, synthetic
-from edn_jax.face_stage import FaceTrainer
-from edn_jax.generator_stage import GeneratorTrainer
+from edn_jax import synthetic
+from edn_jax.models import inference
 from edn_jax.pose import render
+from edn_jax.runtime import images, sharding
 from edn_jax.stages import plan_stages
+from edn_jax.training.face_stage import FaceTrainer
+from edn_jax.training.generator_stage import GeneratorTrainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -3,7 +3,7 @@
   EDN_COORDINATOR_ADDRESS=127.0.0.1:PORT EDN_NUM_PROCESSES=2 EDN_PROCESS_ID=0 JAX_PLATFORMS=cpu \
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/multihost_worker.py OUT_DIR [DATASET_DIR]
 
-Joins the distributed runtime through ``edn_jax.distributed.maybe_initialize`` (the EDN_*
+Joins the distributed runtime through ``edn_jax.runtime.distributed.maybe_initialize`` (the EDN_*
 variables), then ``run`` trains on the mesh of all processes' devices: ``RANDOM_STEPS``
 steps on random global batches, each process feeding only its own rows, then (given a
 dataset) ``PIPELINE_STEPS`` steps on the input pipeline's batches. Writes
@@ -64,7 +64,9 @@ def run(mesh, dataset_dir: str | None) -> dict:
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from edn_jax import dataset, generator_stage, input_pipeline, pair_schedule, sharding
+    from edn_jax.data import dataset, input_pipeline, pair_schedule
+    from edn_jax.training import generator_stage
+    from edn_jax.runtime import sharding
 
     config = tiny_config()
     trainer = generator_stage.GeneratorTrainer.create(config, mesh)
@@ -99,13 +101,13 @@ def run(mesh, dataset_dir: str | None) -> dict:
 
 
 def main(argv) -> None:
-    from edn_jax import distributed
+    from edn_jax.runtime import distributed
 
     distributed.maybe_initialize()  # before anything touches the backend
     import jax
     import numpy as np
 
-    from edn_jax import sharding
+    from edn_jax.runtime import sharding
 
     out_dir, dataset_dir = argv[1], (argv[2] if len(argv) > 2 else None)
     result = run(sharding.make_mesh(), dataset_dir)

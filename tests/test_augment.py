@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import scripted_person, scripted_records
 
-from edn_jax import augment, input_pipeline
+from edn_jax.data import augment, input_pipeline
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, render
 

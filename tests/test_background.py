@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 from helpers import one_device_mesh, tiny_config
 
-from edn_jax import background, checkpoints, dataset, inference, train
-from edn_jax.models import factory
+from edn_jax.conditioning import background
+from edn_jax.data import dataset
+from edn_jax.models import checkpoints, factory, inference
 from edn_jax.pose import layout
+from edn_jax.training import train
 
 H, W = 40, 64
 
@@ -61,7 +63,8 @@ def test_a_target_dancing_in_place_leaves_no_body_in_the_plate():
     inpainted plate shows none."""
     from helpers import real_video
 
-    from edn_jax import synthetic, video
+    from edn_jax import synthetic
+    from edn_jax.runtime import video
     from edn_jax.pose import detector, render
 
     size = (96, 96)

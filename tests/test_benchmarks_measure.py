@@ -6,8 +6,7 @@ import numpy as np
 from helpers import tiny_config
 
 from benchmarks import measure
-from edn_jax import inference
-from edn_jax.models import param_count
+from edn_jax.models import inference, param_count
 
 
 def _with_plate_and_exemplar():

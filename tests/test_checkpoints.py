@@ -13,9 +13,12 @@ import pytest
 
 from helpers import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, synthetic_target_config
 from configs import cpu, default
-from edn_jax import checkpoints, inference, main, stages, train, video
+from edn_jax import main, stages
 from edn_jax.errors import EdnError
-from edn_jax.generator_stage import GeneratorTrainer
+from edn_jax.models import checkpoints, inference
+from edn_jax.runtime import video
+from edn_jax.training import train
+from edn_jax.training.generator_stage import GeneratorTrainer
 
 
 def _render(model, frames=3):

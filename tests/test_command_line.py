@@ -14,9 +14,11 @@ import pytest
 
 from helpers import REPO, synthetic_pose_config
 from configs import default
-from edn_jax import checkpoints, command_line, fileio, main, workdir_lock
+from edn_jax import command_line, main
 from edn_jax.errors import EdnError
+from edn_jax.models import checkpoints
 from edn_jax.pose import openpose_json, pipeline
+from edn_jax.runtime import fileio, workdir_lock
 
 VIDEO = "../shared/data/single_person_cam01.mp4"
 
@@ -143,7 +145,7 @@ def test_workdir_checks_before_any_work(tmp_path):
 
 
 def test_a_fifo_is_refused_at_once(tmp_path):
-    from edn_jax import video
+    from edn_jax.runtime import video
 
     os.mkfifo(tmp_path / "pipe")
     with pytest.raises(EdnError, match="not a regular file"):

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import ONE_DEVICE_XLA_FLAGS, REPO, assert_one_line_error, real_video
-from edn_jax import dance, filenames, video
+from edn_jax import dance, filenames
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
+from edn_jax.runtime import video
 
 # configs/dance.py with tiny networks at 64 px on the first 24 frames of the target and the source
 TINY = ["--config.model.ngf=8", "--config.model.n_downsampling=2", "--config.model.n_blocks=1",

@@ -7,9 +7,11 @@ import pytest
 
 from helpers import real_video, scripted_person
 from configs import default
-from edn_jax import dataset, main, synthetic, video
+from edn_jax import main, synthetic
+from edn_jax.data import dataset
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, pipeline, render
+from edn_jax.runtime import video
 
 
 def _build_config(**build):
@@ -155,7 +157,7 @@ def test_built_dataset_feeds_the_sharded_pipeline(tmp_path):
     import jax
     from jax.sharding import Mesh
 
-    from edn_jax import input_pipeline, pair_schedule
+    from edn_jax.data import input_pipeline, pair_schedule
 
     config = _build_config(height=64, width=64, synthetic_seeds="0,1")
     config.synthetic.num_frames = 20

@@ -142,7 +142,7 @@ def test_reset_forgets_the_hand_and_face_regions_of_earlier_calls():
     call's regions; ``reset`` makes a used detector answer exactly like a new one (the threaded
     tracker relies on it for repeatable results)."""
     from helpers import real_video
-    from edn_jax import video
+    from edn_jax.runtime import video
 
     crops = [np.ascontiguousarray(f[200:1800, 100:1000]) for f in video.iter_frames(real_video("single_person_cam01.mp4"), 4)]
     with detector.MediaPipeHolisticDetector() as det:

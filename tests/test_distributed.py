@@ -11,8 +11,8 @@ import pytest
 
 import multihost_worker
 from helpers import REPO
-from edn_jax import distributed
 from edn_jax.errors import EdnError
+from edn_jax.runtime import distributed
 
 # Both sides compile at LLVM -O1: a third less compile time than the default -O2, same numerics to ~1e-6
 # here. (Not -O0: its single-process results drift from -O1/-O2 by percents within 3 GAN steps.)
@@ -60,7 +60,7 @@ def test_two_processes_train_like_one(tmp_path):
     """3 steps on random global batches (each process feeding its own rows), then 2 on the input
     pipeline's batches (each process reading its own share of a TFDS dataset): the final state of
     2 processes x 2 devices equals 1 process x 1 device, and both processes agree exactly."""
-    from edn_jax import build
+    from edn_jax.data import build
 
     dataset_dir = build.make_builder(multihost_worker.tiny_config(), str(tmp_path / "data"), size=(32, 32)).data_dir
     worker = [sys.executable, str(REPO / "tests" / "multihost_worker.py")]

@@ -16,11 +16,17 @@ from clu import metric_writers
 
 from helpers import one_device_mesh, real_video, tensorboard_tags
 from configs import default
-from edn_jax import build, checkpoints, dataset, evaluate, holdout, inference, main, metrics, stages, train, video
+from edn_jax import main, stages
+from edn_jax.data import build, dataset
 from edn_jax.errors import EdnError
-from edn_jax.generator_stage import GeneratorTrainer
-from edn_jax.pose import detector as pose_detector
+from edn_jax.evaluation import evaluate, holdout, metrics
+from edn_jax.evaluation.held_out import FRAME_SCORES, frame_scores
+from edn_jax.models import checkpoints, inference
 from edn_jax.pose import layout
+from edn_jax.pose import detector as pose_detector
+from edn_jax.runtime import video
+from edn_jax.training import train
+from edn_jax.training.generator_stage import GeneratorTrainer
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,7 @@ def test_frame_scores_are_perfect_on_the_real_frames_and_worsen_with_noise(lpips
     body = jnp.asarray([[8, 4, 40, 44]] * 3, jnp.float32)
     face = jnp.asarray([[20, 6, 28, 14]] * 3, jnp.float32)
     valid = jnp.asarray([True, True, False])
-    score = lambda x: {k: np.asarray(v) for k, v in evaluate.frame_scores(  # noqa: E731
+    score = lambda x: {k: np.asarray(v) for k, v in frame_scores(  # noqa: E731
         lpips, jnp.asarray(x), jnp.asarray(real), body, face, valid, face_side=16, body_size=(64, 32)).items()}
     same = score(real)
     for key in ("ssim", "body_ssim"):
@@ -225,7 +231,7 @@ def test_one_evaluator_scores_the_end_of_training_and_evaluate_mode_alike(cam01_
     assert "held-out SSIM (20 frames)" in capsys.readouterr().out
     full = evaluate.evaluate_model(base, model_dir, str(tmp_path / "eval"))
     for candidate in ("generated", "mean_train_frame"):
-        for key in evaluate.FRAME_SCORES:
+        for key in FRAME_SCORES:
             assert at_stage_end[f"{key}_{candidate}"] == pytest.approx(full[candidate][key], rel=1e-6), (candidate, key)
     assert full["mean_train_frame"]["body_ssim"] != full["generated"]["body_ssim"]
     split, _, held = held_out(base, model_dir)

@@ -12,12 +12,17 @@ import pytest
 from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
                       scripted_records, synthetic_target_config, to_unit, transfer_config)
 
-from edn_jax import (augment, background, dataset, evaluate, exemplar, holdout, images, inference, input_pipeline, limb_warp,
-                     main, train)
-from edn_jax import sources, transfer, video
+from edn_jax import main
+from edn_jax.conditioning import background, exemplar
+from edn_jax.data import augment, dataset, input_pipeline, limb_warp
 from edn_jax.errors import EdnError
-from edn_jax.models import factory
+from edn_jax.evaluation import held_out, holdout
+from edn_jax.models import factory, inference
 from edn_jax.pose import layout, render
+from edn_jax.runtime import images, video
+from edn_jax.training import train
+from edn_jax.transfer import sources
+from edn_jax.transfer.target import load_target
 
 H, W = 48, 40
 
@@ -177,7 +182,7 @@ def exemplar_target(tmp_path_factory):
 
 def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(exemplar_target, monkeypatch):
     config, workdir = exemplar_target
-    target = transfer.load_target(transfer_config(exemplar_target))
+    target = load_target(transfer_config(exemplar_target))
     split, train_split = (dataset.open_split(target.dataset_dir, s) for s in ("validation", "train"))
     seen = []
     original = inference.render_chunk
@@ -188,7 +193,7 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
 
     monkeypatch.setattr(inference, "render_chunk", spy)
     renderer, params = target.model.renderer, target.model.params
-    result, rows, _ = evaluate.evaluate_held_out(renderer, params, target.dataset_dir, SIZE, SIZE, lpips=None,
+    result, rows, _ = held_out.evaluate_held_out(renderer, params, target.dataset_dir, SIZE, SIZE, lpips=None,
                                                  face_side=16, chunk_frames=64)
     nearest = [r["nearest_train_record"] for r in rows]
     retrieved = holdout.records_at(train_split, nearest, SIZE, SIZE)
@@ -196,7 +201,7 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
     assert len(rows) == len(split.source) and result["generated"]["ssim"] is not None
     # With model.exemplar_warp="limbs", each retrieved frame moved into its held-out frame's pose.
     seen.clear()
-    evaluate.evaluate_held_out(dataclasses.replace(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
+    held_out.evaluate_held_out(dataclasses.replace(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
                                SIZE, lpips=None, face_side=16, chunk_frames=64)
     held = holdout.records_at(split, holdout.held_out_order(split, 0), SIZE, SIZE)
     fill = exemplar.empty_exemplar(background.from_unit(params["background"]))  # the model's plate, as in training
@@ -214,7 +219,7 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
                         lambda self, frames: (written.extend(np.array(f) for f in frames), write_chunk(self, frames)))
     main.run(config, str(tmp_path / "out"))
     assert len(list(video.iter_frames(str(tmp_path / "out" / "synthetic_seed3.mp4")))) == 12
-    target = transfer.load_target(config)
+    target = load_target(config)
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats)
     expected, _ = reference_render(target, source.keypoints)
     # Chunks of 5 chained by their carry, each frame from its own exemplar = one scan with them all.

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from edn_jax import face_crop, stages
+from edn_jax import stages
+from edn_jax.conditioning import face_crop
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, render
 

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edn_jax import losses
 from edn_jax.errors import EdnError
 from edn_jax.models import (FaceDiscriminator, FaceResidualGenerator, GlobalGenerator, LocalEnhancer,
                             MultiscaleDiscriminator, NLayerDiscriminator, ResnetBlock, conv, conv_transpose_x2,
                             downsample, face_models, load_global_params, param_count, reflect_pad)
+from edn_jax.training import losses
 
 TINY_FACE_G = dict(ngf=8, n_downsampling=3, n_blocks=1)
 TINY_LOCAL = dict(ngf=4, global_ngf=8, n_downsampling_global=2, n_blocks_global=1, n_blocks_local=2)

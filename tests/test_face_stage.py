@@ -8,7 +8,10 @@ import numpy as np
 import optax
 
 from helpers import face_batch, face_trainer, one_device_mesh, tiny_config
-from edn_jax import face_crop, face_stage, inference, sharding
+from edn_jax.conditioning import face_crop
+from edn_jax.models import inference
+from edn_jax.runtime import sharding
+from edn_jax.training import face_stage
 
 
 def put(batch, mesh):

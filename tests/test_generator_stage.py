@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from helpers import one_device_mesh, tiny_config
-from edn_jax import checks, generator_stage, inference, losses, sharding, stages
-from edn_jax.generator_stage import GeneratorTrainer
-from edn_jax.models import GlobalGenerator
+from edn_jax import stages
+from edn_jax.models import GlobalGenerator, checks, inference
+from edn_jax.runtime import sharding
+from edn_jax.training import generator_stage, losses
+from edn_jax.training.generator_stage import GeneratorTrainer
 
 SIZE = 32
 
@@ -217,7 +219,7 @@ def test_each_stage_has_its_own_number_of_discriminator_scales():
     """The paper's 2 scales in the global stage and 3 in the local and face stages: the new stage's D
     takes the scales the previous D has (pix2pixHD loads them into the bigger D) and starts the
     third fresh. The VGG term is at full weight once the generator is the LocalEnhancer."""
-    from edn_jax.face_stage import FaceTrainer
+    from edn_jax.training.face_stage import FaceTrainer
 
     config = tiny_config("global,local,face", steps=2)
     config.model.num_d_local = config.model.num_d_face = 3

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from helpers import scripted_person, tiny_config
-from edn_jax import build, dataset, holdout
+from edn_jax.data import build, dataset
+from edn_jax.evaluation import holdout
 from edn_jax.pose import layout
 
 

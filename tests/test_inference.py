@@ -9,8 +9,13 @@ import numpy as np
 
 from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, face_batch, face_trainer, reference_render, tiny_config,
                       to_unit, transfer_config)
-from edn_jax import face_crop, inference, sharding, sources, synthetic, transfer
+from edn_jax import synthetic
+from edn_jax.conditioning import face_crop
+from edn_jax.models import inference
 from edn_jax.pose import render
+from edn_jax.runtime import sharding
+from edn_jax.transfer import sources
+from edn_jax.transfer.target import load_target
 
 SIDE = 16  # face crop at 32x32 (the minimum of face_crop_size)
 
@@ -65,7 +70,7 @@ def test_render_chunk_with_face_equals_a_per_frame_loop():
 
 def test_scan_matches_a_per_frame_python_loop(synthetic_target):
     config = transfer_config(synthetic_target, synthetic_frames=7)
-    target = transfer.load_target(config)
+    target = load_target(config)
     renderer, params = target.model.renderer, target.model.params
     assert renderer.has_face
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats)
@@ -99,7 +104,7 @@ def test_batched_chunks_match_whole_sequence_renders(synthetic_target, monkeypat
     """Two slots, chunks of 4 with padded tails, a third video taking over a slot: each video's
     frames equal one render_chunk call over the whole sequence, from one compilation."""
     config = transfer_config(synthetic_target)
-    target = transfer.load_target(config)
+    target = load_target(config)
     traces, render_chunk = [], inference.render_chunk
 
     def counted(*args, **kwargs):  # runs only while render_batch is traced

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from edn_jax import input_pipeline as ip
-from edn_jax import pair_schedule as ps
+from edn_jax.data import input_pipeline as ip
+from edn_jax.data import pair_schedule as ps
 from edn_jax.errors import EdnError
 from edn_jax.pose import render
 from edn_jax.synthetic import synthetic_clip

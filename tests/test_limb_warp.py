@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import scripted_person
 
-from edn_jax import limb_warp
+from edn_jax.data import limb_warp
 from edn_jax.pose import layout, render
 
 H, W = 96, 64

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from edn_jax import losses
 from edn_jax.errors import EdnError
 from edn_jax.models import vgg
+from edn_jax.training import losses
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("convert_vgg19", REPO / "tools" / "convert_vgg19.py")

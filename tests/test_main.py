@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from helpers import REPO, assert_one_line_error
-from edn_jax import main, video
+from edn_jax import main
 from edn_jax.errors import EdnError
+from edn_jax.runtime import video
 from configs import default
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from edn_jax import metrics
-from edn_jax.models import vgg
 from edn_jax.errors import EdnError
+from edn_jax.evaluation import metrics
+from edn_jax.models import vgg
 from edn_jax.pose import layout
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edn_jax.errors import EdnError
-from edn_jax.models import (GlobalGenerator, InstanceNorm, MultiscaleDiscriminator, NLayerDiscriminator,
-                            ResnetBlock, conv, conv_transpose_x2, downsample, param_count, reflect_pad)
+from edn_jax.models import (GlobalGenerator, InstanceNorm, MultiscaleDiscriminator, NLayerDiscriminator, ResnetBlock,
+                            conv, conv_transpose_x2, downsample, param_count, reflect_pad)
 
 TINY_G = dict(ngf=8, n_downsampling=2, n_blocks=2)
 TINY_D = dict(num_d=2, ndf=8, n_layers=3)

@@ -25,8 +25,8 @@ def test_the_installed_package_runs_from_another_directory_with_its_configs(tmp_
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
     # the library (with the defaults it reads from configs and the builders it builds with) imports from the install
-    probe = subprocess.run([sys.executable, "-c", "import configs, edn_jax.build, edn_jax.stages; "
-                            "print(edn_jax.build.__file__); print(configs.__file__)"],
+    probe = subprocess.run([sys.executable, "-c", "import configs, edn_jax.data.build, edn_jax.stages; "
+                            "print(edn_jax.data.build.__file__); print(configs.__file__)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert all(line.startswith(str(site)) for line in probe.stdout.split()), probe.stdout

@@ -8,9 +8,10 @@ import pytest
 
 from helpers import real_video, synthetic_pose_config
 from configs import default
-from edn_jax import main, video
+from edn_jax import main
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, openpose_json, pipeline, render
+from edn_jax.runtime import video
 
 
 def test_synthetic_pose_mode_outputs_agree(tmp_path):

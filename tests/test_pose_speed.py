@@ -11,9 +11,9 @@ import pytest
 
 from helpers import real_video, scripted_person
 from configs import default
-from edn_jax import video
 from edn_jax.errors import EdnError
 from edn_jax.pose import appearance, layout, pipeline, tracking, video_tracker
+from edn_jax.runtime import video
 
 H, W = 200, 256  # fake-scene frames: pixel (y, x) of frame t holds (x, y, t)
 

@@ -2,7 +2,7 @@
 
 import io
 
-from edn_jax import progress
+from edn_jax.runtime import progress
 
 
 class _Tty(io.StringIO):

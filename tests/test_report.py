@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from clu import metric_writers
 
-from edn_jax import images, report, video
+from edn_jax.evaluation import report
+from edn_jax.runtime import images, video
 
 
 def _frames(n, h=64, w=48):

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import sharding
+from edn_jax.runtime import sharding
 
 
 def test_make_mesh_puts_every_device_on_the_data_axis():

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from configs import default
-from edn_jax import sources, synthetic
+from edn_jax import synthetic
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, render
+from edn_jax.transfer import sources
 
 
 def test_hold_nearest_pose():

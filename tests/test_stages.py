@@ -5,8 +5,9 @@ import pytest
 
 from helpers import tiny_config
 from configs import default
-from edn_jax import checks, main, stages
+from edn_jax import main, stages
 from edn_jax.errors import EdnError
+from edn_jax.models import checks
 
 SIZE = 32
 
@@ -96,7 +97,7 @@ def test_stage_lengths_in_epochs_become_steps_for_the_dataset():
     """configs/paper.py gives the paper's 5 / 30 / 5 epochs; they become steps from the number of
     training pairs and the batch when the dataset is opened (lengths in steps are kept)."""
     from configs import paper
-    from edn_jax import train
+    from edn_jax.training import train
 
     config = paper.get_config()
     resolved = stages.resolve_epochs(config, num_pairs=1000)

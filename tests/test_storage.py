@@ -27,8 +27,12 @@ from etils.epath import gpath
 from etils.epath import register as epath_register
 
 from helpers import REPO, tiny_config
-from edn_jax import build, checkpoints, command_line, fileio, generator_stage, main, storage, video
+from edn_jax import command_line, main
+from edn_jax.data import build
 from edn_jax.errors import EdnError
+from edn_jax.models import checkpoints
+from edn_jax.runtime import fileio, storage, video
+from edn_jax.training import generator_stage
 
 gfile = tf.io.gfile
 

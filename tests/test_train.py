@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from helpers import ONE_DEVICE_XLA_FLAGS, REPO, one_device_mesh, tensorboard_tags, tiny_config
-from edn_jax import build, checkpoints, generator_stage, sharding, stages, train
+from edn_jax import stages
+from edn_jax.data import build
 from edn_jax.errors import EdnError
+from edn_jax.models import checkpoints
+from edn_jax.runtime import sharding
+from edn_jax.training import generator_stage, train
 
 
 def test_staged_training_end_to_end_then_rerun_skips_finished_stages(tmp_path, capsys):

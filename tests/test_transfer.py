@@ -15,10 +15,15 @@ import pytest
 
 from helpers import (REPO, SYNTHETIC_TARGET_SIZE as SIZE, real_video, reference_render, synthetic_target_config,
                       transfer_config)
-from edn_jax import dataset, main, render_resume, self_score, sources, synthetic, transfer, video
+from edn_jax import main, synthetic
+from edn_jax.data import dataset
 from edn_jax.errors import EdnError
-from edn_jax.self_score import SelfScore, asked_region, people_counts
+from edn_jax.evaluation import self_score
+from edn_jax.evaluation.self_score import SelfScore, asked_region, people_counts
 from edn_jax.pose import layout, normalization, paper_normalization, pipeline
+from edn_jax.runtime import video
+from edn_jax.transfer import render_resume, rendering, sources
+from edn_jax.transfer.target import load_target
 
 
 def decode(path):
@@ -73,7 +78,7 @@ def test_synthetic_transfer_end_to_end(synthetic_target, tmp_path, monkeypatch, 
     assert len(frames) == 20
 
     # The poses: the synthetic dancer fit into the model frame and normalized to the target's statistics.
-    target = transfer.load_target(config)
+    target = load_target(config)
     summary = json.load(open(os.path.join(synthetic_target[1], "train_summary.json")))
     split = dataset.open_split(summary["dataset"], "train")
     raw = synthetic.synthetic_keypoints(3, 20, SIZE, SIZE, 24.0)
@@ -133,7 +138,7 @@ def _clip_with_gaps_and_audio(tmp_path, frames=12, blank=(0, 5, 6, 11)):
 
 def test_paper_normalization_runs_the_original_algorithm_on_the_targets_training_poses(synthetic_target):
     config = transfer_config(synthetic_target, synthetic_seed=3, synthetic_frames=20, normalization="paper")
-    target = transfer.load_target(config)
+    target = load_target(config)
     split = dataset.open_split(target.dataset_dir, "train")
     assert target.poses.shape == (len(split.source), 137, 3)
     np.testing.assert_array_equal(target.poses, dataset.split_keypoints(split, target.height, target.width))
@@ -147,7 +152,7 @@ def test_paper_normalization_runs_the_original_algorithm_on_the_targets_training
     assert np.abs(paper.keypoints - robust.keypoints).max() > 0.5  # two methods, two answers
     config.transfer.normalization = "median"
     with pytest.raises(EdnError, match="transfer.normalization='median' is not known.*robust, paper"):
-        transfer.validate_transfer_config(config)
+        rendering.validate_transfer_config(config)
 
 
 def test_real_video_source_keeps_audio_and_fills_frames_without_a_person(synthetic_target, tmp_path):
@@ -236,7 +241,7 @@ def test_batch_renders_the_good_sources_and_lists_the_failures(synthetic_target,
     assert (workdir / "done.mp4").read_bytes() == b"rendered yesterday"
     assert len(decode(str(workdir / "beta.mp4"))) == 7
     alpha = decode(str(workdir / "alpha.mp4"))
-    target = transfer.load_target(config)
+    target = load_target(config)
     spec = sources.SourceSpec("alpha", "keypoints", str(folder / "alpha.npz"))
     expected, _ = reference_render(target, sources.prepare_source(config, spec, SIZE, SIZE, target.stats).keypoints)
     assert len(alpha) == 10 and mean_abs(alpha, through_codec(expected, 30.0, tmp_path)) < 5.0  # codec noise
@@ -404,7 +409,7 @@ def test_real_footage_transfer_stands_on_the_target_floor(cam01_target, tmp_path
     assert pose["overall_distance"] is not None or pose["overall_missed_rate"] == 1.0
     assert entry["self_score"]["frame_jitter"]["source"] > 0
 
-    target = transfer.load_target(config)
+    target = load_target(config)
     source = sources.prepare_source(config, sources.resolve_sources(config)[0], target.height, target.width,
                                     target.stats)
     stats = target.stats
@@ -445,7 +450,7 @@ class _Drawn:
 
 def test_transfer_scores_itself_against_the_poses_it_drew(synthetic_target, tmp_path, monkeypatch, capsys):
     config = transfer_config(synthetic_target, synthetic_frames=6, chunk_frames=4, detect_min_side=0, self_score=True)
-    target = transfer.load_target(config)
+    target = load_target(config)
     drawn = sources.prepare_source(config, sources.resolve_sources(config)[0], SIZE, SIZE, target.stats).keypoints
     made = []  # the scorer's detectors: the first sees the output, the second the output with the figure greyed
 

@@ -8,8 +8,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from edn_jax import video
 from edn_jax.errors import EdnError
+from edn_jax.runtime import video
 
 
 def _frames(n, h=64, w=96):

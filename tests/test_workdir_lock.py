@@ -13,9 +13,10 @@ import pytest
 
 from helpers import REPO, assert_one_line_error, synthetic_pose_config, transfer_config
 from configs import tiny
-from edn_jax import main, workdir_lock
+from edn_jax import main
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
+from edn_jax.runtime import workdir_lock
 
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
 
@@ -165,7 +166,7 @@ def test_a_workdir_in_a_bucket_is_locked_by_a_heartbeat(tmp_path, capsys):
     # A holder that stopped beating (a preempted VM) is taken over, and the takeover is said.
     stale = workdir_lock.Holder(4242, "gone-host", "train", "2026-01-01 00:00:00", "old",
                                 time.time() - 2 * workdir_lock.STALE_AFTER_S)
-    from edn_jax import storage
+    from edn_jax.runtime import storage
 
     with storage.open(storage.join(workdir, workdir_lock.LOCK_NAME), "w") as f:
         f.write(stale.to_json())

@@ -11,7 +11,7 @@ With no ``videos`` in the config, every video in the manual directory
 
 import tensorflow_datasets as tfds
 
-from edn_jax import dataset
+from edn_jax.data import dataset
 
 PoseFramesConfig = dataset.PoseFramesConfig
 

@@ -4,7 +4,8 @@ import tempfile
 
 from data_builders import harness
 from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as builder_module
-from edn_jax import synthetic, video
+from edn_jax import synthetic
+from edn_jax.runtime import video
 
 
 class EdnPoseFramesTest(harness.PoseFramesBuilderTestCase):

@@ -4,7 +4,7 @@ Same features and splits as edn_pose_frames, so everything downstream (training,
 evaluation, transfer) runs on it without a camera or a detector. One video per seed.
 """
 
-from edn_jax import dataset
+from edn_jax.data import dataset
 
 PoseFramesConfig = dataset.PoseFramesConfig
 

@@ -4,7 +4,8 @@ import numpy as np
 
 from data_builders import harness
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as builder_module
-from edn_jax import dataset, synthetic
+from edn_jax import synthetic
+from edn_jax.data import dataset
 from edn_jax.pose import render
 
 TINY = builder_module.PoseFramesConfig(name="tiny", height=64, width=64, synthetic_seeds=(0, 1),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from edn_jax import background
+from edn_jax.conditioning import background
 from edn_jax.errors import EdnError
 from edn_jax.models.discriminator import MultiscaleDiscriminator
 from edn_jax.models.face import FaceDiscriminator, FaceResidualGenerator
@@ -16,11 +16,11 @@ from edn_jax.models.generator import GlobalGenerator
 from edn_jax.models.local_enhancer import LocalEnhancer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-EXEMPLAR_CHANNELS = 6  # model.exemplar: the nearest training frame and its stick figure (edn_jax.exemplar)
+EXEMPLAR_CHANNELS = 6  # model.exemplar: the nearest training frame and its stick figure (edn_jax.conditioning.exemplar)
 # model.exemplar: "none"; "input" (G sees it); "copy" (G sees it and draws a copy mask: where the mask is
 # on, the frame takes the exemplar's colours instead of G's).
 EXEMPLAR_MODES = ("none", "input", "copy")
-# model.exemplar_warp: "none" (the exemplar as it is) or "limbs" (moved into the asked pose, edn_jax.limb_warp).
+# model.exemplar_warp: "none" (the exemplar as it is) or "limbs" (moved into the asked pose, edn_jax.data.limb_warp).
 EXEMPLAR_WARPS = ("none", "limbs")
 
 

@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import fileio, storage
 from edn_jax.errors import EdnError
+from edn_jax.runtime import fileio, storage
 
 # torchvision's configurations "D" (VGG16) and "E" (VGG19): conv widths, "M" a 2x2
 # max pool. The final pool is left out: no feature used here comes after it.

@@ -21,8 +21,8 @@ from typing import Callable, Union
 import numpy as np
 
 from edn_jax.errors import EdnError
-from edn_jax.fileio import atomic_path
 from edn_jax.pose import layout
+from edn_jax.runtime.fileio import atomic_path
 
 PathLike = Union[str, os.PathLike]
 Selector = Callable[[list], Union[np.ndarray, None]]

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from edn_jax import fileio, filenames, progress, storage, synthetic, video
+from edn_jax import filenames, synthetic
 from edn_jax.errors import EdnError
 from edn_jax.pose import cleanup, layout, openpose_json, render, tracking, video_tracker
 from edn_jax.pose.detector import MediaPipeHolisticDetector
+from edn_jax.runtime import fileio, progress, storage, video
 
 LAYOUT_NAME = "openpose_body25_face70_hands21"
 MIN_DETECT_HEIGHT = 256  # MediaPipe's pose model sees 256x256; smaller frames starve the face and hand crops

@@ -50,8 +50,8 @@ import numpy as np
 from edn_jax.pose import appearance, people
 from edn_jax.pose.appearance import person_box, person_size, pose_distance, torso_centre
 from edn_jax.pose.detector import PoseDetector
-from edn_jax.pose.tracker_state import (STATUSES, SUBJECT_POLICIES, Candidate, Person, TrackerConfig, TrackStats,
-                                       select_subject)
+from edn_jax.pose.tracker_state import (Candidate, Person, STATUSES, SUBJECT_POLICIES, TrackStats, TrackerConfig,
+                                        select_subject)
 
 __all__ = ["STATUSES", "SUBJECT_POLICIES", "TrackerConfig", "TrackStats", "SubjectTracker", "pose_distance",
            "select_subject", "torso_centre", "track_candidates"]  # the settings and record live in tracker_state

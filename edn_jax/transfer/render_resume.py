@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
-from edn_jax import filenames, storage
-from edn_jax.fileio import atomic_path
+from edn_jax import filenames
+from edn_jax.runtime import storage
+from edn_jax.runtime.fileio import atomic_path
 
 STATE_FILE = "state.json"
 

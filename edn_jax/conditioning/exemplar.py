@@ -36,9 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import background, dataset, images, limb_warp
-from edn_jax.records import fit_record
+from edn_jax.conditioning import background
+from edn_jax.data import dataset, limb_warp
+from edn_jax.data.records import fit_record
 from edn_jax.pose import layout
+from edn_jax.runtime import images
 
 MIN_SHARED = 0.8        # a candidate must have this share of the query's body points
 QUERY_BLOCK = 64        # query poses per distance block (memory: block x N x 25 points)

@@ -32,8 +32,8 @@ import threading
 import time
 import uuid
 
-from edn_jax import storage
 from edn_jax.errors import EdnError
+from edn_jax.runtime import storage
 
 LOCK_NAME = ".edn_jax.lock"
 BUILD_LOCK_NAME = ".edn_jax_build.lock"

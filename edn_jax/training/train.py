@@ -2,14 +2,14 @@
 
 ``train_and_evaluate(config, workdir)`` builds (or opens) the dataset and runs the
 configured stages in order (``config.train.stages``, see ``stages.plan_stages``):
-"global" and "local" (``edn_jax.generator_stage``) and "face" (``edn_jax.face_stage``,
+"global" and "local" (``edn_jax.training.generator_stage``) and "face" (``edn_jax.training.face_stage``,
 the face GAN with the main generator frozen). Each stage creates its state already
 sharded over a data-parallel mesh, then loops: batch -> jitted step -> metrics, samples
 and checkpoints under ``workdir/checkpoints/<stage>``. A stage starts from the previous
 stage's final checkpoint, resumes from its own newest one (also after SIGTERM, which
 saves one first) and, because the input pipeline is a pure function of (seed, step), a
 resumed run reproduces an uninterrupted one exactly. Each stage ends with the held-out
-evaluation's short version (``evaluate.evaluate_held_out``).
+evaluation's short version (``held_out.evaluate_held_out``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,21 @@ from clu import metric_writers
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from edn_jax import (background, build, checkpoints, dataset, evaluate, exemplar, filenames, images, input_pipeline,
-                     pair_schedule, progress, sharding, storage)
-from edn_jax.augment import Augment
+from edn_jax import filenames
+from edn_jax.conditioning import background, exemplar
+from edn_jax.data import build, dataset, input_pipeline, pair_schedule
+from edn_jax.data.augment import Augment
 from edn_jax.errors import EdnError
-from edn_jax.face_stage import FaceTrainer
-from edn_jax.fileio import atomic_path
-from edn_jax.generator_stage import GeneratorTrainer
+from edn_jax.evaluation import evaluate, held_out
+from edn_jax.models import checkpoints
+from edn_jax.models.checks import validate_train_config
 from edn_jax.models.factory import uses_exemplar
-from edn_jax.checks import validate_train_config
+from edn_jax.runtime import images, progress, sharding, storage
+from edn_jax.runtime.fileio import atomic_path
 from edn_jax.stages import (EPOCH_FIELDS, Stage, config_section, face_crop_side, model_signature, plan_stages,
                             resolve_epochs, training_record)
+from edn_jax.training.face_stage import FaceTrainer
+from edn_jax.training.generator_stage import GeneratorTrainer
 
 TRAINERS = {"global": GeneratorTrainer, "local": GeneratorTrainer, "face": FaceTrainer}
 HOLDOUT_FRAMES = 64  # held-out frames the end of each stage scores
@@ -119,7 +123,7 @@ def evaluate_stage(config, workdir: str, trainer, state, dataset_dir: str, write
     stage = trainer.stage
     renderer, params = trainer.renderer(state, None if plate is None else background.to_unit(plate))
     side = renderer.face_crop if renderer.has_face else face_crop_side(config, stage.height, stage.width)
-    result, _, grid = evaluate.evaluate_held_out(
+    result, _, grid = held_out.evaluate_held_out(
         renderer, params, dataset_dir, stage.height, stage.width,
         lpips=evaluate.lpips_or_none(config.evaluate.lpips_net), face_side=side, max_frames=HOLDOUT_FRAMES,
         chunk_frames=config.evaluate.chunk_frames, desc=f"{stage.title} held-out evaluation")

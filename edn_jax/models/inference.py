@@ -22,10 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import background as background_lib
-from edn_jax import face_crop, sharding
-from edn_jax.images import to_uint8
+from edn_jax.conditioning import face_crop
+from edn_jax.conditioning import background as background_lib
 from edn_jax.models.factory import uses_exemplar
+from edn_jax.runtime import sharding
+from edn_jax.runtime.images import to_uint8
 
 
 def generator_input(label, prev_output, prev_label, use_prev_label: bool, temporal: bool = True, background=None,
@@ -136,7 +137,7 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
 
     ``face_boxes`` float32 [T, 4] and ``face_valid`` bool [T] place the face crops (ignored
     without a face model or with ``apply_face=False``); ``exemplars`` [T, H, W, 6] in [-1, 1] are
-    the frames' exemplars for a model with ``model.exemplar`` (``edn_jax.exemplar``). Returns
+    the frames' exemplars for a model with ``model.exemplar`` (``edn_jax.conditioning.exemplar``). Returns
     (outputs [T, H, W, 3], carry) to continue with the next chunk; for a video's first chunk pass
     ``initial_carry``.
     """

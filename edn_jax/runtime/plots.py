@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edn_jax.fileio import atomic_path
+from edn_jax.runtime.fileio import atomic_path
 
 # (score, title, higher is better) in panel order; panels without any value are left out.
 PANELS = (("ssim", "whole-frame SSIM", True), ("body_ssim", "body-crop SSIM", True),

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from edn_jax.errors import EdnError
-from edn_jax.fileio import atomic_path
+from edn_jax.runtime.fileio import atomic_path
 
 
 def to_uint8(x):

@@ -18,9 +18,11 @@ from jax.experimental import multihost_utils
 
 from data_builders.edn_pose_frames import edn_pose_frames_dataset_builder as real
 from data_builders.edn_synthetic import edn_synthetic_dataset_builder as synth
-from edn_jax import dataset, filenames, storage, video, workdir_lock
+from edn_jax import filenames
+from edn_jax.data import dataset
 from edn_jax.errors import EdnError
 from edn_jax.pose import pipeline
+from edn_jax.runtime import storage, video, workdir_lock
 from edn_jax.stages import plan_stages
 
 

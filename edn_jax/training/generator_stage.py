@@ -23,13 +23,14 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from edn_jax import background as background_lib
-from edn_jax import losses, sharding
-from edn_jax.inference import Renderer, copy_source, generate, generator_input
+from edn_jax.conditioning import background as background_lib
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_models, uses_exemplar
+from edn_jax.models.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.models.local_enhancer import load_global_params
+from edn_jax.runtime import sharding
 from edn_jax.stages import Stage, model_signature, plan_stages
+from edn_jax.training import losses
 
 TRAIN_KEYS = ("label_prev", "label", "image_prev", "image")
 BACKGROUND_KEY = "background"  # the batch's plates [B, H, W, 3], moved with each pair's augmentation
@@ -290,7 +291,7 @@ class GeneratorTrainer:
     def create(cls, config, mesh: Mesh, stage: Stage | None = None) -> "GeneratorTrainer":
         stage = stage or plan_stages(config)[0]
         if stage.name == "face":
-            raise ValueError("the face stage has its own trainer: edn_jax.face_stage.FaceTrainer")
+            raise ValueError("the face stage has its own trainer: edn_jax.training.face_stage.FaceTrainer")
         models = _models(config, stage)
         self = cls(config, mesh, stage, models["generator"], models["discriminator"], models["g_tx"], models["d_tx"],
                    learning_rate(config, stage), make_perceptual(config, mesh))

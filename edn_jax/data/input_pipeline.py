@@ -1,6 +1,6 @@
 """Training batches of temporal pairs (frame t-1, frame t), sharded over processes and devices.
 
-Which temporal pairs form global batch ``step`` is ``edn_jax.pair_schedule``'s pure function of
+Which temporal pairs form global batch ``step`` is ``edn_jax.data.pair_schedule``'s pure function of
 (seed, step, pairs, global batch size), so a run resumed at step k sees exactly the batches an
 uninterrupted run sees, and the iterator state is just the next step. Each process loads only
 its contiguous rows of the global batch, so the global batch is the same whatever the number of
@@ -26,13 +26,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from edn_jax import augment as augment_lib
-from edn_jax import limb_warp
+from edn_jax.data import limb_warp
+from edn_jax.data import augment as augment_lib
+from edn_jax.data.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
+from edn_jax.data.records import fit_face_box, fit_record
 from edn_jax.errors import EdnError
-from edn_jax.records import fit_face_box, fit_record
-from edn_jax.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
-from edn_jax.pose import layout
-from edn_jax.pose import render
+from edn_jax.pose import layout, render
 
 _FIX_DATASET = "rebuild the dataset with edn_jax's dataset builder"
 _worker = threading.local()  # set on the pipeline's own threads, which must never join the producer
@@ -285,7 +284,7 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     (black bars). The process defaults to JAX's; pass both to override (tests).
 
     ``augment`` moves each pair (frames, keypoints, redrawn stick figures, face boxes) by one random
-    transform (``edn_jax.augment``); ``background``, a uint8 plate [height, width, 3], adds
+    transform (``edn_jax.data.augment``); ``background``, a uint8 plate [height, width, 3], adds
     ``background`` float32 [B_local, height, width, 3]: the plate moved as each pair was.
     ``exemplars``, int [records, M] (``exemplar.training_candidates``), adds ``exemplar_prev``/``exemplar``
     float32 [B_local, height, width, 6]: for each frame one of its M candidate records at random, its
@@ -311,7 +310,7 @@ def host_batches(source: Source, *, global_batch_size: int, height: int, width: 
     check_processes(schedule.global_batch_size, int(process_index), int(process_count))
     if background is not None and np.shape(background) != (int(height), int(width), 3):
         raise EdnError(f"the background plate is {np.shape(background)}, not the output's ({height}, {width}, 3)",
-                       "compute it at the training size (edn_jax.background.plate_from_split)")
+                       "compute it at the training size (edn_jax.conditioning.background.plate_from_split)")
     if exemplars is not None:
         exemplars = np.asarray(exemplars)
         if exemplars.ndim != 2 or len(exemplars) != len(source) or exemplars.shape[1] < 1 or (

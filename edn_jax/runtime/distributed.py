@@ -249,7 +249,7 @@ def maybe_initialize(env: Mapping[str, str] | None = None) -> bool:
         return False
     if _backends_started():
         raise EdnError(f"the distributed runtime ({p.source}) must start before JAX's backend, but the backend "
-                       "is already running", "call edn_jax.distributed.maybe_initialize() before any jax.devices(), "
+                       "is already running", "call edn_jax.runtime.distributed.maybe_initialize() before any jax.devices(), "
                        "device_put or computation")
     deadline = time.monotonic() + p.timeout_s
     if p.coordinator_address is not None:

@@ -21,9 +21,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from configs import default
-from edn_jax import storage, synthetic, video
+from edn_jax import synthetic
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, pipeline, render
+from edn_jax.runtime import storage, video
 
 SPLITS = ("train", "validation")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from edn_jax import filenames, storage, synthetic, video
+from edn_jax import filenames, synthetic
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout, normalization, paper_normalization, pipeline, render
+from edn_jax.runtime import storage, video
 
 NORMALIZATIONS = ("robust", "paper")  # transfer.normalization: edn_jax.pose.normalization, paper_normalization
 TRAVELS = ("fit", "full")  # transfer.travel: fit into the target's range and the frame | the source's whole travel

@@ -34,9 +34,10 @@ from tensorflow.core.util import event_pb2
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edn_jax import filenames, storage
-from edn_jax.fileio import atomic_path
-from edn_jax.progress import duration
+from edn_jax import filenames
+from edn_jax.runtime import storage
+from edn_jax.runtime.fileio import atomic_path
+from edn_jax.runtime.progress import duration
 
 HELD_OUT_SCORES = (("ssim", "SSIM", True), ("body_ssim", "body SSIM", True), ("body_lpips", "body LPIPS", False),
                    ("face_ssim", "face SSIM", True), ("face_lpips", "face LPIPS", False))

@@ -1,6 +1,6 @@
 """Motion transfer: a source dancer's motion rendered as the trained target, to H.264 videos.
 
-``run_transfer_mode(config, workdir)`` renders every configured source (``edn_jax.sources``:
+``run_transfer_mode(config, workdir)`` renders every configured source (``edn_jax.transfer.sources``:
 a video, a glob, a list file ``@list.txt``, pose-mode keypoint files, OpenPose JSON, or a
 synthetic dancer) with the model trained in ``config.transfer.model_workdir`` and writes
 one ``<source name>.mp4`` per source into ``workdir`` (plus ``<name>_side_by_side.mp4``:
@@ -41,68 +41,20 @@ import traceback
 import jax
 import numpy as np
 
-from edn_jax import (background, build, checkpoints, dataset, exemplar, filenames, progress, render_resume, stages,
-                     storage, synthetic, video)
+from edn_jax import filenames, stages, synthetic
+from edn_jax.conditioning import exemplar
 from edn_jax.errors import EdnError
-from edn_jax.evaluate import pose_scores
-from edn_jax.fileio import atomic_path
-from edn_jax.inference import BatchRenderer
+from edn_jax.evaluation.held_out import pose_scores
+from edn_jax.evaluation.self_score import SelfScore, people_counts, score_text
 from edn_jax.models.factory import EXEMPLAR_CHANNELS
-from edn_jax.self_score import SelfScore, people_counts, score_text
-from edn_jax.pose import normalization, render
-from edn_jax.sources import (NO_PERSON_RULES, NORMALIZATIONS, TRAVELS, PreparedSource, SourceSpec,
-                             frame_count_estimate, output_paths, prepare_source, resolve_sources, stats_in_frame)
-
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """The trained target: its model, its pose statistics in the model's frame, and (for
-    ``transfer.normalization = "paper"``, which needs them) its training poses in that frame."""
-
-    model: checkpoints.TrainedModel
-    stats: normalization.PoseStats
-    dataset_dir: str
-    poses: np.ndarray | None = None
-    exemplars: exemplar.ExemplarBank | None = None  # the training frames, for a model with model.exemplar
-
-    @property
-    def height(self) -> int:
-        return self.model.stage.height
-
-    @property
-    def width(self) -> int:
-        return self.model.stage.width
-
-
-def load_target(config, explicit=()) -> Target:
-    """The trained model in ``transfer.model_workdir`` (rebuilt from its training record; ``explicit``:
-    the fields the user set, which must agree with it) and its target's pose statistics at its frame size."""
-    workdir = config.transfer.model_workdir
-    if not workdir:
-        raise EdnError("transfer.model_workdir is empty",
-                       "pass --config.transfer.model_workdir=<the --workdir the target was trained in>")
-    if not storage.isdir(workdir):
-        raise EdnError(f"transfer.model_workdir {workdir} does not exist", "pass the --workdir of a training run")
-    model = checkpoints.load_trained_model(config, workdir, explicit=explicit)
-    directory = build.model_dataset_dir(config, workdir, model.dataset_dir)
-    model = checkpoints.with_plate(model, directory)
-    split = dataset.open_split(directory, "train")
-    size = (int(split.metadata.get("height", model.stage.height)), int(split.metadata.get("width", model.stage.width)))
-    tf = render.fit_transform(size, (model.stage.height, model.stage.width), "pad")
-    poses = None
-    if config.transfer.normalize and config.transfer.normalization == "paper":
-        poses = dataset.split_keypoints(split, model.stage.height, model.stage.width)
-    bank = None
-    if model.renderer.uses_exemplar:
-        plate = model.params.get("background")  # with_plate's, so the bank need not decode the split again
-        bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width,
-                                     plate=None if plate is None else background.from_unit(plate),
-                                     warp=model.renderer.exemplar_warp, plate_fill=model.renderer.plate_fill)
-    stats = stats_in_frame(split.stats, tf)
-    if not normalization.has_travel_range(stats):  # a dataset built before the travel range was stored
-        stats = normalization.pose_statistics(dataset.split_keypoints(split, model.stage.height, model.stage.width))
-    return Target(model, stats, directory, poses, bank)
+from edn_jax.models.inference import BatchRenderer
+from edn_jax.pose import render
+from edn_jax.runtime import progress, storage, video
+from edn_jax.runtime.fileio import atomic_path
+from edn_jax.transfer import render_resume
+from edn_jax.transfer.sources import (NORMALIZATIONS, NO_PERSON_RULES, PreparedSource, SourceSpec, TRAVELS,
+                                      frame_count_estimate, output_paths, prepare_source, resolve_sources)
+from edn_jax.transfer.target import Target, load_target
 
 
 @dataclasses.dataclass
@@ -249,6 +201,139 @@ def _error_text(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
 
+class _Slots:
+    """The batch renderer's slots over a queue of sources: each free slot takes the next source,
+    its chunks are drawn while the devices render the previous call, and each finished video is
+    kept for the batch's self score. A source that fails is recorded and its slot freed."""
+
+    def __init__(self, config, target: Target, specs: list[SourceSpec], outputs: dict[str, dict[str, str]],
+                 results: dict[str, SourceResult], renderer: BatchRenderer):
+        self.config, self.target, self.outputs, self.results, self.renderer = config, target, outputs, results, renderer
+        self.pending = collections.deque(specs)
+        self.jobs: list[_Job | None] = [None] * renderer.slots
+        self.live: set[_Job] = set()
+        self.scored: list[tuple[np.ndarray, np.ndarray, tuple]] = []  # (detected, drawn, people) of each video
+        self.estimates = {s.name: frame_count_estimate(config, s) for s in specs}
+        self.bar = progress.Progress(sum(self.estimates.values()),
+                                     f"rendering {len(specs)} video(s) with the {target.model.stage.name} model")
+
+    def fail(self, job_or_spec, error: BaseException) -> None:
+        job = job_or_spec if isinstance(job_or_spec, _Job) else None
+        result = job.result if job else self.results[job_or_spec.name]
+        if job is not None:
+            self.live.discard(job)
+            job.abort(error)
+        result.status, result.error = "failed", _error_text(error)
+        print(f"failed: {result.spec.label}: {result.error}", file=sys.stderr)
+
+    def _start(self, spec: SourceSpec) -> _Job:
+        """The job of one source: its poses prepared for the target, its outputs opened (resumed
+        where an interrupted run left them), and what it reports filled into its result."""
+        config, t, target, r = self.config, self.config.transfer, self.target, self.renderer
+        result = self.results[spec.name]
+        source = prepare_source(config, spec, target.height, target.width, target.stats, target.poses)
+        result.frames, result.fps, result.normalized = source.num_frames, source.fps, source.normalized
+        result.frames_without_person = int(source.no_person.sum())
+        result.interpolated, result.held = int(source.interpolated.sum()), int(source.held.sum())
+        result.travel_kept, result.no_person = source.travel_kept, t.no_person
+        result.moved_in_frame = int(source.moved_in_frame.sum())
+        scorer = SelfScore.from_config(config, r.height) if t.self_score else None
+        key = render_resume.fingerprint(config, spec.label, spec.path, target.model.stage.name,
+                                        target.model.stage.num_steps, r.slots, r.chunk)
+        workdir = os.path.dirname(storage.absolute(self.outputs[spec.name]["video"]))
+        resume = render_resume.ResumeState(render_resume.partial_dir(workdir, spec.name), key)
+        return _Job(config, source, self.outputs[spec.name], result, r.chunk, r.height, r.width, scorer, resume)
+
+    def _fill(self, reset: np.ndarray) -> None:
+        """Each slot that is free (or whose video is all dispatched) takes the next source that starts."""
+        for i in range(self.renderer.slots):
+            while (self.jobs[i] is None or self.jobs[i].failed or self.jobs[i].dispatched_all) and self.pending:
+                spec = self.pending.popleft()
+                try:
+                    job = self._start(spec)
+                except Exception as e:  # noqa: BLE001 - one bad source must not stop the batch
+                    self.bar.total = (self.bar.total or 0) - self.estimates[spec.name]
+                    self.fail(spec, e)
+                    continue
+                self.bar.total = (self.bar.total or 0) + job.source.num_frames - self.estimates[spec.name]
+                self.bar.update(job.position)  # frames a resumed video had done before
+                self.jobs[i] = job
+                self.live.add(job)
+                if job.saved_carry is None:
+                    reset[i] = True
+                else:  # a resumed video: the slot continues from its last chunk's carry
+                    self.renderer.set_slot_carry(i, job.saved_carry)
+                    reset[i] = False
+            if self.jobs[i] is not None and (self.jobs[i].failed or self.jobs[i].dispatched_all):
+                self.jobs[i] = None
+
+    def inputs(self):
+        """The next call's inputs and, per slot, (slot, job, frames, stick figures) to write afterwards."""
+        B, T, H, W = self.renderer.slots, self.renderer.chunk, self.renderer.height, self.renderer.width
+        reset = np.zeros(B, bool)
+        self._fill(reset)
+        labels = np.zeros((B, T, H, W, 3), np.uint8)
+        boxes, valid = np.zeros((B, T, 4), np.float32), np.zeros((B, T), bool)
+        exemplars = np.zeros((B, T, H, W, EXEMPLAR_CHANNELS), np.uint8) if self.target.exemplars is not None else None
+        work = []
+        for i, job in enumerate(self.jobs):
+            if job is None:
+                continue
+            try:
+                labels[i], boxes[i], valid[i], found, n = job.next_chunk(self.target.exemplars)
+                if exemplars is not None:
+                    exemplars[i] = found
+            except Exception as e:  # noqa: BLE001
+                self.fail(job, e)
+                self.jobs[i] = None
+                continue
+            work.append((i, job, n, labels[i]))
+        return (labels, boxes, valid, reset, exemplars), work
+
+    def write(self, rendered: np.ndarray, work) -> None:
+        """One call's frames to their videos; a video that is done is finished and kept for the score."""
+        for i, job, n, labels in work:
+            if job.failed:
+                continue
+            try:
+                job.write(rendered[i], labels, n, carry=lambda i=i: self.renderer.slot_carry(i))
+                self.bar.update(n)
+                if job.done:
+                    self.live.discard(job)
+                    job.finish()
+                    if job.scorer is not None:
+                        self.scored.append((np.stack(job.scorer.detected), job.source.keypoints,
+                                            job.scorer.people_arrays()))
+            except Exception as e:  # noqa: BLE001
+                self.fail(job, e)
+
+    def run(self) -> None:
+        """Every source rendered; anything but a source's own failure aborts the unfinished outputs."""
+        try:
+            batch, work = self.inputs()
+            while work:
+                outputs_dev = self.renderer.dispatch(*batch)
+                batch, next_work = self.inputs()  # drawn while the devices render
+                self.write(np.asarray(outputs_dev), work)
+                work = next_work
+        except BaseException as e:
+            for job in list(self.live):
+                job.abort(e)
+            raise
+        finally:
+            self.bar.close()
+
+    def batch_score(self) -> dict:
+        """The pooled self score of every video scored ({} when none was)."""
+        if not self.scored:
+            return {}
+        people = [np.concatenate(part) for part in zip(*(p for _, _, p in self.scored))]
+        detected = np.concatenate([d for d, _, _ in self.scored])
+        drawn = np.concatenate([k for _, k, _ in self.scored])
+        return dict(pose_scores(detected, drawn, self.renderer.height), people=people_counts(*people),
+                    videos=len(self.scored))
+
+
 def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dict[str, dict[str, str]],
                    results: dict[str, SourceResult], renderer: BatchRenderer | None = None) -> dict:
     """Pass 1 and 2 for ``specs``: each slot of the batch renderer takes the next source when free.
@@ -264,113 +349,9 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
     if renderer is None:
         slots = min(t.batch_videos or jax.local_device_count(), len(specs))
         renderer = BatchRenderer(target.model, slots, t.chunk_frames)
-    B, T, H, W = renderer.slots, renderer.chunk, renderer.height, renderer.width
-    pending = collections.deque(specs)
-    slots: list[_Job | None] = [None] * B
-    live: set[_Job] = set()
-    scored: list[tuple[np.ndarray, np.ndarray, tuple]] = []  # (detected, drawn, people) of each rendered video
-
-    def fail(job_or_spec, error: BaseException) -> None:
-        job = job_or_spec if isinstance(job_or_spec, _Job) else None
-        result = job.result if job else results[job_or_spec.name]
-        if job is not None:
-            live.discard(job)
-            job.abort(error)
-        result.status, result.error = "failed", _error_text(error)
-        print(f"failed: {result.spec.label}: {result.error}", file=sys.stderr)
-
-    estimates = {s.name: frame_count_estimate(config, s) for s in specs}
-    bar = progress.Progress(sum(estimates.values()),
-                            f"rendering {len(specs)} video(s) with the {target.model.stage.name} model")
-
-    def fill_slots(reset: np.ndarray) -> None:
-        for i in range(B):
-            while (slots[i] is None or slots[i].failed or slots[i].dispatched_all) and pending:
-                spec = pending.popleft()
-                result = results[spec.name]
-                try:
-                    source = prepare_source(config, spec, target.height, target.width, target.stats, target.poses)
-                    result.frames, result.fps, result.normalized = source.num_frames, source.fps, source.normalized
-                    result.frames_without_person = int(source.no_person.sum())
-                    result.interpolated, result.held = int(source.interpolated.sum()), int(source.held.sum())
-                    result.travel_kept, result.no_person = source.travel_kept, t.no_person
-                    result.moved_in_frame = int(source.moved_in_frame.sum())
-                    scorer = SelfScore.from_config(config, H) if t.self_score else None
-                    key = render_resume.fingerprint(config, spec.label, spec.path, target.model.stage.name,
-                                                    target.model.stage.num_steps, B, T)
-                    workdir = os.path.dirname(storage.absolute(outputs[spec.name]["video"]))
-                    resume = render_resume.ResumeState(render_resume.partial_dir(workdir, spec.name), key)
-                    job = _Job(config, source, outputs[spec.name], result, T, H, W, scorer, resume)
-                except Exception as e:  # noqa: BLE001 - one bad source must not stop the batch
-                    bar.total = (bar.total or 0) - estimates[spec.name]
-                    fail(spec, e)
-                    continue
-                bar.total = (bar.total or 0) + source.num_frames - estimates[spec.name]
-                bar.update(job.position)  # frames a resumed video had done before
-                slots[i] = job
-                live.add(job)
-                if job.saved_carry is None:
-                    reset[i] = True
-                else:  # a resumed video: the slot continues from its last chunk's carry
-                    renderer.set_slot_carry(i, job.saved_carry)
-                    reset[i] = False
-            if slots[i] is not None and (slots[i].failed or slots[i].dispatched_all):
-                slots[i] = None
-
-    def inputs():
-        """The next call's inputs and, per slot, (job, frames, stick figures) to write afterwards."""
-        reset = np.zeros(B, bool)
-        fill_slots(reset)
-        labels = np.zeros((B, T, H, W, 3), np.uint8)
-        boxes, valid = np.zeros((B, T, 4), np.float32), np.zeros((B, T), bool)
-        exemplars = np.zeros((B, T, H, W, EXEMPLAR_CHANNELS), np.uint8) if target.exemplars is not None else None
-        work = []
-        for i, job in enumerate(slots):
-            if job is None:
-                continue
-            try:
-                labels[i], boxes[i], valid[i], found, n = job.next_chunk(target.exemplars)
-                if exemplars is not None:
-                    exemplars[i] = found
-            except Exception as e:  # noqa: BLE001
-                fail(job, e)
-                slots[i] = None
-                continue
-            work.append((i, job, n, labels[i]))
-        return (labels, boxes, valid, reset, exemplars), work
-
-    try:
-        batch, work = inputs()
-        while work:
-            outputs_dev = renderer.dispatch(*batch)
-            batch, next_work = inputs()  # drawn while the devices render
-            rendered = np.asarray(outputs_dev)
-            for i, job, n, labels in work:
-                if job.failed:
-                    continue
-                try:
-                    job.write(rendered[i], labels, n, carry=lambda i=i: renderer.slot_carry(i))
-                    bar.update(n)
-                    if job.done:
-                        live.discard(job)
-                        job.finish()
-                        if job.scorer is not None:
-                            scored.append((np.stack(job.scorer.detected), job.source.keypoints,
-                                           job.scorer.people_arrays()))
-                except Exception as e:  # noqa: BLE001
-                    fail(job, e)
-            work = next_work
-    except BaseException as e:
-        for job in list(live):
-            job.abort(e)
-        raise
-    finally:
-        bar.close()
-    if not scored:
-        return {}
-    people = [np.concatenate(part) for part in zip(*(p for _, _, p in scored))]
-    return dict(pose_scores(np.concatenate([d for d, _, _ in scored]), np.concatenate([k for _, k, _ in scored]), H),
-                people=people_counts(*people), videos=len(scored))
+    slots = _Slots(config, target, specs, outputs, results, renderer)
+    slots.run()
+    return slots.batch_score()
 
 
 # ----------------------------------------------------------------------------- the mode

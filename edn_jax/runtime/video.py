@@ -26,9 +26,9 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
-from edn_jax import storage
 from edn_jax.errors import EdnError
-from edn_jax.fileio import atomic_path
+from edn_jax.runtime import storage
+from edn_jax.runtime.fileio import atomic_path
 
 
 @dataclasses.dataclass(frozen=True)

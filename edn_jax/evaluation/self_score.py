@@ -5,10 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edn_jax import metrics
-from edn_jax.evaluate import fmt, missed_text, pose_scores
-from edn_jax.pose import detector as pose_detector
+from edn_jax.evaluation import metrics
+from edn_jax.evaluation.evaluate import fmt, missed_text
+from edn_jax.evaluation.held_out import pose_scores
 from edn_jax.pose import layout
+from edn_jax.pose import detector as pose_detector
 
 ASKED_MARGIN = 0.06  # the asked figure's region: the figure dilated by this fraction of the frame height
 MIN_BODY_POINTS = 3  # a detection with fewer body points than this is not a body

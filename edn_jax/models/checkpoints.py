@@ -23,11 +23,14 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from edn_jax import background, dataset, filenames, sharding, storage
+from edn_jax import filenames
+from edn_jax.conditioning import background
+from edn_jax.data import dataset
 from edn_jax.errors import EdnError
-from edn_jax.inference import Renderer, generator_input
+from edn_jax.models.checks import validate_train_config
 from edn_jax.models.factory import EXEMPLAR_CHANNELS, build_face_models, build_generator, uses_exemplar
-from edn_jax.checks import validate_train_config
+from edn_jax.models.inference import Renderer, generator_input
+from edn_jax.runtime import sharding, storage
 from edn_jax.stages import (STAGE_ORDER, Stage, config_from_record, face_crop_side, flat_fields, model_signature,
                             plan_stages, record_from_signatures, upgraded_signature, with_legacy_values)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import jax
 
-from edn_jax import background
-from edn_jax.augment import Augment
+from edn_jax.conditioning import background
+from edn_jax.data.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.models import vgg
 from edn_jax.models.factory import EXEMPLAR_MODES, EXEMPLAR_WARPS, compute_dtype

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax import exemplar
-from edn_jax.records import fit_face_box, fit_record
+from edn_jax.conditioning import exemplar
+from edn_jax.data.records import fit_face_box, fit_record
 from edn_jax.pose.appearance import person_box
 
 MEAN_FRAME_SAMPLES = 64  # training frames averaged into the mean-frame baseline

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from edn_jax.records import fit_record
+from edn_jax.data.records import fit_record
 from edn_jax.pose import layout, render
 
 MODES = ("none", "input", "composite")

@@ -5,7 +5,7 @@ local disk that is a temporary file beside the destination renamed onto it (``os
 atomic on POSIX); in an object store (``gs://``), where rename is a copy, it is a local temporary
 file uploaded as one object, which the store makes visible whole or not at all. So an interrupted
 or failed run leaves no file that looks finished and never damages an existing one. Paths go
-through ``edn_jax.storage``.
+through ``edn_jax.runtime.storage``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import contextlib
 import os
 import tempfile
 
-from edn_jax import storage
 from edn_jax.errors import EdnError
+from edn_jax.runtime import storage
 
 
 @contextlib.contextmanager

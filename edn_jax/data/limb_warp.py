@@ -1,6 +1,6 @@
 """An image of a person moved limb by limb from one pose into another (``model.exemplar_warp``).
 
-The exemplar (``edn_jax.exemplar``) is a training frame in a nearby pose, not the pose asked for: a
+The exemplar (``edn_jax.conditioning.exemplar``) is a training frame in a nearby pose, not the pose asked for: a
 generator that copies its pixels draws the exemplar's limbs where they were, not where the stick
 figure has them. ``warp_to_pose`` moves them: each bone of the body present in both poses
 gets the similarity (rotation, scale, shift) that takes it from the asked pose onto the image's pose,

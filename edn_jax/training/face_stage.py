@@ -28,15 +28,17 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from edn_jax import background as background_lib
-from edn_jax import face_crop, losses, sharding
-from edn_jax.generator_stage import (BACKGROUND_KEY, EXEMPLAR_KEYS, TrainState, abstract_stage_state,
-                                     batch_exemplars, discriminator_input, frame_g_terms, guard_nonfinite,
-                                     make_optimizers, make_perceptual, multiscale_d_update, vgg_weight)
-from edn_jax.inference import Renderer, copy_source, generate, generator_input
+from edn_jax.conditioning import face_crop
+from edn_jax.conditioning import background as background_lib
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_discriminator, build_face_models, build_models, uses_exemplar
+from edn_jax.models.inference import Renderer, copy_source, generate, generator_input
+from edn_jax.runtime import sharding
 from edn_jax.stages import Stage, face_crop_side, model_signature
+from edn_jax.training import losses
+from edn_jax.training.generator_stage import (BACKGROUND_KEY, EXEMPLAR_KEYS, TrainState, abstract_stage_state,
+                                              batch_exemplars, discriminator_input, frame_g_terms, guard_nonfinite,
+                                              make_optimizers, make_perceptual, multiscale_d_update, vgg_weight)
 
 FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
              "face_valid")

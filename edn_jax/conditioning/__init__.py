@@ -1,0 +1,1 @@
+"""What the generator sees beside the stick figure: the background plate, the exemplar, the face crop."""

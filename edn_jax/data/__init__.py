@@ -1,0 +1,1 @@
+"""Training data: the TFDS dataset of pose frames, its builder, and the batches the trainers consume."""

@@ -1,0 +1,1 @@
+"""The two stage trainers (full frame, face), their losses, and the training loop."""

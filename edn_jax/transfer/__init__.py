@@ -1,0 +1,1 @@
+"""Motion transfer: source videos in, the target dancing them out, resumable."""
