@@ -129,7 +129,7 @@ def test_evaluate_and_transfer_modes_refuse_a_second_run_and_finish_as_alone(syn
 
 HOLDER = """
 import sys, time
-from edn_jax import workdir_lock
+from edn_jax.runtime import workdir_lock
 with workdir_lock.workdir_lock(sys.argv[1], "train"):
     print("held", flush=True)
     time.sleep(120)
