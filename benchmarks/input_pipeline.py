@@ -83,11 +83,12 @@ def main(argv) -> None:
     index_s = time.perf_counter() - t0
 
     b, steps = _BATCH.value, _STEPS.value
-    common = dict(global_batch_size=b, height=_HEIGHT.value, width=_WIDTH.value, seed=0, pair_index=index,
-                  prefetch=_PREFETCH.value, num_threads=_THREADS.value or None)
-    host_s = timed(input_pipeline.host_batches(source, **common), steps, lambda batch: None)
+    options = input_pipeline.PipelineOptions(b, _HEIGHT.value, _WIDTH.value, seed=0, prefetch=_PREFETCH.value,
+                                             num_threads=_THREADS.value or None)
+    host_s = timed(input_pipeline.host_batches(source, options, pair_index=index), steps, lambda batch: None)
     mesh = Mesh(np.array(jax.devices()), ("data",))
-    sharded_s = timed(input_pipeline.make_train_iterator(source, mesh=mesh, **common), steps, jax.block_until_ready)
+    sharded_s = timed(input_pipeline.make_train_iterator(source, options, mesh, pair_index=index), steps,
+                      jax.block_until_ready)
 
     def rates(seconds: float) -> dict:
         return {"batches_per_s": round(steps / seconds, 2), "images_per_s": round(2 * b * steps / seconds, 1),

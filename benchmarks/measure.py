@@ -21,6 +21,7 @@ import numpy as np
 from benchmarks import common
 from edn_jax import stages, synthetic
 from edn_jax.conditioning import background
+from edn_jax.data.batch import EXEMPLAR_FIELDS, Batch
 from edn_jax.models import factory, inference, param_count, vgg
 from edn_jax.models.factory import EXEMPLAR_CHANNELS, uses_exemplar
 from edn_jax.pose import render
@@ -45,25 +46,25 @@ def stage_named(config, name: str) -> stages.Stage:
 
 
 def _channels(key: str) -> int:
-    """A generator-stage batch entry's channels: an exemplar is a frame and its figure, the rest images."""
-    return EXEMPLAR_CHANNELS if key in generator_stage.EXEMPLAR_KEYS else 3
+    """A generator-stage batch field's channels: an exemplar is a frame and its figure, the rest images."""
+    return EXEMPLAR_CHANNELS if key in EXEMPLAR_FIELDS else 3
 
 
-def _batch(config, stage: stages.Stage, mesh, seed: int = 0) -> dict:
+def _batch(config, stage: stages.Stage, mesh, seed: int = 0) -> Batch:
     """Random frames (with the plate and exemplars the config's model reads; for the face stage, a
     face box per example) on the mesh."""
     rng = np.random.default_rng(seed)
     b, h, w = config.train.batch_size, stage.height, stage.width
     batch = {k: rng.uniform(-1, 1, (b, h, w, _channels(k))).astype(np.float32)
-             for k in generator_stage.batch_keys(config)}
+             for k in generator_stage.batch_fields(config)}
     if stage.name == "face":
         side = stages.face_crop_side(config, h, w)
         for suffix in ("_prev", ""):
             x0, y0 = rng.uniform(0, w - side, b), rng.uniform(0, h - side, b)
             batch["face_box" + suffix] = np.stack([x0, y0, x0 + side, y0 + side], -1).astype(np.float32)
             batch["face_valid" + suffix] = np.ones(b, bool)
-    keys = face_stage.face_keys(config) if stage.name == "face" else generator_stage.batch_keys(config)
-    return {k: jax.device_put(batch[k], sharding.batch_sharding(mesh)) for k in keys}
+    keys = face_stage.face_fields(config) if stage.name == "face" else generator_stage.batch_fields(config)
+    return Batch(**{k: jax.device_put(batch[k], sharding.batch_sharding(mesh)) for k in keys})
 
 
 def _trainer_and_state(config, stage: stages.Stage, mesh):
@@ -102,8 +103,9 @@ def step_memory(config, stage_name: str) -> dict:
     mesh = sharding.make_mesh()
     trainer = generator_stage.GeneratorTrainer.create(config, mesh, stage)
     shape = (config.train.batch_size, stage.height, stage.width)
-    batch = {k: jax.ShapeDtypeStruct(shape + (_channels(k),), jnp.float32, sharding=sharding.batch_sharding(mesh))
-             for k in generator_stage.batch_keys(config)}
+    batch = Batch(**{k: jax.ShapeDtypeStruct(shape + (_channels(k),), jnp.float32,
+                                             sharding=sharding.batch_sharding(mesh))
+                     for k in generator_stage.batch_fields(config)})
     t0 = time.perf_counter()
     compiled = trainer.step_fn.lower(trainer.abstract_state(), batch, trainer.perceptual).compile()
     return {"compile_s": round(time.perf_counter() - t0, 1), "flops_per_step": common.flops_of(compiled),

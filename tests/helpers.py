@@ -3,15 +3,18 @@ command line's outcome. (Fixtures are in conftest.py, which sets the suite's XLA
 module, and JAX with it, is first imported.)"""
 
 import copy
+import dataclasses
 import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from configs import default, tiny
 from edn_jax import synthetic
+from edn_jax.data.batch import IMAGE_FIELDS, Batch
 from edn_jax.models import inference
 from edn_jax.pose import render
 from edn_jax.runtime import images, sharding
@@ -92,6 +95,15 @@ def assert_one_line_error(proc, *fragments):
     return errors[0]
 
 
+def assert_facts(message, *facts: str) -> str:
+    """``message`` (an exception or text) names every one of ``facts``: the values, names and fixes a
+    reader needs, whatever sentence carries them. Returns the text."""
+    text = str(message)
+    missing = [fact for fact in facts if fact not in text]
+    assert not missing, f"{text!r} does not name {missing}"
+    return text
+
+
 def one_device_mesh():
     """A 1-device mesh: for tests whose point is not sharding (8 fake devices on 2 cores compile slowly)."""
     return sharding.make_mesh(jax.devices()[:1])
@@ -117,11 +129,24 @@ def scripted_records(frames: int, height: int, width: int):
             for i in range(frames)]
 
 
+def model_section(**overrides) -> ml_collections.FrozenConfigDict:
+    """configs/default.py's model section with ``overrides``, frozen as ``inference.Renderer`` holds it."""
+    model = default.get_config().model
+    model.update(overrides)
+    return ml_collections.FrozenConfigDict(model)
+
+
+def renderer_with(renderer, **model_overrides):
+    """``renderer`` reading its model section with ``model_overrides`` (e.g. ``face_prev="raw"``)."""
+    model = renderer.model.as_configdict()
+    model.update(model_overrides)
+    return dataclasses.replace(renderer, model=ml_collections.FrozenConfigDict(model))
+
+
 def face_batch(batch=8, size=32, seed=0):
     """Random frames with per-example face boxes in different places; two examples have no face."""
     rng = np.random.default_rng(seed)
-    out = {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-           for k in ("label_prev", "label", "image_prev", "image")}
+    out = {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32) for k in IMAGE_FIELDS}
     for suffix in ("_prev", ""):
         x0 = rng.uniform(0, size - 12, batch)
         y0 = rng.uniform(0, size - 12, batch)
@@ -129,7 +154,7 @@ def face_batch(batch=8, size=32, seed=0):
         valid = np.ones(batch, bool)
         valid[[1, batch - 2]] = False
         out["face_valid" + suffix] = valid
-    return out
+    return Batch(**out)
 
 
 def face_trainer(config, mesh, perturb_head=False):

@@ -20,7 +20,6 @@ import sys
 
 RANDOM_STEPS = 3
 PIPELINE_STEPS = 2
-IMAGE_KEYS = ("label_prev", "label", "image_prev", "image")
 
 
 def tiny_config():
@@ -35,8 +34,10 @@ def tiny_config():
 def random_global_batch(step: int, batch: int = 8, size: int = 32):
     import numpy as np
 
+    from edn_jax.data.batch import IMAGE_FIELDS
+
     rng = np.random.default_rng(1000 + step)
-    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32) for k in IMAGE_KEYS}
+    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32) for k in IMAGE_FIELDS}
 
 
 def _wait_for(path: str, timeout_s: float = 300.0) -> None:
@@ -65,8 +66,9 @@ def run(mesh, dataset_dir: str | None) -> dict:
     from jax.experimental import multihost_utils
 
     from edn_jax.data import dataset, input_pipeline, pair_schedule
-    from edn_jax.training import generator_stage
+    from edn_jax.data.batch import IMAGE_FIELDS, Batch
     from edn_jax.runtime import sharding
+    from edn_jax.training import generator_stage
 
     config = tiny_config()
     trainer = generator_stage.GeneratorTrainer.create(config, mesh)
@@ -77,7 +79,8 @@ def run(mesh, dataset_dir: str | None) -> dict:
     out, metrics = {}, None
     for step in range(RANDOM_STEPS):
         global_batch = random_global_batch(step)
-        batch = {k: jax.make_array_from_process_local_data(batch_sharding, v[rows], v.shape) for k, v in global_batch.items()}
+        batch = Batch(**{k: jax.make_array_from_process_local_data(batch_sharding, v[rows], v.shape)
+                         for k, v in global_batch.items()})
         state, metrics = trainer.step(state, batch)
         jax.block_until_ready((state, metrics))
     out.update(_flat(state, f"step{RANDOM_STEPS}/state"))
@@ -85,12 +88,12 @@ def run(mesh, dataset_dir: str | None) -> dict:
         _wait_for(os.path.join(dataset_dir, "dataset_info.json"))
         split = dataset.open_split(dataset_dir, "train")
         pairs = pair_schedule.PairIndex.from_source(split.source, split.video_ids, split.frame_indices)
-        with input_pipeline.make_train_iterator(split.source, global_batch_size=b, height=config.train.height,
-                                                width=config.train.width, seed=config.train.seed, mesh=mesh,
-                                                pair_index=pairs, num_threads=2) as batches:
+        options = input_pipeline.PipelineOptions(b, config.train.height, config.train.width, config.train.seed,
+                                                 num_threads=2)
+        with input_pipeline.make_train_iterator(split.source, options, mesh, pair_index=pairs) as batches:
             for _ in range(PIPELINE_STEPS):
                 step, batch = next(batches)
-                gathered = multihost_utils.process_allgather({k: batch[k] for k in IMAGE_KEYS}, tiled=True)
+                gathered = multihost_utils.process_allgather({k: getattr(batch, k) for k in IMAGE_FIELDS}, tiled=True)
                 out.update({f"batch{step}/{k}": np.asarray(v) for k, v in gathered.items()})
                 state, metrics = trainer.step(state, batch)
                 jax.block_until_ready((state, metrics))

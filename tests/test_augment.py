@@ -88,8 +88,8 @@ def _source(frames=6):
 
 
 def _batches(source, start, count, **kw):
-    with input_pipeline.host_batches(source, global_batch_size=2, height=H, width=W, seed=3, start_step=start,
-                                     process_index=0, process_count=1, **kw) as it:
+    options = input_pipeline.PipelineOptions(global_batch_size=2, height=H, width=W, seed=3, **kw)
+    with input_pipeline.host_batches(source, options, start_step=start, process_index=0, process_count=1) as it:
         return [next(it)[1] for _ in range(count)]
 
 
@@ -101,29 +101,29 @@ def test_augmented_pairs_share_one_transform_redraw_their_figures_and_resume_ali
     moved = _batches(source, 0, 3, augment=aug, background=plate)
     again = _batches(source, 1, 2, augment=aug, background=plate)  # resumed at step 1: the same draws
     for a, b in zip(moved[1:], again):
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key])
-    assert not np.allclose(moved[0]["image"], plain[0]["image"])
+        for key, value in a.as_dict().items():
+            np.testing.assert_array_equal(value, getattr(b, key))
+    assert not np.allclose(moved[0].image, plain[0].image)
     for batch, reference in zip(moved, plain):
-        np.testing.assert_array_equal(batch["frame_index"], reference["frame_index"])
+        np.testing.assert_array_equal(batch.frame_index, reference.frame_index)
         for row in range(2):
             # Recover the row's transform from its plate, and check both frames and both figures used it.
             draws = [p for p in _candidate_draws(aug, batch, row)]
             assert draws, "no draw of the schedule reproduces the row's plate"
             m, flip = draws[0]
             for suffix in ("_prev", ""):
-                frame = (reference["image" + suffix][row] + 1) * 127.5
+                frame = (getattr(reference, "image" + suffix)[row] + 1) * 127.5
                 expected = augment.warp_image(np.round(frame).astype(np.uint8), m)
-                np.testing.assert_allclose((batch["image" + suffix][row] + 1) * 127.5, expected, atol=1.01)
-                kps = augment.warp_keypoints(reference["keypoints" + suffix][row], m, flip)
-                np.testing.assert_allclose(batch["keypoints" + suffix][row], kps, atol=1e-4)
+                np.testing.assert_allclose((getattr(batch, "image" + suffix)[row] + 1) * 127.5, expected, atol=1.01)
+                kps = augment.warp_keypoints(getattr(reference, "keypoints" + suffix)[row], m, flip)
+                np.testing.assert_allclose(getattr(batch, "keypoints" + suffix)[row], kps, atol=1e-4)
                 figure = render.render_stick_figure(kps, H, W)
-                np.testing.assert_allclose((batch["label" + suffix][row] + 1) * 127.5, figure, atol=1.01)
+                np.testing.assert_allclose((getattr(batch, "label" + suffix)[row] + 1) * 127.5, figure, atol=1.01)
 
 
 def _candidate_draws(aug, batch, row):
     """The (matrix, flip) of the pipeline's draw for ``row`` of this batch (found through its step)."""
-    plate_u8 = np.round((batch["background"][row] + 1) * 127.5)
+    plate_u8 = np.round((batch.background[row] + 1) * 127.5)
     for step in range(3):
         params = aug.sample(np.random.default_rng([3, step, row, 1]))
         m = augment.matrix(params, H, W)

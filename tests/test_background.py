@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import one_device_mesh, tiny_config
+from helpers import model_section, one_device_mesh, tiny_config
 
 from edn_jax.conditioning import background
 from edn_jax.data import dataset
@@ -139,7 +139,7 @@ def test_the_gated_composite_is_the_plate_away_from_the_pose():
     np.testing.assert_allclose(np.asarray(gated)[0][near], np.asarray(colours)[0][near], atol=1e-5)
     np.testing.assert_allclose(ungated, colours, atol=1e-5)  # ungated: G's colours everywhere
     # The renderer gates the same way; an empty figure renders as the plate.
-    renderer = inference.Renderer(generator, background="composite", composite_region=0.1)
+    renderer = inference.Renderer(generator, model_section(background="composite", composite_region=0.1))
     labels = jnp.concatenate([label, -jnp.ones_like(label)])
     out, _ = inference.render_chunk(renderer, {"g": params, "face": None, "background": plate}, labels,
                                     jnp.zeros((2, 4)), jnp.zeros(2, bool), inference.initial_carry(32, 32))
@@ -171,7 +171,7 @@ def test_a_composite_generator_renders_the_plate_where_its_mask_is_off():
     # The mask channel forced off: every frame is the plate, whatever the stick figure.
     head = {"kernel": params["head"]["kernel"].at[..., 3].set(0), "bias": params["head"]["bias"].at[3].set(-30.0)}
     params = dict(params, head=head)
-    renderer = inference.Renderer(generator, background="composite")
+    renderer = inference.Renderer(generator, model_section(background="composite"))
     labels = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (3, 32, 32, 3)), jnp.float32)
     out, _ = inference.render_chunk(renderer, {"g": params, "face": None, "background": plate}, labels,
                                     jnp.zeros((3, 4)), jnp.zeros(3, bool), inference.initial_carry(32, 32))
@@ -200,7 +200,7 @@ def test_training_with_a_plate_and_augmentation_renders_as_the_reloaded_model(tm
     model = checkpoints.with_plate(checkpoints.load_trained_model(config, workdir), summary["dataset"])
     np.testing.assert_allclose(model.params["background"], background.to_unit(plate))
     np.testing.assert_array_equal(background.from_unit(model.params["background"]), plate)
-    assert model.renderer.background == "composite"
+    assert model.renderer.model.background == "composite"
     renderer, params = trainer.renderer(state, background.to_unit(plate))
     labels = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
     args = (labels, jnp.zeros((2, 4)), jnp.zeros(2, bool), inference.initial_carry(32, 32))

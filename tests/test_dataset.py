@@ -167,13 +167,13 @@ def test_built_dataset_feeds_the_sharded_pipeline(tmp_path):
     assert len(index) == 2 * 15  # 16 training frames per video -> 15 pairs each
     mesh = Mesh(np.array(jax.devices()), ("data",))
     exact = {seed: synthetic.synthetic_keypoints(seed, 20, 64, 64, 30.0) for seed in (0, 1)}
-    with input_pipeline.make_train_iterator(split.source, global_batch_size=8, height=64, width=64, seed=0,
-                                            mesh=mesh, pair_index=index) as it:
+    options = input_pipeline.PipelineOptions(global_batch_size=8, height=64, width=64, seed=0)
+    with input_pipeline.make_train_iterator(split.source, options, mesh, pair_index=index) as it:
         for _ in range(2):
             step, batch = next(it)
-            jax.block_until_ready(batch["label"])
-            assert batch["label"].shape == (8, 64, 64, 3) and len(batch["label"].sharding.device_set) == 8
-            ids, frames = np.asarray(batch["video_id"]), np.asarray(batch["frame_index"])
+            jax.block_until_ready(batch.label)
+            assert batch.label.shape == (8, 64, 64, 3) and len(batch.label.sharding.device_set) == 8
+            ids, frames = np.asarray(batch.video_id), np.asarray(batch.frame_index)
             assert (ids[:, 0] == ids[:, 1]).all() and (frames[:, 1] - frames[:, 0] == 1).all()
             for row in range(8):
-                np.testing.assert_array_equal(np.asarray(batch["keypoints"])[row], exact[ids[row, 1]][frames[row, 1]])
+                np.testing.assert_array_equal(np.asarray(batch.keypoints)[row], exact[ids[row, 1]][frames[row, 1]])

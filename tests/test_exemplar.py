@@ -2,15 +2,14 @@
 their training pair, required by and reaching the generator, and the nearest training frame at
 evaluation and transfer."""
 
-import dataclasses
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, scripted_person,
-                      scripted_records, synthetic_target_config, to_unit, transfer_config)
+from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, one_device_mesh, reference_render, renderer_with,
+                      scripted_person, scripted_records, synthetic_target_config, to_unit, transfer_config)
 
 from edn_jax import main
 from edn_jax.conditioning import background, exemplar
@@ -56,8 +55,8 @@ def _source(frames=6):
 
 
 def _batches(source, count, **kw):
-    with input_pipeline.host_batches(source, global_batch_size=2, height=H, width=W, seed=3, process_index=0,
-                                     process_count=1, **kw) as it:
+    options = input_pipeline.PipelineOptions(global_batch_size=2, height=H, width=W, seed=3, **kw)
+    with input_pipeline.host_batches(source, options, process_index=0, process_count=1) as it:
         return [next(it)[1] for _ in range(count)]
 
 
@@ -67,8 +66,9 @@ def test_each_training_frame_gets_one_of_its_candidates_moved_as_its_pair_was():
     # Each record its own only candidate: the exemplar is the frame and figure themselves, moved alike.
     for batch in _batches(source, 3, augment=aug, exemplars=np.arange(6)[:, None]):
         for suffix in ("_prev", ""):
-            np.testing.assert_array_equal(batch["exemplar" + suffix][..., :3], batch["image" + suffix])
-            np.testing.assert_array_equal(batch["exemplar" + suffix][..., 3:], batch["label" + suffix])
+            found = getattr(batch, "exemplar" + suffix)
+            np.testing.assert_array_equal(found[..., :3], getattr(batch, "image" + suffix))
+            np.testing.assert_array_equal(found[..., 3:], getattr(batch, "label" + suffix))
     # Candidates 5 - i and 0: each frame's exemplar is one of them, as stored, and both are drawn.
     table = np.stack([5 - np.arange(6), np.zeros(6, int)], axis=1)
     fitted = holdout.records_at(types.SimpleNamespace(source=source), range(6), H, W)
@@ -76,15 +76,15 @@ def test_each_training_frame_gets_one_of_its_candidates_moved_as_its_pair_was():
     for batch in _batches(source, 8, exemplars=table):
         for row in range(2):
             for t, suffix in enumerate(("_prev", "")):
-                record = int(batch["frame_index"][row, t])
+                record = int(batch.frame_index[row, t])
                 match = [j for j in table[record]
-                         if np.array_equal(batch["exemplar" + suffix][row, ..., :3], fitted["frame"][j])
-                         and np.array_equal(batch["exemplar" + suffix][row, ..., 3:], fitted["label"][j])]
+                         if np.array_equal(getattr(batch, "exemplar" + suffix)[row, ..., :3], fitted["frame"][j])
+                         and np.array_equal(getattr(batch, "exemplar" + suffix)[row, ..., 3:], fitted["label"][j])]
                 assert match, (record, suffix)
                 seen.add(match[0] == 0)
     assert seen == {True, False}
     again = _batches(source, 8, exemplars=table)  # a pure function of (seed, step, row)
-    np.testing.assert_array_equal(again[-1]["exemplar"], _batches(source, 8, exemplars=table)[-1]["exemplar"])
+    np.testing.assert_array_equal(again[-1].exemplar, _batches(source, 8, exemplars=table)[-1].exemplar)
     with pytest.raises(EdnError, match="exemplar table"):
         _batches(source, 1, exemplars=np.full((6, 1), 6))
 
@@ -102,12 +102,13 @@ def test_with_the_limb_warp_each_exemplar_is_moved_into_its_frames_pose():
         for batch, unwarped in zip(warped, plain):
             for row in range(2):
                 for t, suffix in enumerate(("_prev", "")):
-                    j = int(table[int(batch["frame_index"][row, t]), 0])
+                    j = int(table[int(batch.frame_index[row, t]), 0])
                     channels = np.concatenate([u8["frame"][j], u8["label"][j]], -1)
-                    expected = limb_warp.warped(channels, fitted["keypoints"][j], batch["keypoints" + suffix][row],
-                                                "limbs", fill)
-                    np.testing.assert_allclose(batch["exemplar" + suffix][row], to_unit(expected), atol=1e-6)
-                    assert np.abs(batch["exemplar" + suffix][row] - unwarped["exemplar" + suffix][row]).mean() > 0.01
+                    found = getattr(batch, "exemplar" + suffix)[row]
+                    expected = limb_warp.warped(channels, fitted["keypoints"][j],
+                                                getattr(batch, "keypoints" + suffix)[row], "limbs", fill)
+                    np.testing.assert_allclose(found, to_unit(expected), atol=1e-6)
+                    assert np.abs(found - getattr(unwarped, "exemplar" + suffix)[row]).mean() > 0.01
 
 
 class _Fixed:
@@ -201,7 +202,7 @@ def test_evaluation_renders_each_held_out_frame_from_its_nearest_training_frame(
     assert len(rows) == len(split.source) and result["generated"]["ssim"] is not None
     # With model.exemplar_warp="limbs", each retrieved frame moved into its held-out frame's pose.
     seen.clear()
-    held_out.evaluate_held_out(dataclasses.replace(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
+    held_out.evaluate_held_out(renderer_with(renderer, exemplar_warp="limbs"), params, target.dataset_dir, SIZE,
                                SIZE, lpips=None, face_side=16, chunk_frames=64)
     held = holdout.records_at(split, holdout.held_out_order(split, 0), SIZE, SIZE)
     fill = exemplar.empty_exemplar(background.from_unit(params["background"]))  # the model's plate, as in training
@@ -235,13 +236,13 @@ def test_transfer_renders_from_the_training_frames_nearest_to_the_normalized_pos
     # A frame without a person: the background plate and no figure.
     empty = target.exemplars.lookup(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32))[0]
     np.testing.assert_array_equal(empty[..., :3], background.plate_from_split(
-        train_split, SIZE, SIZE, target.model.renderer.plate_fill).image)
+        train_split, SIZE, SIZE, target.model.renderer.model.plate_fill).image)
     assert not empty[..., 3:].any()
     np.testing.assert_array_equal(render.render_stick_figure(np.zeros((layout.NUM_KEYPOINTS, 3)), SIZE, SIZE),
                                   empty[..., 3:])
     # The target's bank takes the model's plate; one without it computes the same plate from the split
     # (filled as the model's is).
-    alone = exemplar.ExemplarBank(train_split, SIZE, SIZE, plate_fill=target.model.renderer.plate_fill)
+    alone = exemplar.ExemplarBank(train_split, SIZE, SIZE, plate_fill=target.model.renderer.model.plate_fill)
     np.testing.assert_array_equal(alone.lookup(np.zeros((1, layout.NUM_KEYPOINTS, 3), np.float32))[0], empty)
     with pytest.raises(ValueError, match="render size"):
         exemplar.ExemplarBank(train_split, SIZE, SIZE, plate=empty[:-1, :, :3])

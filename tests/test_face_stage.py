@@ -16,7 +16,7 @@ from edn_jax.training import face_stage
 
 def put(batch, mesh):
     batch_sharding = sharding.batch_sharding(mesh)
-    return {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
+    return jax.device_put(batch, batch_sharding)
 
 
 def test_face_stage_keeps_the_generator_bit_identical_and_trains_the_face_networks():
@@ -51,7 +51,7 @@ def test_face_step_ignores_examples_without_a_face():
     mesh = one_device_mesh()
     trainer, state, _ = face_trainer(config, mesh)
     batch = face_batch()
-    batch["face_valid"][:] = batch["face_valid_prev"][:] = False
+    batch.face_valid[:] = batch.face_valid_prev[:] = False
     before = jax.device_get(state.face_g_params)
     state, metrics = trainer.step(state, put(batch, mesh), 0)
     metrics = jax.device_get(metrics)
@@ -94,11 +94,11 @@ def test_frame_t_is_rendered_from_the_face_refined_frame_t_minus_1():
     config = tiny_config("global,face", steps=2)
     mesh = one_device_mesh()
     trainer, state, _ = face_trainer(config, mesh, perturb_head=True)
-    batch = {k: jax.numpy.asarray(v) for k, v in face_batch(seed=3).items()}
-    batch["face_valid"] = jax.numpy.zeros_like(batch["face_valid"])  # frame t itself is not refined
-    n, h, w = batch["label"].shape[:3]
-    valid = jax.numpy.concatenate([batch["face_valid_prev"], batch["face_valid"]])
-    corners = face_crop.crop_boxes(jax.numpy.concatenate([batch["face_box_prev"], batch["face_box"]]), valid, h, w,
+    batch = jax.tree.map(jax.numpy.asarray, face_batch(seed=3))
+    batch = batch.replace(face_valid=jax.numpy.zeros_like(batch.face_valid))  # frame t itself is not refined
+    n, h, w = batch.label.shape[:3]
+    valid = jax.numpy.concatenate([batch.face_valid_prev, batch.face_valid])
+    corners = face_crop.crop_boxes(jax.numpy.concatenate([batch.face_box_prev, batch.face_box]), valid, h, w,
                                    trainer.side)
     renderer, params = trainer.renderer(state)
 
@@ -110,11 +110,11 @@ def test_frame_t_is_rendered_from_the_face_refined_frame_t_minus_1():
 
     g = jax.jit(lambda label, prev: trainer.generator.apply({"params": params["g"]},
                                                             inference.generator_input(label, prev, prev, False)))
-    raw_prev = g(batch["label_prev"], jax.numpy.zeros_like(batch["label_prev"]))
+    raw_prev = g(batch.label_prev, jax.numpy.zeros_like(batch.label_prev))
     refined_prev = jax.jit(functools.partial(inference.refine_faces, renderer))(
-        params["face"], raw_prev, batch["label_prev"], batch["face_box_prev"], batch["face_valid_prev"])
-    np.testing.assert_allclose(frame_t(state.face_g_params, True), g(batch["label"], refined_prev), atol=2e-5)
-    np.testing.assert_allclose(frame_t(state.face_g_params, False), g(batch["label"], raw_prev), atol=2e-5)
+        params["face"], raw_prev, batch.label_prev, batch.face_box_prev, batch.face_valid_prev)
+    np.testing.assert_allclose(frame_t(state.face_g_params, True), g(batch.label, refined_prev), atol=2e-5)
+    np.testing.assert_allclose(frame_t(state.face_g_params, False), g(batch.label, raw_prev), atol=2e-5)
     assert float(jax.numpy.abs(frame_t(state.face_g_params, True) - frame_t(state.face_g_params, False)).max()) > 1e-3
 
     grad_norm = lambda refined: float(optax.tree.norm(jax.jit(jax.grad(  # noqa: E731

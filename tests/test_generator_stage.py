@@ -8,6 +8,7 @@ import pytest
 
 from helpers import one_device_mesh, tiny_config
 from edn_jax import stages
+from edn_jax.data.batch import IMAGE_FIELDS, Batch
 from edn_jax.models import GlobalGenerator, checks, inference
 from edn_jax.runtime import sharding
 from edn_jax.training import generator_stage, losses
@@ -18,13 +19,12 @@ SIZE = 32
 
 def random_batch(batch=8, size=SIZE, seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-            for k in ("label_prev", "label", "image_prev", "image")}
+    return Batch(**{k: rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32) for k in IMAGE_FIELDS})
 
 
 def put(batch, mesh):
     batch_sharding = sharding.batch_sharding(mesh)
-    return {k: jax.device_put(v, batch_sharding) for k, v in batch.items()}
+    return jax.device_put(batch, batch_sharding)
 
 
 @pytest.mark.parametrize("variant", [
@@ -44,8 +44,8 @@ def test_one_train_step_per_variant(variant):
     before = jax.device_get(state.g_params)
     batch = random_batch()
     if trainer.perceptual is not None:  # the VGG term the step should compute, from the same frames
-        fake_prev, fake = trainer.sample_fn(state.g_params, batch["label_prev"], batch["label"])
-        vgg = float(trainer.perceptual(fake, batch["image"]) + trainer.perceptual(fake_prev, batch["image_prev"]))
+        fake_prev, fake = trainer.sample_fn(state.g_params, batch.label_prev, batch.label)
+        vgg = float(trainer.perceptual(fake, batch.image) + trainer.perceptual(fake_prev, batch.image_prev))
     state, metrics = trainer.step(state, put(batch, mesh))
     metrics = jax.device_get(metrics)
     assert int(state.step) == 1 and metrics["nonfinite"] == 0
@@ -77,15 +77,15 @@ def test_single_frame_pix2pixhd_baseline_ignores_the_previous_frame():
     state, metrics = trainer.step(state, put(batch, mesh))
     assert float(metrics["nonfinite"]) == 0 and np.isfinite(float(metrics["g_total"]))
 
-    labels = jnp.asarray(batch["label"])
+    labels = jnp.asarray(batch.label)
     alone = trainer.generator.apply({"params": state.g_params}, labels)
     renderer, params = trainer.renderer(state)
-    assert not renderer.temporal
+    assert not renderer.model.temporal
     boxes, valid = jnp.zeros((2, 4)), jnp.zeros((2,), bool)
-    carry = (jnp.asarray(batch["image"][:1]), jnp.asarray(batch["label_prev"][:1]))  # a non-blank history
+    carry = (jnp.asarray(batch.image[:1]), jnp.asarray(batch.label_prev[:1]))  # a non-blank history
     sequential, _ = inference.render_chunk(renderer, params, labels, boxes, valid, carry)
     np.testing.assert_allclose(np.asarray(sequential), np.asarray(alone), atol=1e-5)
-    _, fake = trainer.sample_fn(state.g_params, jnp.asarray(batch["label_prev"]) * 0 + 0.5, labels)
+    _, fake = trainer.sample_fn(state.g_params, jnp.asarray(batch.label_prev) * 0 + 0.5, labels)
     np.testing.assert_allclose(np.asarray(fake), np.asarray(alone), atol=1e-5)
 
     temporal = GeneratorTrainer.create(tiny_config(), mesh)  # the paper's model: the history matters
@@ -180,7 +180,7 @@ def test_nonfinite_step_leaves_params_untouched():
     state = trainer.init(0)
     before = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
     batch = random_batch()
-    batch["image"][0, 0, 0, 0] = np.nan
+    batch.image[0, 0, 0, 0] = np.nan
     state, metrics = trainer.step(state, put(batch, mesh))
     assert float(metrics["nonfinite"]) == 1.0 and int(state.step) == 1
     after = jax.device_get((state.g_params, state.d_params, state.g_opt_state))
@@ -202,8 +202,7 @@ def test_local_stage_starts_from_global_weights_and_first_trains_only_its_branch
     jax.tree.map(np.testing.assert_array_equal, start.d_params, prev.d_params)
 
     rng = np.random.default_rng(0)
-    batch = {k: rng.uniform(-1, 1, (8, 2 * SIZE, 2 * SIZE, 3)).astype(np.float32)
-             for k in ("label_prev", "label", "image_prev", "image")}
+    batch = Batch(**{k: rng.uniform(-1, 1, (8, 2 * SIZE, 2 * SIZE, 3)).astype(np.float32) for k in IMAGE_FIELDS})
     state, _ = trainer.step(state, put(batch, mesh))  # step 0 < fix_global_steps = 1: the global part is fixed
     after_fixed = jax.device_get(state.g_params)
     jax.tree.map(np.testing.assert_array_equal, after_fixed["global_generator"], expected)
@@ -250,7 +249,7 @@ def test_frame_t_learns_through_the_generated_previous_frame():
     trainer = GeneratorTrainer.create(config, one_device_mesh())
     params, g = trainer.init(0).g_params, trainer.generator
     batch = random_batch(batch=2)
-    label_prev, label = jnp.asarray(batch["label_prev"]), jnp.asarray(batch["label"])
+    label_prev, label = jnp.asarray(batch.label_prev), jnp.asarray(batch.label)
 
     def frame_t_loss(p, cut):
         if not cut:
@@ -273,7 +272,7 @@ def test_previous_frame_noise_reaches_frame_t_only_and_changes_the_step():
     trainer = GeneratorTrainer.create(config, one_device_mesh())
     params, g = trainer.init(0).g_params, trainer.generator
     batch = random_batch(batch=2)
-    label_prev, label = jnp.asarray(batch["label_prev"]), jnp.asarray(batch["label"])
+    label_prev, label = jnp.asarray(batch.label_prev), jnp.asarray(batch.label)
     prev, fake = generator_stage.render_pair(g, params, label_prev, label, False)
     noise = 0.2 * jax.random.normal(jax.random.PRNGKey(0), label.shape)
     noisy_prev, noisy = generator_stage.render_pair(g, params, label_prev, label, False, prev_noise=noise)

@@ -1,14 +1,13 @@
 """Sequential rendering: the compiled scan against a per-frame loop (with and without the face
 residual), and batched chunked rendering of several videos through one compilation."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, face_batch, face_trainer, reference_render, tiny_config,
-                      to_unit, transfer_config)
+from helpers import (SYNTHETIC_TARGET_SIZE as SIZE, face_batch, face_trainer, reference_render, renderer_with,
+                      tiny_config, to_unit, transfer_config)
 from edn_jax import synthetic
 from edn_jax.conditioning import face_crop
 from edn_jax.models import inference
@@ -28,12 +27,12 @@ def test_render_chunk_with_face_equals_a_per_frame_loop():
     renderer, params = trainer.renderer(state)
     assert renderer.has_face and renderer.face_crop == SIDE
     b = face_batch(batch=5, seed=2)
-    labels, boxes, valid = jnp.asarray(b["label"]), jnp.asarray(b["face_box"]), jnp.asarray(b["face_valid"])
+    labels, boxes, valid = jnp.asarray(b.label), jnp.asarray(b.face_box), jnp.asarray(b.face_valid)
     scanned, carry = inference.render_chunk(renderer, params, labels, boxes, valid, inference.initial_carry(SIZE, SIZE))
     plain, _ = inference.render_chunk(renderer, params, labels, boxes, valid, inference.initial_carry(SIZE, SIZE),
                                       apply_face=False)
 
-    raw_carry, _ = inference.render_chunk(dataclasses.replace(renderer, face_refined_prev=False), params, labels,
+    raw_carry, _ = inference.render_chunk(renderer_with(renderer, face_prev="raw"), params, labels,
                                           boxes, valid, inference.initial_carry(SIZE, SIZE))
 
     # The loop by hand: frame t is G's output on the refined frame t-1 (the original's inference);
@@ -85,7 +84,7 @@ def test_scan_matches_a_per_frame_python_loop(synthetic_target):
     for t in range(len(labels)):  # one frame at a time, no scan and no jit
         label = jnp.asarray(labels[t:t + 1])
         out = renderer.generator.apply({"params": params["g"]},
-                                       inference.generator_input(label, prev, prev_label, renderer.use_prev_label))
+                                       inference.generator_input(label, prev, prev_label, renderer.model.use_prev_label))
         looped.append(inference.refine_faces(renderer, params["face"], out, label, boxes[t:t + 1], valid[t:t + 1])[0])
         prev, prev_label = looped[-1][None], label  # the next frame comes from the face-refined one
     np.testing.assert_allclose(np.asarray(scanned), np.stack(looped), atol=1e-4)

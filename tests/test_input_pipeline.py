@@ -49,9 +49,14 @@ def by_frame(source):
     return {(r["video_id"], r["frame_index"]): r for r in source}
 
 
+CALL_ARGS = ("start_step", "pair_index", "process_index", "process_count")  # the rest are PipelineOptions
+
+
 def host(source, **kw):
-    args = dict(global_batch_size=8, height=H, width=W, seed=0, process_index=0, process_count=1, num_threads=2)
-    return ip.host_batches(source, **{**args, **kw})
+    args = {**dict(global_batch_size=8, height=H, width=W, seed=0, process_index=0, process_count=1, num_threads=2),
+            **kw}
+    call = {k: args.pop(k) for k in CALL_ARGS if k in args}
+    return ip.host_batches(source, ip.PipelineOptions(**args), **call)
 
 
 def take(iterator, n):
@@ -64,15 +69,15 @@ def unit(image_uint8):
 
 
 def pair_keys(batch):
-    return [(int(v), int(f)) for v, f in zip(batch["video_id"][:, 0], batch["frame_index"][:, 0])]
+    return [(int(v), int(f)) for v, f in zip(batch.video_id[:, 0], batch.frame_index[:, 0])]
 
 
 def assert_same_batches(a, b):
     assert [s for s, _ in a] == [s for s, _ in b]
     for (_, x), (_, y) in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+        assert x.as_dict().keys() == y.as_dict().keys()
+        for k, v in x.as_dict().items():
+            np.testing.assert_array_equal(v, getattr(y, k), err_msg=k)
 
 
 def test_temporal_pairs_follow_the_fields_not_the_storage_order():
@@ -118,22 +123,22 @@ def test_schedule_is_the_documented_permutation_without_remainder():
 def test_batch_rows_are_consecutive_frames_with_their_figures_and_frames(source, by_frame):
     seen = []
     for step, batch in take(host(source), 4):  # one epoch: 4 batches of 8 out of 36 pairs
-        assert batch["image"].shape == batch["label_prev"].shape == (8, H, W, 3)
-        assert batch["image"].dtype == batch["label"].dtype == np.float32
-        assert batch["keypoints"].shape == (8, 137, 3) and batch["face_box"].shape == (8, 4)
-        assert batch["face_valid"].dtype == bool and batch["frame_index"].dtype == np.int32
-        np.testing.assert_array_equal(batch["video_id"][:, 0], batch["video_id"][:, 1])
-        np.testing.assert_array_equal(batch["frame_index"][:, 1] - batch["frame_index"][:, 0], 1)
+        assert batch.image.shape == batch.label_prev.shape == (8, H, W, 3)
+        assert batch.image.dtype == batch.label.dtype == np.float32
+        assert batch.keypoints.shape == (8, 137, 3) and batch.face_box.shape == (8, 4)
+        assert batch.face_valid.dtype == bool and batch.frame_index.dtype == np.int32
+        np.testing.assert_array_equal(batch.video_id[:, 0], batch.video_id[:, 1])
+        np.testing.assert_array_equal(batch.frame_index[:, 1] - batch.frame_index[:, 0], 1)
         for row, key in enumerate(pair_keys(batch)):
             for t, suffix in ((0, "_prev"), (1, "")):
                 record = by_frame[(key[0], key[1] + t)]
                 figure = render.render_stick_figure(record["keypoints"], H, W)
-                np.testing.assert_array_equal(batch["label" + suffix][row], unit(figure))
-                np.testing.assert_array_equal(batch["image" + suffix][row], unit(record["frame"]))
-                np.testing.assert_array_equal(batch["keypoints" + suffix][row], record["keypoints"])
-                np.testing.assert_array_equal(batch["face_box" + suffix][row], record["face_box"])
-                assert batch["face_valid" + suffix][row] == record["face_valid"]
-        assert batch["image"].min() >= -1 and batch["image"].max() <= 1 and batch["label"].min() == -1
+                np.testing.assert_array_equal(getattr(batch, "label" + suffix)[row], unit(figure))
+                np.testing.assert_array_equal(getattr(batch, "image" + suffix)[row], unit(record["frame"]))
+                np.testing.assert_array_equal(getattr(batch, "keypoints" + suffix)[row], record["keypoints"])
+                np.testing.assert_array_equal(getattr(batch, "face_box" + suffix)[row], record["face_box"])
+                assert getattr(batch, "face_valid" + suffix)[row] == record["face_valid"]
+        assert batch.image.min() >= -1 and batch.image.max() <= 1 and batch.label.min() == -1
         seen += pair_keys(batch)
     assert len(seen) == len(set(seen)) == 32 and set(seen) <= EXPECTED_PAIRS
 
@@ -170,20 +175,19 @@ def test_global_batch_is_the_concatenation_of_the_per_process_batches(source):
     assert mesh.shape["data"] == 8
     sharding = NamedSharding(mesh, PartitionSpec("data"))
     shards = [take(host(source, seed=5, start_step=2, process_index=p, process_count=2), 3) for p in (0, 1)]
-    with ip.make_train_iterator(source, global_batch_size=8, height=H, width=W, seed=5, mesh=mesh, start_step=2,
-                                num_threads=2) as it:
+    with ip.make_train_iterator(source, ip.PipelineOptions(8, H, W, seed=5, num_threads=2), mesh, start_step=2) as it:
         for i in range(3):
             step, batch = next(it)
             jax.block_until_ready(batch)
             assert step == 2 + i and it.state() == {"step": 3 + i}
             assert shards[0][i][0] == shards[1][i][0] == step
-            for key, array in batch.items():
-                local = (shards[0][i][1][key], shards[1][i][1][key])
+            for key, array in batch.as_dict().items():
+                local = (getattr(shards[0][i][1], key), getattr(shards[1][i][1], key))
                 assert isinstance(array, jax.Array) and array.sharding == sharding, key
                 assert array.shape == (8,) + local[0].shape[1:] and array.dtype == local[0].dtype, key
                 np.testing.assert_array_equal(np.asarray(array), np.concatenate(local), err_msg=key)
-            assert len(batch["image"].addressable_shards) == 8
-            assert batch["image"].addressable_shards[0].data.shape == (1, H, W, 3)
+            assert len(batch.image.addressable_shards) == 8
+            assert batch.image.addressable_shards[0].data.shape == (1, H, W, 3)
 
 
 def test_frames_stored_larger_are_fit_to_the_output_size():
@@ -193,27 +197,27 @@ def test_frames_stored_larger_are_fit_to_the_output_size():
     by_frame = {(r["video_id"], r["frame_index"]): r for r in source}
     tf = render.fit_transform((64, 96), (32, 48), "pad")
     assert tf.scale == 0.5 and (tf.offset_x, tf.offset_y) == (0, 0)
-    assert batch["image"].shape == batch["label"].shape == (8, 32, 48, 3)
+    assert batch.image.shape == batch.label.shape == (8, 32, 48, 3)
     for row, (vid, frame) in enumerate(pair_keys(batch)):
         record = by_frame[(vid, frame + 1)]
         kps = record["keypoints"]
         assert (kps[:, 2] > 0).all()
-        np.testing.assert_allclose(batch["keypoints"][row, :, :2], (kps[:, :2] + 0.5) * 0.5 - 0.5, atol=1e-5)
-        np.testing.assert_allclose(batch["keypoints"][row, :, :2], kps[:, :2] * 0.5, atol=0.25 + 1e-5)
-        np.testing.assert_array_equal(batch["keypoints"][row, :, 2], kps[:, 2])
-        np.testing.assert_allclose(batch["face_box"][row], record["face_box"] * 0.5, atol=1e-5)
-        np.testing.assert_array_equal(batch["image"][row], unit(render.transform_image(record["frame"], tf)))
-        np.testing.assert_array_equal(batch["label"][row],
-                                      unit(render.render_stick_figure(batch["keypoints"][row], 32, 48)))
+        np.testing.assert_allclose(batch.keypoints[row, :, :2], (kps[:, :2] + 0.5) * 0.5 - 0.5, atol=1e-5)
+        np.testing.assert_allclose(batch.keypoints[row, :, :2], kps[:, :2] * 0.5, atol=0.25 + 1e-5)
+        np.testing.assert_array_equal(batch.keypoints[row, :, 2], kps[:, 2])
+        np.testing.assert_allclose(batch.face_box[row], record["face_box"] * 0.5, atol=1e-5)
+        np.testing.assert_array_equal(batch.image[row], unit(render.transform_image(record["frame"], tf)))
+        np.testing.assert_array_equal(batch.label[row],
+                                      unit(render.render_stick_figure(batch.keypoints[row], 32, 48)))
     # Into a square the 2:3 frame is padded: black bars above and below, boxes shifted down.
     with host(source, height=48, width=48) as it:
         _, batch = next(it)
     tf = render.fit_transform((64, 96), (48, 48), "pad")
     assert tf.offset_y == 8 and tf.offset_x == 0
-    assert (batch["image"][:, :8] == -1).all() and (batch["image"][:, -8:] == -1).all()
-    valid = batch["face_valid"]
+    assert (batch.image[:, :8] == -1).all() and (batch.image[:, -8:] == -1).all()
+    valid = batch.face_valid
     box = np.stack([by_frame[(v, f + 1)]["face_box"] for v, f in pair_keys(batch)])
-    np.testing.assert_allclose(batch["face_box"][valid], (box * 0.5 + [0, 8, 0, 8])[valid], atol=1e-5)
+    np.testing.assert_allclose(batch.face_box[valid], (box * 0.5 + [0, 8, 0, 8])[valid], atol=1e-5)
 
 
 def test_user_errors_name_the_problem(source):
@@ -225,9 +229,9 @@ def test_user_errors_name_the_problem(source):
     with pytest.raises(EdnError, match="process index 2 is outside"):
         host(source, process_index=2, process_count=2)
     with pytest.raises(EdnError, match="global batch size 12 is not divisible by the 8 devices"):
-        ip.make_train_iterator(source, global_batch_size=12, height=H, width=W, seed=0, mesh=mesh)
+        ip.make_train_iterator(source, ip.PipelineOptions(12, H, W, seed=0), mesh)
     with pytest.raises(EdnError, match="no axis 'batch'"):
-        ip.make_train_iterator(source, global_batch_size=8, height=H, width=W, seed=0, mesh=mesh, data_axis="batch")
+        ip.make_train_iterator(source, ip.PipelineOptions(8, H, W, seed=0), mesh, data_axis="batch")
     with pytest.raises(EdnError, match="seed must be a non-negative integer"):
         host(source, seed=-1)
 

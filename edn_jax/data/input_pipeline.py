@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import dataclasses
 import os
 import queue
 import threading
 import weakref
-from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from edn_jax.data import limb_warp
+from edn_jax.data.batch import Batch
 from edn_jax.data import augment as augment_lib
 from edn_jax.data.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
 from edn_jax.data.records import fit_face_box, fit_record
@@ -50,6 +51,59 @@ def _to_unit_range(image: np.ndarray, out: np.ndarray) -> None:
     out -= 1.0
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class PipelineOptions:
+    """What a stage's batches hold and how they are loaded: ``global_batch_size`` pairs at
+    ``height`` x ``width``, in an order drawn from ``seed``.
+
+    ``augment`` moves each pair (frames, keypoints, redrawn stick figures, face boxes) by one random
+    transform (``edn_jax.data.augment``). ``background``, a uint8 plate [height, width, 3], fills
+    ``Batch.background``: the plate moved as each pair was. ``exemplars``, int [records, M]
+    (``exemplar.training_candidates``), fills ``Batch.exemplar_prev``/``exemplar``: for each frame
+    one of its M candidate records at random, its frame and stick figure, moved as the pair was;
+    with ``exemplar_warp="limbs"`` then moved limb by limb into its frame's pose
+    (``limb_warp.warped``), fading to the moved plate (and no figure) away from that pose when there
+    is a ``background``. ``prefetch`` host batches are built ahead on a thread, from records loaded
+    by ``num_threads`` threads (None: the CPU count, at most 16); ``device_prefetch`` global
+    batches are transferred ahead of the one returned.
+    """
+
+    global_batch_size: int
+    height: int
+    width: int
+    seed: int
+    conf_threshold: float = 0.05
+    augment: augment_lib.Augment | None = None
+    background: np.ndarray | None = None
+    exemplars: np.ndarray | None = None
+    exemplar_warp: str = "none"
+    prefetch: int = 2
+    device_prefetch: int = 1
+    num_threads: int | None = None
+
+    def __post_init__(self):
+        if int(self.height) < 1 or int(self.width) < 1:
+            raise EdnError(f"output size must be positive, got {self.height}x{self.width}",
+                           "pass a height and width >= 1")
+        if self.prefetch < 1:
+            raise EdnError(f"prefetch must be at least 1, got {self.prefetch}", "pass prefetch=2")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise EdnError(f"num_threads must be at least 1, got {self.num_threads}",
+                           "leave it unset for the CPU count")
+        if self.device_prefetch < 0:
+            raise EdnError(f"device_prefetch must be >= 0, got {self.device_prefetch}", "pass device_prefetch=1")
+
+    @classmethod
+    def for_stage(cls, config, stage, background: np.ndarray | None = None,
+                  exemplars: np.ndarray | None = None) -> PipelineOptions:
+        """A training stage's batches: ``train``'s batch size, augmentation and seed (one seed per
+        stage), the stage's frame size, and the model's plate and exemplars when it reads them."""
+        t = config.train
+        return cls(t.batch_size, stage.height, stage.width, t.seed + stage.number - 1,
+                   augment=augment_lib.Augment.from_config(t.augment), background=background, exemplars=exemplars,
+                   exemplar_warp=config.model.exemplar_warp)
+
+
 class _BatchBuilder:
     """Builds one host batch: this process's pairs of a global batch, loaded, fit and rendered.
 
@@ -57,21 +111,21 @@ class _BatchBuilder:
     (which stops the thread running this builder).
     """
 
-    def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, height: int, width: int,
-                 process_index: int, process_count: int, num_threads: int, conf_threshold: float,
-                 augment: augment_lib.Augment | None = None, background: np.ndarray | None = None,
-                 exemplars: np.ndarray | None = None, exemplar_warp: str = "none"):
+    def __init__(self, source: Source, index: PairIndex, schedule: BatchSchedule, options: PipelineOptions,
+                 process_index: int, process_count: int, num_threads: int):
+        o = options
         self.source, self.index, self.schedule = source, index, schedule
-        self.exemplars, self.exemplar_warp = exemplars, exemplar_warp
-        self.height, self.width = height, width
+        self.exemplars = None if o.exemplars is None else np.asarray(o.exemplars)
+        self.exemplar_warp = o.exemplar_warp
+        self.height, self.width = int(o.height), int(o.width)
         self.process_index, self.process_count = process_index, process_count
-        self.conf_threshold = conf_threshold
-        self.augment = augment if augment is not None and augment.enabled else None
-        self.background = background
+        self.conf_threshold = float(o.conf_threshold)
+        self.augment = o.augment if o.augment is not None and o.augment.enabled else None
+        self.background = None if o.background is None else np.ascontiguousarray(o.background, np.uint8)
         self.pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="edn-records",
                                                           initializer=_mark_worker)
 
-    def __call__(self, step: int) -> dict[str, np.ndarray]:
+    def __call__(self, step: int) -> Batch:
         pair_ids = self.schedule.local_batch(step, self.process_index, self.process_count)
         b, h, w = len(pair_ids), self.height, self.width
         out = {"frame_index": np.empty((b, 2), np.int32), "video_id": np.empty((b, 2), np.int32)}
@@ -100,7 +154,7 @@ class _BatchBuilder:
             list(self.pool.map(lambda slot: self._load_exemplar(
                 out, slot // 2, slot % 2, picks[slot // 2][slot % 2], moves[slot // 2],
                 None if plates is None else plates[slot // 2]), range(2 * b)))
-        return out
+        return Batch(**out)
 
     def _global_row(self, row: int) -> int:
         return self.process_index * (self.schedule.global_batch_size // self.process_count) + row
@@ -235,7 +289,7 @@ class HostBatchIterator:
     def __iter__(self) -> HostBatchIterator:
         return self
 
-    def __next__(self) -> tuple[int, dict[str, np.ndarray]]:
+    def __next__(self) -> tuple[int, Batch]:
         if self._error is not None:
             raise self._error
         while True:
@@ -266,62 +320,36 @@ class HostBatchIterator:
         self.close()
 
 
-def host_batches(source: Source, *, global_batch_size: int, height: int, width: int, seed: int,
-                 start_step: int = 0, pair_index: PairIndex | None = None, process_index: int | None = None,
-                 process_count: int | None = None, prefetch: int = 2, num_threads: int | None = None,
-                 conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                 background: np.ndarray | None = None, exemplars: np.ndarray | None = None,
-                 exemplar_warp: str = "none") -> HostBatchIterator:
-    """This process's numpy batches of temporal pairs, from ``start_step`` on, forever.
-
-    Each batch holds, for B_local = global_batch_size / process_count pairs:
-    ``label_prev``/``label`` (stick figures) and ``image_prev``/``image`` (frames),
-    float32 [B_local, height, width, 3] in [-1, 1]; ``keypoints_prev``/``keypoints``
-    float32 [B_local, 137, 3] in output pixels; ``face_box_prev``/``face_box`` float32
-    [B_local, 4] and ``face_valid_prev``/``face_valid`` bool [B_local];
-    ``frame_index``/``video_id`` int32
-    [B_local, 2] (prev, cur). Frames are fit into height x width keeping their aspect
-    (black bars). The process defaults to JAX's; pass both to override (tests).
-
-    ``augment`` moves each pair (frames, keypoints, redrawn stick figures, face boxes) by one random
-    transform (``edn_jax.data.augment``); ``background``, a uint8 plate [height, width, 3], adds
-    ``background`` float32 [B_local, height, width, 3]: the plate moved as each pair was.
-    ``exemplars``, int [records, M] (``exemplar.training_candidates``), adds ``exemplar_prev``/``exemplar``
-    float32 [B_local, height, width, 6]: for each frame one of its M candidate records at random, its
-    frame and stick figure, moved as the pair was; with ``exemplar_warp="limbs"`` then moved limb by
-    limb into its frame's pose (``limb_warp.warped``), fading to the moved plate (and no figure) away
-    from that pose when there is a ``background``.
+def host_batches(source: Source, options: PipelineOptions, *, start_step: int = 0,
+                 pair_index: PairIndex | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> HostBatchIterator:
+    """This process's numpy ``Batch``es of temporal pairs as ``options`` describes them, from
+    ``start_step`` on, forever: global_batch_size / process_count pairs each (this process's rows
+    of the global batch). The process defaults to JAX's; pass both to override (tests).
     """
+    o = options
     if (process_index is None) != (process_count is None):
         raise EdnError("only one of process_index and process_count was given", "pass both, or neither")
     if process_index is None:
         process_index, process_count = jax.process_index(), jax.process_count()
-    if int(height) < 1 or int(width) < 1:
-        raise EdnError(f"output size must be positive, got {height}x{width}", "pass a height and width >= 1")
-    if prefetch < 1:
-        raise EdnError(f"prefetch must be at least 1, got {prefetch}", "pass prefetch=2")
-    num_threads = min(16, os.cpu_count() or 1) if num_threads is None else num_threads
-    if num_threads < 1:
-        raise EdnError(f"num_threads must be at least 1, got {num_threads}", "leave it unset for the CPU count")
+    num_threads = min(16, os.cpu_count() or 1) if o.num_threads is None else o.num_threads
     start_step = non_negative_int(start_step, "start_step")
     index = PairIndex.from_source(source) if pair_index is None else pair_index
     index.check_covers(source)
-    schedule = BatchSchedule(len(index), global_batch_size, seed)
+    schedule = BatchSchedule(len(index), o.global_batch_size, o.seed)
     check_processes(schedule.global_batch_size, int(process_index), int(process_count))
-    if background is not None and np.shape(background) != (int(height), int(width), 3):
-        raise EdnError(f"the background plate is {np.shape(background)}, not the output's ({height}, {width}, 3)",
+    if o.background is not None and np.shape(o.background) != (int(o.height), int(o.width), 3):
+        raise EdnError(f"the background plate is {np.shape(o.background)}, not the output's "
+                       f"({o.height}, {o.width}, 3)",
                        "compute it at the training size (edn_jax.conditioning.background.plate_from_split)")
-    if exemplars is not None:
-        exemplars = np.asarray(exemplars)
+    if o.exemplars is not None:
+        exemplars = np.asarray(o.exemplars)
         if exemplars.ndim != 2 or len(exemplars) != len(source) or exemplars.shape[1] < 1 or (
                 exemplars.size and not 0 <= exemplars.min() <= exemplars.max() < len(source)):
             raise EdnError(f"the exemplar table is {exemplars.shape}, not [{len(source)} records, candidates] of "
                            "this split's record indices", "build it with exemplar.training_candidates on this split")
-    builder = _BatchBuilder(source, index, schedule, int(height), int(width), int(process_index),
-                            int(process_count), int(num_threads), float(conf_threshold), augment,
-                            None if background is None else np.ascontiguousarray(background, np.uint8), exemplars,
-                            exemplar_warp)
-    return HostBatchIterator(builder, start_step, int(prefetch))
+    builder = _BatchBuilder(source, index, schedule, o, int(process_index), int(process_count), int(num_threads))
+    return HostBatchIterator(builder, start_step, int(o.prefetch))
 
 
 # --------------------------------------------------------------------------- global arrays
@@ -343,14 +371,14 @@ class TrainIterator:
         self._ahead: collections.deque = collections.deque()
         self._next_step = host.state()["step"]
 
-    def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {k: jax.make_array_from_process_local_data(self._sharding, v, (self._global_batch_size,) + v.shape[1:])
-                for k, v in local.items()}
+    def _to_global(self, local: Batch) -> Batch:
+        return jax.tree.map(lambda v: jax.make_array_from_process_local_data(
+            self._sharding, v, (self._global_batch_size,) + v.shape[1:]), local)
 
     def __iter__(self) -> TrainIterator:
         return self
 
-    def __next__(self) -> tuple[int, dict[str, Any]]:
+    def __next__(self) -> tuple[int, Batch]:
         while len(self._ahead) <= self._device_prefetch:
             step, local = next(self._host)
             self._ahead.append((step, self._to_global(local)))
@@ -372,13 +400,9 @@ class TrainIterator:
         self.close()
 
 
-def make_train_iterator(source: Source, *, global_batch_size: int, height: int, width: int, seed: int, mesh,
-                        start_step: int = 0, pair_index: PairIndex | None = None, data_axis: str = "data",
-                        prefetch: int = 2, device_prefetch: int = 1, num_threads: int | None = None,
-                        conf_threshold: float = 0.05, augment: augment_lib.Augment | None = None,
-                        background: np.ndarray | None = None, exemplars: np.ndarray | None = None,
-                        exemplar_warp: str = "none") -> TrainIterator:
-    """Global training batches on ``mesh``: ``host_batches`` of every process, joined.
+def make_train_iterator(source: Source, options: PipelineOptions, mesh, *, start_step: int = 0,
+                        pair_index: PairIndex | None = None, data_axis: str = "data") -> TrainIterator:
+    """Global training ``Batch``es on ``mesh``: ``host_batches`` of every process, joined.
 
     Each array is sharded along its batch axis over ``data_axis`` (replicated over the
     mesh's other axes). The global batch must split evenly over the processes and over
@@ -388,12 +412,11 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
     if data_axis not in mesh.axis_names:
         raise EdnError(f"the mesh has no axis {data_axis!r} (axes: {', '.join(mesh.axis_names)})",
                        "pass data_axis= one of the mesh's axis names")
+    global_batch_size = options.global_batch_size
     data_size = mesh.shape[data_axis]
     if global_batch_size % data_size:
         raise EdnError(f"global batch size {global_batch_size} is not divisible by the {data_size} devices "
                        f"of mesh axis {data_axis!r}", f"use a multiple of {data_size}")
-    if device_prefetch < 0:
-        raise EdnError(f"device_prefetch must be >= 0, got {device_prefetch}", "pass device_prefetch=1")
     process_index, process_count = jax.process_index(), jax.process_count()
     check_processes(global_batch_size, process_index, process_count)
     sharding = NamedSharding(mesh, PartitionSpec(data_axis))
@@ -405,9 +428,6 @@ def make_train_iterator(source: Source, *, global_batch_size: int, height: int, 
         raise EdnError(f"process {process_index}'s devices do not hold rows [{process_index * rows}, "
                        f"{(process_index + 1) * rows}) of the batch along mesh axis {data_axis!r}",
                        "build the mesh with jax.make_mesh so each process's devices are contiguous on the data axis")
-    host = host_batches(source, global_batch_size=global_batch_size, height=height, width=width, seed=seed,
-                        start_step=start_step, pair_index=pair_index, process_index=process_index,
-                        process_count=process_count, prefetch=prefetch, num_threads=num_threads,
-                        conf_threshold=conf_threshold, augment=augment, background=background,
-                        exemplars=exemplars, exemplar_warp=exemplar_warp)
-    return TrainIterator(host, sharding, global_batch_size, int(device_prefetch))
+    host = host_batches(source, options, start_step=start_step, pair_index=pair_index, process_index=process_index,
+                        process_count=process_count)
+    return TrainIterator(host, sharding, global_batch_size, int(options.device_prefetch))

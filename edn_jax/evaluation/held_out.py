@@ -168,7 +168,7 @@ class _Splits:
                      "nearest_train_frame": jnp.asarray(retrieved["frame"])}
         # A model with model.exemplar renders each frame from the retrieval baseline's frame.
         exemplars = (jnp.asarray(exemplar.for_poses(
-            retrieved, padded["keypoints"], renderer.exemplar_warp,
+            retrieved, padded["keypoints"], renderer.model.exemplar_warp,
             params.get("background") if renderer.uses_plate else None)) if renderer.uses_exemplar else None)
         frames, scores, carries = _render_and_score(renderer, params, padded, carries, baselines, score, exemplars)
         held = {k: v[:n] for k, v in padded.items()}

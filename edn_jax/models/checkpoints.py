@@ -278,6 +278,6 @@ def with_plate(model: TrainedModel, dataset_dir: str) -> TrainedModel:
         return model
     split = dataset.open_split(dataset_dir, "train")
     plate = background.to_unit(background.plate_from_split(split, model.stage.height, model.stage.width,
-                                                           model.renderer.plate_fill).image)
+                                                           model.renderer.model.plate_fill).image)
     return dataclasses.replace(model, params=dict(model.params, background=jnp.asarray(plate)))
 

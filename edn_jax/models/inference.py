@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from edn_jax.conditioning import face_crop
@@ -66,43 +67,37 @@ def copy_source(exemplar, mode: str):
 
 @dataclasses.dataclass(frozen=True)
 class Renderer:
-    """The static half of a trained model (modules and flags; hashable, so jit treats it as static).
+    """The static half of a trained model (modules and its ``model`` section; hashable, so jit
+    treats it as static).
 
     The other half is its params: ``{"g": main generator params, "face": face generator
     params or None, "background": the plate [1, H, W, 3] in [-1, 1] or None}``. ``generator`` is a
-    GlobalGenerator or a LocalEnhancer.
+    GlobalGenerator or a LocalEnhancer. Rendering reads its flags from ``model``, the config's
+    model section as the model was trained (``model.temporal``, ``model.background``,
+    ``model.exemplar``, ...), frozen.
     """
 
     generator: Any
-    use_prev_label: bool = False
+    model: ml_collections.FrozenConfigDict
     face_generator: Any = None
     face_crop: int = 0  # face crop side (px) the face generator works on
-    temporal: bool = True  # G sees its previous output (False: single-frame pix2pixHD)
-    face_refined_prev: bool = True  # with a face model: the next frame is rendered from the refined one
-    background: str = "none"  # model.background: none | input | composite (the plate is params["background"])
-    exemplar: str = "none"  # model.exemplar: none | input | copy (each frame's exemplar comes with its figure)
-    exemplar_warp: str = "none"  # model.exemplar_warp: how callers prepare exemplars (exemplar.for_poses, ExemplarBank)
-    plate_fill: str = "median"  # model.plate_fill: how callers compute the plate (background.plate_from_split)
-    composite_region: float = 0.0  # model.composite_region: the composite's mask confined near the figure (0: not)
+
+    @classmethod
+    def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
+        """A renderer of ``generator`` (and the face generator) reading the config's model section."""
+        return cls(generator, ml_collections.FrozenConfigDict(config.model), face_generator, face_side)
 
     @property
     def has_face(self) -> bool:
         return self.face_generator is not None
 
-    @classmethod
-    def from_config(cls, config, generator, face_generator=None, face_side: int = 0) -> "Renderer":
-        """A renderer of ``generator`` (and the face generator) with the config's input flags."""
-        m = config.model
-        return cls(generator, m.use_prev_label, face_generator, face_side, m.temporal, m.face_prev == "refined",
-                   m.background, m.exemplar, m.exemplar_warp, m.plate_fill, float(m.composite_region))
-
     @property
     def uses_plate(self) -> bool:
-        return background_lib.uses_plate(self.background)
+        return background_lib.uses_plate(self.model.background)
 
     @property
     def uses_exemplar(self) -> bool:
-        return uses_exemplar(self.exemplar)
+        return uses_exemplar(self.model.exemplar)
 
 
 def refine_faces(renderer: Renderer, face_params, frames, labels, face_boxes, face_valid):
@@ -148,13 +143,14 @@ def render_chunk(renderer: Renderer, params, labels, face_boxes, face_valid, car
     def step(carry, frame):
         prev, prev_label = carry
         label, box, valid, exemplar = frame
-        g_in = generator_input(label[None], prev, prev_label, renderer.use_prev_label, renderer.temporal, plate,
+        m = renderer.model
+        g_in = generator_input(label[None], prev, prev_label, m.use_prev_label, m.temporal, plate,
                                None if exemplar is None else exemplar[None])
-        out = generate(renderer.generator, params["g"], g_in, plate, renderer.background,
-                       copy_source(None if exemplar is None else exemplar[None], renderer.exemplar),
-                       renderer.composite_region)
+        out = generate(renderer.generator, params["g"], g_in, plate, m.background,
+                       copy_source(None if exemplar is None else exemplar[None], m.exemplar),
+                       float(m.composite_region))
         shown = refine_faces(renderer, params["face"], out, label[None], box[None], valid[None]) if use_face else out
-        return (shown if renderer.face_refined_prev else out, label[None]), shown[0]
+        return (shown if m.face_prev == "refined" else out, label[None]), shown[0]
 
     carry, outputs = jax.lax.scan(step, carry, (labels, jnp.asarray(face_boxes, jnp.float32),
                                                 jnp.asarray(face_valid, bool), exemplars))

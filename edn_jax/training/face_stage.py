@@ -30,25 +30,22 @@ from jax.sharding import Mesh
 
 from edn_jax.conditioning import face_crop
 from edn_jax.conditioning import background as background_lib
+from edn_jax.data.batch import EXEMPLAR_FIELDS, FACE_FIELDS, IMAGE_FIELDS, PLATE_FIELDS, Batch
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_discriminator, build_face_models, build_models, uses_exemplar
 from edn_jax.models.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.runtime import sharding
 from edn_jax.stages import Stage, face_crop_side, model_signature
 from edn_jax.training import losses
-from edn_jax.training.generator_stage import (BACKGROUND_KEY, EXEMPLAR_KEYS, TrainState, abstract_stage_state,
-                                              batch_exemplars, discriminator_input, frame_g_terms, guard_nonfinite,
-                                              make_optimizers, make_perceptual, multiscale_d_update, vgg_weight)
+from edn_jax.training.generator_stage import (TrainState, abstract_stage_state, batch_exemplars, discriminator_input,
+                                              frame_g_terms, guard_nonfinite, make_optimizers, make_perceptual,
+                                              multiscale_d_update, vgg_weight)
 
-FACE_KEYS = ("label_prev", "label", "image_prev", "image", "face_box_prev", "face_box", "face_valid_prev",
-             "face_valid")
-
-
-def face_keys(config) -> tuple[str, ...]:
-    """The batch entries the face stage's step reads (the plates too, for ``model.background``, and
+def face_fields(config) -> tuple[str, ...]:
+    """The ``Batch`` fields the face stage's step reads (the plates too, for ``model.background``, and
     the exemplars, for ``model.exemplar``)."""
-    return (FACE_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
-            + (EXEMPLAR_KEYS if uses_exemplar(config.model.exemplar) else ()))
+    return (IMAGE_FIELDS + FACE_FIELDS + (PLATE_FIELDS if background_lib.uses_plate(config.model.background) else ())
+            + (EXEMPLAR_FIELDS if uses_exemplar(config.model.exemplar) else ()))
 
 
 @flax.struct.dataclass
@@ -107,37 +104,37 @@ def render_face_pair(generator, g_params, face_g, face_g_params, batch, corners,
     """The pair as the face stage renders it: (refined crops [2B] as [t-1 rows; t rows], refined
     frame t-1, refined frame t). Frame t-1 comes from a blank previous frame; frame t from the
     refined frame t-1 (``refined_prev``) or G's own. ``corners`` [2B] place the crops."""
-    n = batch["label"].shape[0]
-    label_prev, label = batch["label_prev"], batch["label"]
+    n = batch.label.shape[0]
+    label_prev, label = batch.label_prev, batch.label
     blank = jnp.zeros_like(label_prev)
-    plate = batch.get(BACKGROUND_KEY) if background_lib.uses_plate(background_mode) else None
+    plate = batch.background if background_lib.uses_plate(background_mode) else None
     g = functools.partial(generate, generator, g_params, background=plate, mode=background_mode, region=region)
     exemplar_prev, exemplar = batch_exemplars(batch)
     raw_prev = g(generator_input(label_prev, blank, blank, use_prev_label, temporal, plate, exemplar_prev),
                  copy_from=copy_source(exemplar_prev, exemplar_mode))
     crops_prev, frame_prev = refine(face_g, face_g_params, raw_prev, label_prev, corners[:n],
-                                    batch["face_valid_prev"], side)
+                                    batch.face_valid_prev, side)
     previous = frame_prev if refined_prev else raw_prev
     raw = g(generator_input(label, previous, label_prev, use_prev_label, temporal, plate, exemplar),
             copy_from=copy_source(exemplar, exemplar_mode))
-    crops, frame = refine(face_g, face_g_params, raw, label, corners[n:], batch["face_valid"], side)
+    crops, frame = refine(face_g, face_g_params, raw, label, corners[n:], batch.face_valid, side)
     return jnp.concatenate([crops_prev, crops], axis=0), frame_prev, frame
 
 
-def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage, side: int, with_full_d: bool,
+def face_train_step(state: FaceState, batch: Batch, perceptual, *, config, stage: Stage, side: int, with_full_d: bool,
                     generator, discriminator, face_g, face_d, d_tx, face_g_tx, face_d_tx):
     """One face G, face D (and, ``with_full_d``, multiscale D) update; G frozen; NaN-guarded."""
     lambda_feat, lambda_vgg, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_vgg, config.loss.lambda_l1
     frame_vgg = vgg_weight(config, stage)
     both = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731  [t-1 rows; t rows]
-    labels, images = both(batch["label_prev"], batch["label"]), both(batch["image_prev"], batch["image"])
-    valid = both(batch["face_valid_prev"], batch["face_valid"])
+    labels, images = both(batch.label_prev, batch.label), both(batch.image_prev, batch.image)
+    valid = both(batch.face_valid_prev, batch.face_valid)
     h, w = labels.shape[1:3]
-    corners = face_crop.crop_boxes(both(batch["face_box_prev"], batch["face_box"]), valid, h, w, side)
+    corners = face_crop.crop_boxes(both(batch.face_box_prev, batch.face_box), valid, h, w, side)
     label_c, real_c = face_crop.crop(labels, corners, side), face_crop.crop(images, corners, side)
     weights = valid.astype(jnp.float32)
     temporal = config.model.temporal
-    real_pair = discriminator_input(batch["label_prev"], batch["label"], batch["image_prev"], batch["image"], temporal)
+    real_pair = discriminator_input(batch.label_prev, batch.label, batch.image_prev, batch.image, temporal)
     render = functools.partial(render_face_pair, generator, jax.lax.stop_gradient(state.g_params), face_g,
                                batch=batch, corners=corners, side=side, use_prev_label=config.model.use_prev_label,
                                temporal=temporal, refined_prev=config.model.face_prev == "refined",
@@ -152,9 +149,9 @@ def face_train_step(state: FaceState, batch, perceptual, *, config, stage: Stage
             terms["face_g_vgg"] = lambda_vgg * perceptual(refined_c, real_c, weights)
         if lambda_l1 > 0:
             terms["face_g_l1"] = lambda_l1 * losses.weighted_mean(jnp.abs(refined_c - real_c), weights)
-        fake_pair = discriminator_input(batch["label_prev"], batch["label"], frame_prev, frame, temporal)
+        fake_pair = discriminator_input(batch.label_prev, batch.label, frame_prev, frame, temporal)
         terms.update(frame_g_terms(discriminator, state.d_params, real_pair, fake_pair, (frame_prev, frame),
-                                   (batch["image_prev"], batch["image"]), lambda_feat=lambda_feat, lambda_l1=0.0,
+                                   (batch.image_prev, batch.image), lambda_feat=lambda_feat, lambda_l1=0.0,
                                    vgg_loss=perceptual, lambda_vgg=frame_vgg))  # no full-frame L1 here
         return sum(terms.values()), (terms, refined_c, fake_pair)
 
@@ -243,18 +240,18 @@ class FaceTrainer:
     def init_from(self, seed: int, previous: TrainState) -> FaceState:
         return self.init_from_fn(jax.random.PRNGKey(seed), previous)
 
-    def step(self, state: FaceState, batch, step: int | None = None) -> tuple[FaceState, dict]:
+    def step(self, state: FaceState, batch: Batch, step: int | None = None) -> tuple[FaceState, dict]:
         """One step; ``step`` (the host's count, to avoid a device sync) picks the face-D-alone phase."""
         step = int(state.step) if step is None else step
         with_full_d = step >= self.config.train.face.d_alone_steps
-        return self.step_fns[with_full_d](state, {k: batch[k] for k in face_keys(self.config)}, self.perceptual)
+        return self.step_fns[with_full_d](state, batch.only(face_fields(self.config)), self.perceptual)
 
-    def sample(self, state: FaceState, batch) -> jax.Array:
+    def sample(self, state: FaceState, batch: Batch) -> jax.Array:
         """Refined frame t as the step renders it (from the refined frame t-1), for sample grids."""
-        batch = {k: batch[k] for k in face_keys(self.config)}
-        h, w = batch["label"].shape[1:3]
-        valid = jnp.concatenate([batch["face_valid_prev"], batch["face_valid"]], axis=0)
-        corners = face_crop.crop_boxes(jnp.concatenate([batch["face_box_prev"], batch["face_box"]], axis=0), valid,
+        batch = batch.only(face_fields(self.config))
+        h, w = batch.label.shape[1:3]
+        valid = jnp.concatenate([batch.face_valid_prev, batch.face_valid], axis=0)
+        corners = face_crop.crop_boxes(jnp.concatenate([batch.face_box_prev, batch.face_box], axis=0), valid,
                                        h, w, self.side)
         return self.sample_fn(state.g_params, face_g_params=state.face_g_params, batch=batch, corners=corners)[2]
 

@@ -24,6 +24,7 @@ import optax
 from jax.sharding import Mesh
 
 from edn_jax.conditioning import background as background_lib
+from edn_jax.data.batch import EXEMPLAR_FIELDS, IMAGE_FIELDS, PLATE_FIELDS, Batch
 from edn_jax.models.discriminator import extend_scales
 from edn_jax.models.factory import build_models, uses_exemplar
 from edn_jax.models.inference import Renderer, copy_source, generate, generator_input
@@ -32,15 +33,10 @@ from edn_jax.runtime import sharding
 from edn_jax.stages import Stage, model_signature, plan_stages
 from edn_jax.training import losses
 
-TRAIN_KEYS = ("label_prev", "label", "image_prev", "image")
-BACKGROUND_KEY = "background"  # the batch's plates [B, H, W, 3], moved with each pair's augmentation
-EXEMPLAR_KEYS = ("exemplar_prev", "exemplar")  # each frame's exemplar [B, H, W, 6] (model.exemplar)
-
-
-def batch_keys(config) -> tuple[str, ...]:
-    """The batch entries a generator stage's step reads."""
-    return (TRAIN_KEYS + ((BACKGROUND_KEY,) if background_lib.uses_plate(config.model.background) else ())
-            + (EXEMPLAR_KEYS if uses_exemplar(config.model.exemplar) else ()))
+def batch_fields(config) -> tuple[str, ...]:
+    """The ``Batch`` fields a generator stage's step reads."""
+    return (IMAGE_FIELDS + (PLATE_FIELDS if background_lib.uses_plate(config.model.background) else ())
+            + (EXEMPLAR_FIELDS if uses_exemplar(config.model.exemplar) else ()))
 
 
 @flax.struct.dataclass
@@ -133,9 +129,9 @@ def example_exemplar(config, image):
     return jnp.concatenate([image, image], axis=-1) if uses_exemplar(config.model.exemplar) else None
 
 
-def batch_exemplars(batch) -> tuple:
+def batch_exemplars(batch: Batch) -> tuple:
     """(frame t-1's, frame t's) exemplars of a training batch, or Nones without them."""
-    return tuple(batch.get(k) for k in EXEMPLAR_KEYS)
+    return batch.exemplar_prev, batch.exemplar
 
 
 def init_state(config, stage: Stage, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
@@ -201,7 +197,7 @@ def multiscale_d_update(discriminator, d_tx, d_params, d_opt_state, real, fake_i
     return optax.apply_updates(d_params, d_updates), d_opt_state, d_loss, d_grads
 
 
-def train_step(state: TrainState, batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
+def train_step(state: TrainState, batch: Batch, perceptual, *, config, generator, discriminator, g_tx, d_tx,
                fix_global_steps: int = 0, lambda_vgg: float | None = None):
     """One G and one D update from the same forward pass (as pix2pixHD), guarded against NaN/Inf.
 
@@ -218,15 +214,15 @@ def train_step(state: TrainState, batch, perceptual, *, config, generator, discr
         vgg_loss = functools.partial(perceptual, remat=True)
     lambda_feat, lambda_l1 = config.loss.lambda_feat, config.loss.lambda_l1
     lambda_vgg = config.loss.lambda_vgg if lambda_vgg is None else lambda_vgg
-    label_prev, label = batch["label_prev"], batch["label"]
-    image_prev, image = batch["image_prev"], batch["image"]
+    label_prev, label = batch.label_prev, batch.label
+    image_prev, image = batch.image_prev, batch.image
     real = discriminator_input(label_prev, label, image_prev, image, temporal)
     prev_noise = None
     if config.train.prev_noise > 0 and temporal:
         key = jax.random.fold_in(state.rng, state.step)
         prev_noise = config.train.prev_noise * jax.random.normal(key, label.shape, jnp.float32)
     render = functools.partial(render_pair, generator, label_prev=label_prev, label=label, use_prev_label=use_prev,
-                               temporal=temporal, background=batch.get(BACKGROUND_KEY),
+                               temporal=temporal, background=batch.background,
                                background_mode=config.model.background, prev_noise=prev_noise,
                                exemplars=batch_exemplars(batch), exemplar_mode=config.model.exemplar,
                                region=float(config.model.composite_region))
@@ -322,13 +318,13 @@ class GeneratorTrainer:
         """This stage's first state, from the previous stage's final one."""
         return self.init_from_fn(jax.random.PRNGKey(seed), previous)
 
-    def step(self, state: TrainState, batch, step: int | None = None) -> tuple[TrainState, dict]:
-        return self.step_fn(state, {k: batch[k] for k in batch_keys(self.config)}, self.perceptual)
+    def step(self, state: TrainState, batch: Batch, step: int | None = None) -> tuple[TrainState, dict]:
+        return self.step_fn(state, batch.only(batch_fields(self.config)), self.perceptual)
 
-    def sample(self, state: TrainState, batch) -> jax.Array:
+    def sample(self, state: TrainState, batch: Batch) -> jax.Array:
         """Frame t as the step renders it (from G's own frame t-1), for sample grids."""
-        return self.sample_fn(state.g_params, batch["label_prev"], batch["label"],
-                              background=batch.get(BACKGROUND_KEY), exemplars=batch_exemplars(batch))[1]
+        return self.sample_fn(state.g_params, batch.label_prev, batch.label, background=batch.background,
+                              exemplars=batch_exemplars(batch))[1]
 
     def renderer(self, state: TrainState, plate=None) -> tuple[Renderer, dict]:
         """(static renderer, params) for ``inference.render_chunk``; ``plate``: the background

@@ -27,7 +27,6 @@ from jax.sharding import Mesh
 from edn_jax import filenames
 from edn_jax.conditioning import background, exemplar
 from edn_jax.data import build, dataset, input_pipeline, pair_schedule
-from edn_jax.data.augment import Augment
 from edn_jax.errors import EdnError
 from edn_jax.evaluation import evaluate, held_out
 from edn_jax.models import checkpoints
@@ -95,7 +94,7 @@ def _check_finite(metrics: dict, step: int, stage: Stage, ckpt: checkpoints.Chec
 def _write_samples(writer, trainer, state, batch, step: int, samples_dir: str) -> None:
     fake = trainer.sample(state, batch)
     n = min(4, trainer.config.train.batch_size)
-    grid = images.image_grid(*(sharding.to_host(x)[:n] for x in (batch["label"], fake, batch["image"])))
+    grid = images.image_grid(*(sharding.to_host(x)[:n] for x in (batch.label, fake, batch.image)))
     writer.write_images(step, {"samples/stick_generated_real": grid[None]})
     if jax.process_index() == 0:
         images.write_png(os.path.join(samples_dir, filenames.sample_grid(step)), grid)
@@ -176,12 +175,9 @@ def train_stage(config, workdir: str, stage: Stage, mesh: Mesh, split, dataset_d
             plate = plate.image
         last_metrics: dict = {}
         step, preempted = start, False
-        with input_pipeline.make_train_iterator(split.source, global_batch_size=t.batch_size, height=stage.height,
-                                                width=stage.width, seed=t.seed + stage.number - 1, mesh=mesh,
-                                                start_step=start, pair_index=pair_index,
-                                                augment=Augment.from_config(t.augment), background=plate,
-                                                exemplars=stage_exemplars(config, split, stage),
-                                                exemplar_warp=config.model.exemplar_warp) as batches, \
+        options = input_pipeline.PipelineOptions.for_stage(config, stage, plate, stage_exemplars(config, split, stage))
+        with input_pipeline.make_train_iterator(split.source, options, mesh, start_step=start,
+                                                pair_index=pair_index) as batches, \
                 progress.Progress(stage.num_steps - start, f"{stage.title} training ({dataset_dir})",
                                   unit="steps") as bar:
             while step < stage.num_steps:

@@ -60,7 +60,8 @@ def load_target(config, explicit=()) -> Target:
         plate = model.params.get("background")  # with_plate's, so the bank need not decode the split again
         bank = exemplar.ExemplarBank(split, model.stage.height, model.stage.width,
                                      plate=None if plate is None else background.from_unit(plate),
-                                     warp=model.renderer.exemplar_warp, plate_fill=model.renderer.plate_fill)
+                                     warp=model.renderer.model.exemplar_warp,
+                                     plate_fill=model.renderer.model.plate_fill)
     stats = stats_in_frame(split.stats, tf)
     if not normalization.has_travel_range(stats):  # a dataset built before the travel range was stored
         stats = normalization.pose_statistics(dataset.split_keypoints(split, model.stage.height, model.stage.width))
