@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import ONE_DEVICE_XLA_FLAGS, REPO, assert_one_line_error, real_video
+from helpers import ONE_DEVICE_XLA_FLAGS, REPO, assert_facts, assert_one_line_error, real_video
 from edn_jax import dance, filenames
 from edn_jax.errors import EdnError
 from edn_jax.pose import layout
@@ -170,7 +170,7 @@ def uninterrupted(tmp_path_factory):
 def test_one_command_runs_every_phase_and_writes_the_page(uninterrupted):
     workdir, out = uninterrupted
     for number, name in enumerate(dance.PHASES, 1):
-        assert f"dance: phase {number} of {len(dance.PHASES)}, {name}: done in" in out
+        assert_facts(out, f"phase {number} of {len(dance.PHASES)}, {name}: done")
     assert "job elapsed" in out and "left (ETA" in out
     state = json.load(open(os.path.join(workdir, filenames.DANCE_STATE)))
     assert (state["height"], state["width"]) == (64, 32)  # single_person_cam01 is 1920x1080 as displayed
