@@ -27,8 +27,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from edn_jax.data import limb_warp
-from edn_jax.data.batch import Batch
 from edn_jax.data import augment as augment_lib
+from edn_jax.data.batch import Batch
 from edn_jax.data.pair_schedule import BatchSchedule, PairIndex, Source, check_processes, non_negative_int
 from edn_jax.data.records import fit_face_box, fit_record
 from edn_jax.errors import EdnError

@@ -115,7 +115,8 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
                    jnp.asarray(holdout.mean_train_frame(train_split, height, width)),
                    jnp.asarray(dataset.split_keypoints(train_split, height, width)))
     fps = float(split.metadata["videos"][int(videos[0])].get("fps") or 30.0)
-    score = functools.partial(frame_scores, lpips, face_side=face_side, body_size=body_crop_size(height, width))
+    body_size = body_crop_size(height, width)
+    score = functools.partial(frame_scores, lpips, face_side=face_side, body_size=body_size)
     candidates = ("generated", "without_face") if renderer.has_face else ("generated",)
     streams = POSE_STREAMS if detector_factory is not None else ()
     with progress.Progress(len(order), f"{desc} on {len(order)} held-out frames", unit="frames") as bar, \
@@ -129,7 +130,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
         for vid in np.unique(videos):
             records = order[videos == vid]
             carries = dict.fromkeys(candidates, inference.initial_carry(height, width))
-            collected.previous = None
+            collected.start_video()
             for start in range(0, len(records), chunk_frames):
                 chunk = records[start:start + chunk_frames]
                 held, nearest, frames, scores, carries = data.chunk(chunk, renderer, params, carries, score)
@@ -138,7 +139,7 @@ def evaluate_held_out(renderer, params, dataset_dir: str, height: int, width: in
 
     result = collected.summary(videos, height)
     result.update({"dataset": storage.absolute(dataset_dir), "frame_size_hw": [height, width],
-                   "face_crop_px": face_side, "body_crop_hw": list(body_crop_size(height, width))})
+                   "face_crop_px": face_side, "body_crop_hw": list(body_size)})
     return result, collected.rows, np.concatenate(collected.grid, axis=0)
 
 
@@ -160,8 +161,8 @@ class _Splits:
         # A short last chunk is padded with its last record, so every call has one shape (one
         # compile); the padding comes after the video's last frame and is dropped.
         n = len(records)
-        padded = holdout.records_at(self.split, np.concatenate([records, np.repeat(records[-1:], self.chunk_frames - n)]),
-                                    self.height, self.width)
+        padding = np.repeat(records[-1:], self.chunk_frames - n)
+        padded = holdout.records_at(self.split, np.concatenate([records, padding]), self.height, self.width)
         nearest = np.asarray(holdout.nearest_poses(jnp.asarray(padded["keypoints"]), self.train_poses))
         retrieved = holdout.records_at(self.train, nearest, self.height, self.width)
         baselines = {"mean_train_frame": jnp.broadcast_to(self.mean, padded["frame"].shape),
@@ -185,6 +186,10 @@ class _Collected:
         self.rows, self.scores_by_chunk, self.grid, self.input_kps = [], [], [], []
         self.detected = {stream: [] for stream in detectors}
         self.previous = None  # the last generated and real frames of the video's chunk before
+
+    def start_video(self) -> None:
+        """The next chunk is a video's first: its first frame has no frame before it to change from."""
+        self.previous = None
 
     def add(self, vid: int, records: np.ndarray, split, held: dict, nearest: np.ndarray, frames: dict,
             scores: dict) -> None:

@@ -30,22 +30,22 @@ from jax.sharding import Mesh
 
 from edn_jax.conditioning import face_crop
 from edn_jax.conditioning import background as background_lib
-from edn_jax.data.batch import EXEMPLAR_FIELDS, FACE_FIELDS, IMAGE_FIELDS, PLATE_FIELDS, Batch
+from edn_jax.data.batch import FACE_FIELDS, Batch
 from edn_jax.models.discriminator import extend_scales
-from edn_jax.models.factory import build_discriminator, build_face_models, build_models, uses_exemplar
+from edn_jax.models.factory import build_discriminator, build_face_models, build_models
 from edn_jax.models.inference import Renderer, copy_source, generate, generator_input
 from edn_jax.runtime import sharding
 from edn_jax.stages import Stage, face_crop_side, model_signature
 from edn_jax.training import losses
-from edn_jax.training.generator_stage import (TrainState, abstract_stage_state, batch_exemplars, discriminator_input,
-                                              frame_g_terms, guard_nonfinite, make_optimizers, make_perceptual,
-                                              multiscale_d_update, vgg_weight)
+from edn_jax.training.generator_stage import (TrainState, abstract_stage_state, batch_exemplars, batch_fields,
+                                              discriminator_input, frame_g_terms, guard_nonfinite, make_optimizers,
+                                              make_perceptual, multiscale_d_update, vgg_weight)
+
 
 def face_fields(config) -> tuple[str, ...]:
     """The ``Batch`` fields the face stage's step reads (the plates too, for ``model.background``, and
     the exemplars, for ``model.exemplar``)."""
-    return (IMAGE_FIELDS + FACE_FIELDS + (PLATE_FIELDS if background_lib.uses_plate(config.model.background) else ())
-            + (EXEMPLAR_FIELDS if uses_exemplar(config.model.exemplar) else ()))
+    return batch_fields(config) + FACE_FIELDS
 
 
 @flax.struct.dataclass

@@ -208,7 +208,8 @@ class _Slots:
 
     def __init__(self, config, target: Target, specs: list[SourceSpec], outputs: dict[str, dict[str, str]],
                  results: dict[str, SourceResult], renderer: BatchRenderer):
-        self.config, self.target, self.outputs, self.results, self.renderer = config, target, outputs, results, renderer
+        self.config, self.target, self.renderer = config, target, renderer
+        self.outputs, self.results = outputs, results
         self.pending = collections.deque(specs)
         self.jobs: list[_Job | None] = [None] * renderer.slots
         self.live: set[_Job] = set()
@@ -347,8 +348,8 @@ def render_sources(config, target: Target, specs: list[SourceSpec], outputs: dic
     if not specs:
         return {}
     if renderer is None:
-        slots = min(t.batch_videos or jax.local_device_count(), len(specs))
-        renderer = BatchRenderer(target.model, slots, t.chunk_frames)
+        count = min(t.batch_videos or jax.local_device_count(), len(specs))
+        renderer = BatchRenderer(target.model, count, t.chunk_frames)
     slots = _Slots(config, target, specs, outputs, results, renderer)
     slots.run()
     return slots.batch_score()
