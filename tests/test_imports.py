@@ -58,7 +58,7 @@ def imports_of(path: pathlib.Path) -> tuple[set[str], set[str]]:
         if isinstance(node, ast.Import):
             return {a.name for a in node.names}
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # "from edn_jax import video" names a module; "from edn_jax.video import x" the module itself.
+            # "from edn_jax.runtime import video" names a module; "from edn_jax.runtime.video import x" the module.
             found = {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in MODULES}
             return found or {node.module}
         return set()
